@@ -1,0 +1,36 @@
+//! xsgw: an XMPP ⇄ SIP federation gateway.
+//!
+//! ```text
+//!  XMPP server ──5269 S2S (SRV _xmpp-server._tcp)──▶ xsgw ──SIP over mutual TLS, 5061──▶ Access Edge ──▶ SIP users
+//!  (gmail.com)  ◀── dialback / STARTTLS+EXTERNAL ───      ◀── federation listener only ──
+//! ```
+//!
+//! Architecture: synchronous and threaded. Protocol cores (`xmpp`, `sip`, `dns::srv`) take bytes
+//! or events and return bytes or actions; they own no socket, thread or clock. The `gateway`
+//! module is the shell: listener threads, one thread per connection, and one router thread that
+//! owns routes, sessions and subscriptions; they talk over bounded `crossbeam-channel`s.
+//!
+//! ```text
+//!  xmpp-listen ─accept─▶ xmpp-conn-N ─┐                ┌─ sip-conn-N ◀─accept─ sip-listen
+//!                                     ├─▶ router ◀─────┤
+//!  xmpp-out-<domain> ◀────────────────┘  (owns state)  └─▶ sip-edge (outbound to the Edge)
+//! ```
+//!
+//! Module map:
+//! - [`config`]: the INI file → typed, validated [`config::Config`]; every key defined once.
+//! - [`dns`]: SRV ordering (RFC 2782, pure) and a blocking DNS client on hickory-proto.
+//! - [`tls`]: certificate and key loading, certificate names (CN/SAN), rustls configurations.
+//! - [`xmpp`]: XMPP server-to-server streams, stanzas, dialback.
+//! - [`sip`]: SIP messages, transactions and dialogs.
+//! - [`gateway`]: threads, channels, router and process lifecycle.
+//! - [`ops`]: the command line and the operator commands (`check`, `version`).
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dns;
+pub mod gateway;
+pub mod ops;
+pub mod sip;
+pub mod tls;
+pub mod xmpp;

@@ -1,0 +1,1 @@
+//! SIP toward the Access Edge: messages, framing, transactions, dialogs (RFC 3261).
