@@ -1,1 +1,242 @@
-//! placeholder
+//! The running gateway: listener threads, connection threads, the router thread, and the
+//! process lifecycle (start, reload, orderly shutdown).
+//!
+//! ```text
+//!  signals ──Shutdown/Reload──▶ router ◀──Connected/Disconnected── connection threads
+//!                                 │ owns: connection registry, (later) routes, sessions,
+//!                                 │       subscriptions
+//!  xmpp-listen / sip-listen ──accept──▶ spawn connection thread (one per socket)
+//! ```
+//!
+//! Ownership: the router owns every piece of gateway state; a connection thread owns its
+//! socket. The only thing shared is a clone of each socket's handle given to the router, so it
+//! can wake a blocked read at shutdown (`shutdown(2)`), and the listeners' stop flag.
+//!
+//! Shutdown: the router stops the listeners (flag, then a connection to each to wake its
+//! blocked `accept`), asks every connection to close, waits for them up to
+//! [`SHUTDOWN_GRACE`], and returns; [`Gateway::wait`] then joins every thread.
+
+mod connection;
+mod listener;
+pub mod router;
+pub mod state;
+pub mod threads;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use crate::config::{Config, Credentials};
+pub use router::RouterEvent;
+
+/// How long shutdown waits for connections to close before leaving anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Capacity of the router's inbound channel: connection threads block (backpressure) rather
+/// than queue without bound when the router falls behind.
+pub const ROUTER_QUEUE: usize = 4096;
+
+/// Which side of the gateway a connection or listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Server-to-server XMPP streams (port 5269).
+    Xmpp,
+    /// Mutual-TLS SIP with the Access Edge (port 5061).
+    Sip,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Xmpp => "xmpp",
+            Side::Sip => "sip",
+        })
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RunError {
+    /// A listening socket could not be opened.
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    /// The state directory or dialback secret could not be prepared.
+    State(state::StateError),
+    /// A thread could not be started (out of memory or process limits).
+    Spawn { name: String, error: std::io::Error },
+    /// The TLS configuration could not be built from the loaded certificates.
+    Tls(String),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Bind { key, addr, error } => {
+                let hint = match error.kind() {
+                    std::io::ErrorKind::AddrInUse => "; another process listens there (ss -ltnp)",
+                    std::io::ErrorKind::AddrNotAvailable => {
+                        "; no interface of this host has that address"
+                    }
+                    std::io::ErrorKind::PermissionDenied => {
+                        "; ports below 1024 need privileges xsgw should not have"
+                    }
+                    _ => "",
+                };
+                write!(f, "cannot listen on {addr} ({key}): {error}{hint}")
+            }
+            RunError::State(e) => e.fmt(f),
+            RunError::Spawn { name, error } => write!(f, "cannot start thread {name}: {error}"),
+            RunError::Tls(e) => write!(f, "cannot set up TLS: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Counts live connections per side, so listeners can enforce limits without asking the
+/// router on every accept. Decremented by [`ConnectionSlot`] on drop, whatever ends the thread.
+#[derive(Debug, Default)]
+pub struct ConnectionCount(AtomicUsize);
+
+/// One counted connection; dropping it frees the slot.
+pub struct ConnectionSlot(Arc<ConnectionCount>);
+
+impl ConnectionCount {
+    /// Takes a slot when fewer than `max` are in use.
+    pub fn try_acquire(self: &Arc<Self>, max: usize) -> Option<ConnectionSlot> {
+        let mut current = self.0.load(Ordering::Relaxed);
+        loop {
+            if current >= max {
+                return None;
+            }
+            match self.0.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(ConnectionSlot(Arc::clone(self))),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A started gateway. Send [`RouterEvent::Shutdown`] through [`Gateway::events`] to stop it,
+/// then [`Gateway::wait`].
+pub struct Gateway {
+    events: Sender<RouterEvent>,
+    router: JoinHandle<Result<(), ()>>,
+    listeners: Vec<JoinHandle<Result<(), ()>>>,
+    /// Where the listeners actually listen (useful with port 0 in tests).
+    pub xmpp_addr: SocketAddr,
+    pub sip_addr: SocketAddr,
+}
+
+impl Gateway {
+    /// Prepares state, binds both listeners and starts the router and listener threads.
+    /// Binding happens before any thread starts, so a busy port fails start-up cleanly.
+    pub fn start(config: Arc<Config>, credentials: Credentials) -> Result<Gateway, RunError> {
+        state::ensure_state_dir(&config.gateway.state_dir).map_err(RunError::State)?;
+        let (_secret, generated) =
+            state::load_or_create_secret(&config.xmpp.dialback_secret).map_err(RunError::State)?;
+        if generated {
+            log::info!(
+                "generated dialback secret {} (copy it to every instance that serves the same domains)",
+                config.xmpp.dialback_secret.display()
+            );
+        }
+        let xmpp = listener::bind(config.xmpp.listen, "[xmpp] listen")?;
+        let sip = listener::bind(config.sip.listen, "[sip] listen")?;
+        let xmpp_addr = xmpp.local_addr().map_err(|error| RunError::Bind {
+            key: "[xmpp] listen",
+            addr: config.xmpp.listen,
+            error,
+        })?;
+        let sip_addr = sip.local_addr().map_err(|error| RunError::Bind {
+            key: "[sip] listen",
+            addr: config.sip.listen,
+            error,
+        })?;
+
+        let (events, inbox) = crossbeam_channel::bounded(ROUTER_QUEUE);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let listener_addrs = vec![xmpp_addr, sip_addr];
+
+        let context = Arc::new(
+            connection::Context::new(Arc::clone(&config), credentials, events.clone())
+                .map_err(|e| RunError::Tls(e.to_string()))?,
+        );
+        let mut listeners = Vec::new();
+        for (side, socket, max) in [
+            (Side::Xmpp, xmpp, config.xmpp.max_connections),
+            // The Edge opens few connections; the bound guards against a misbehaving peer.
+            (Side::Sip, sip, 64),
+        ] {
+            let name = format!("{side}-listen");
+            let context = Arc::clone(&context);
+            let stopping = Arc::clone(&stopping);
+            let handle = threads::spawn(name.clone(), threads::SERVICE_STACK, move || {
+                listener::accept_loop(side, socket, max, &context, &stopping)
+            })
+            .map_err(|error| RunError::Spawn { name, error })?;
+            listeners.push(handle);
+        }
+
+        let router_state = router::Router::new(Arc::clone(&config), stopping, listener_addrs);
+        let router = threads::spawn("router".into(), threads::SERVICE_STACK, move || {
+            router_state.run(inbox)
+        })
+        .map_err(|error| RunError::Spawn {
+            name: "router".into(),
+            error,
+        })?;
+        log::info!(
+            "xsgw {} started: XMPP on {xmpp_addr}, SIP (mutual TLS) on {sip_addr}, Edge {}, hosted domains {}",
+            env!("CARGO_PKG_VERSION"),
+            config.sip.edge,
+            config.gateway.sip_domains.join(", ")
+        );
+        Ok(Gateway {
+            events,
+            router,
+            listeners,
+            xmpp_addr,
+            sip_addr,
+        })
+    }
+
+    /// A sender for lifecycle events (shutdown, reload) into the router.
+    pub fn events(&self) -> Sender<RouterEvent> {
+        self.events.clone()
+    }
+
+    /// Waits until the router has finished shutting down, then joins the listeners.
+    /// Returns `false` when a thread ended by a bug.
+    pub fn wait(self) -> bool {
+        drop(self.events);
+        let mut clean = matches!(self.router.join(), Ok(Ok(())));
+        for listener in self.listeners {
+            clean &= matches!(listener.join(), Ok(Ok(())));
+        }
+        clean
+    }
+}

@@ -1,0 +1,277 @@
+//! Stage-1 tests: every error path that needs no file system, and the sample file kept true
+//! to the key table.
+
+use super::*;
+
+const MINIMAL: &str = "\
+[gateway]
+fqdn = gw.contoso.test
+sip_domains = contoso.test, fabrikam.test
+
+[sip]
+edge = sip.contoso.test:5061
+
+[partner gmail.test]
+aliases = googlemail.test
+";
+
+fn parse_text(text: &str) -> Result<Config, Report> {
+    match parse(text, Path::new("test.ini")) {
+        Ok((config, _)) => Ok(config),
+        Err(ConfigError::Invalid(report)) => Err(report),
+        Err(other) => panic!("unexpected {other}"),
+    }
+}
+
+fn errors_of(text: &str) -> Vec<String> {
+    let report = parse_text(text).expect_err("configuration should be refused");
+    report
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(": error: "))
+        .collect()
+}
+
+#[test]
+fn minimal_configuration_takes_defaults() {
+    let config = parse_text(MINIMAL).unwrap();
+    assert_eq!(config.gateway.fqdn, "gw.contoso.test");
+    assert_eq!(
+        config.gateway.sip_domains,
+        ["contoso.test", "fabrikam.test"]
+    );
+    assert_eq!(config.xmpp.listen, "0.0.0.0:5269".parse().unwrap());
+    assert_eq!(config.xmpp.public_name, "gw.contoso.test");
+    assert_eq!(config.xmpp.max_stanza, 256 * 1024);
+    assert_eq!(config.xmpp.stream_timeout, Duration::from_secs(60));
+    assert_eq!(config.xmpp.keepalive, Duration::from_secs(300));
+    assert_eq!(config.xmpp.idle_timeout, Duration::from_secs(600));
+    assert_eq!(config.xmpp.max_connections, 1000);
+    assert_eq!(config.xmpp.max_per_partner, 20);
+    assert!(!config.xmpp.log_bodies);
+    assert_eq!(config.xmpp.ca, TrustAnchors::System);
+    assert_eq!(config.sip.edge_names, ["sip.contoso.test"]);
+    assert_eq!(config.sip.max_message, 64 * 1024);
+    assert_eq!(config.federation.mode, FederationMode::Allowlist);
+    assert_eq!(config.partners.len(), 1);
+    assert_eq!(
+        config.partner("googlemail.test").unwrap().domain,
+        "gmail.test"
+    );
+    assert_eq!(
+        config.partner("GoogleMail.TEST.").unwrap().domain,
+        "gmail.test"
+    );
+    assert!(config.partner("example.test").is_none());
+    assert_eq!(config.line("[sip] edge"), Some(6));
+    assert_eq!(config.line("[partner gmail.test]"), Some(8));
+}
+
+#[test]
+fn partner_policy_overrides_inherit_the_rest() {
+    let text = format!("{MINIMAL}tls = required\n[xmpp]\ndialback = disabled\n");
+    let config = parse_text(&text).unwrap();
+    let policy = config.policy_for(&config.partners[0]);
+    assert_eq!(policy.tls, Requirement::Required);
+    assert_eq!(policy.sasl, Requirement::Optional);
+    assert_eq!(policy.dialback, Requirement::Disabled);
+}
+
+#[test]
+fn missing_required_keys_are_named() {
+    let errors = errors_of("[gateway]\nstate_dir = /tmp\n");
+    let text = errors.join("\n");
+    assert!(text.contains("[gateway] fqdn: missing"), "{text}");
+    assert!(text.contains("[gateway] sip_domains: missing"), "{text}");
+    assert!(text.contains("[sip] edge: missing"), "{text}");
+}
+
+#[test]
+fn unknown_section_and_key_get_suggestions() {
+    let text =
+        format!("{MINIMAL}[xmp]\nlisten = 1.2.3.4:5269\n[xmpp]\ndialbak = optional\nedge = x:1\n");
+    let errors = errors_of(&text);
+    let joined = errors.join("\n");
+    assert!(
+        joined.contains("test.ini:10: error: [xmp]: unknown section; did you mean [xmpp]?"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(
+            "test.ini:13: error: [xmpp] dialbak: unknown key in [xmpp]; did you mean `dialback`?"
+        ),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(
+            "test.ini:14: error: [xmpp] edge: unknown key in [xmpp]; this key belongs in [sip]"
+        ),
+        "{joined}"
+    );
+}
+
+#[test]
+fn every_bad_value_is_reported_at_once() {
+    let text = "\
+[gateway]
+fqdn = not_a_host
+sip_domains = contoso.test
+[xmpp]
+tls = requird
+max_stanza = huge
+stream_timeout = 0s
+keepalive = soon
+log_bodies = maybe
+listen = 5269
+[sip]
+edge = sip.contoso.test
+[federation]
+mode = closed
+[dns]
+servers = 10.0.0.2, dns.example
+[log]
+level = loud
+";
+    let errors = errors_of(text);
+    let joined = errors.join("\n");
+    for expected in [
+        "test.ini:2: error: [gateway] fqdn: `not_a_host` is not a valid DNS name",
+        "test.ini:5: error: [xmpp] tls: `requird` is not a policy; expected required, optional or disabled",
+        "test.ini:6: error: [xmpp] max_stanza: `huge` is not a size",
+        "test.ini:7: error: [xmpp] stream_timeout: must be longer than zero",
+        "test.ini:8: error: [xmpp] keepalive: `soon` is not a duration",
+        "test.ini:9: error: [xmpp] log_bodies: `maybe` is not a boolean",
+        "test.ini:10: error: [xmpp] listen: `5269` is not an address:port",
+        "test.ini:12: error: [sip] edge: `sip.contoso.test` has no port",
+        "test.ini:14: error: [federation] mode: `closed` is not a federation mode",
+        "test.ini:16: error: [dns] servers: `dns.example` is not a DNS server address",
+        "test.ini:18: error: [log] level: `loud` is not a log level",
+    ] {
+        assert!(joined.contains(expected), "missing `{expected}` in:\n{joined}");
+    }
+    assert_eq!(errors.len(), 11, "{joined}");
+}
+
+#[test]
+fn repeated_sections_and_keys_are_errors() {
+    let text =
+        format!("{MINIMAL}[gateway]\nstate_dir = /tmp\n[sip]\nedge = a.test:1\nedge = b.test:1\n");
+    let joined = errors_of(&text).join("\n");
+    assert!(
+        joined.contains("test.ini:10: error: [gateway]: section repeated (first at line 1)"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("test.ini:14: error: [sip] edge: key repeated (first at line 13)"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn partner_sections_are_checked() {
+    let text = format!(
+        "{MINIMAL}tls = sometimes\nroute = nowhere\n[partner]\n[partner bad_domain]\n[partner ok.test]\naliases = fine.test, -bad.test\nlimit = 3\n"
+    );
+    let joined = errors_of(&text).join("\n");
+    assert!(
+        joined
+            .contains("test.ini:10: error: [partner gmail.test] tls: `sometimes` is not a policy"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("test.ini:11: error: [partner gmail.test] route: `nowhere` has no port"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("test.ini:12: error: [partner]: needs the domain"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(
+            "test.ini:13: error: [partner bad_domain]: `bad_domain` is not a valid DNS name"
+        ),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(
+            "test.ini:15: error: [partner ok.test] aliases: `-bad.test` is not a valid DNS name"
+        ),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("test.ini:16: error: [partner ok.test] limit: unknown key in [partner]"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn hosts_entries_are_checked() {
+    let text = format!("{MINIMAL}[hosts]\nsip.contoso.test = 10.11.12.33, ::1\nbad name = 1.2.3.4\nedge.test = sip.contoso.test\n");
+    let joined = errors_of(&text).join("\n");
+    assert!(joined.contains("test.ini:12: error"), "{joined}");
+    assert!(joined.contains("test.ini:13: error: [hosts] edge.test: `sip.contoso.test` is not an IPv4 or IPv6 address"), "{joined}");
+    let ok = parse_text(&format!(
+        "{MINIMAL}[hosts]\nSIP.contoso.test = 10.11.12.33, ::1\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.hosts["sip.contoso.test"].len(), 2);
+}
+
+#[test]
+fn syntax_errors_carry_lines() {
+    let joined = errors_of("fqdn = x\n[gateway\n").join("\n");
+    assert!(
+        joined.contains("test.ini:1: error: `fqdn` comes before any [section] header"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("test.ini:2: error: section header"),
+        "{joined}"
+    );
+}
+
+/// The annotated sample documents every key of the table with the same default, and
+/// parses without an error.
+#[test]
+fn sample_file_documents_every_key_with_its_default() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/xsgw.ini");
+    let text = std::fs::read_to_string(&path).unwrap();
+    parse(&text, &path).unwrap_or_else(|e| match e {
+        ConfigError::Invalid(report) => panic!("etc/xsgw.ini does not parse:\n{report}"),
+        other => panic!("{other}"),
+    });
+    let (sections, _) = ini::parse(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    for def in keys::KEYS {
+        let section = sections
+            .iter()
+            .find(|s| s.name == def.section)
+            .unwrap_or_else(|| panic!("etc/xsgw.ini has no [{}] section", def.section));
+        let entry = section
+            .entries
+            .iter()
+            .find(|e| e.key == def.name)
+            .unwrap_or_else(|| panic!("etc/xsgw.ini does not show [{}] {}", def.section, def.name));
+        // The nearest comment block above the key documents it.
+        let mut comment = String::new();
+        let mut at = entry.line - 1;
+        while at > 0 && !lines[at - 1].trim_start().starts_with(';') {
+            at -= 1;
+        }
+        while at > 0 && lines[at - 1].trim_start().starts_with(';') {
+            comment.insert_str(0, lines[at - 1]);
+            at -= 1;
+        }
+        let expected = match def.default {
+            None => "REQUIRED".to_string(),
+            Some("") => "empty".to_string(),
+            Some(default) => default.to_string(),
+        };
+        assert!(
+            comment.contains(&expected),
+            "[{}] {}: its comment in etc/xsgw.ini should state `{expected}`; found: {comment}",
+            def.section,
+            def.name
+        );
+    }
+}

@@ -1,0 +1,443 @@
+//! Stage 2 of configuration checking: what needs several keys, the file system or the
+//! certificates. Every problem is recorded; the TLS material that loaded is handed back so
+//! start-up does not read it twice.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{AuthPolicy, Config, FederationMode, Report, Requirement, TrustAnchors};
+use crate::tls::{self, Identity};
+
+/// Certificates, keys and trust anchors loaded and checked by [`validate`].
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The gateway's identity toward the Edge, naming `[gateway] fqdn`.
+    pub sip: Identity,
+    /// The internal CA that issued the Edge's certificate.
+    pub sip_roots: std::sync::Arc<rustls::RootCertStore>,
+    /// The identity offered on STARTTLS; `None` when no policy allows TLS.
+    pub xmpp: Option<Identity>,
+    /// Trust anchors for partner certificates.
+    pub xmpp_roots: std::sync::Arc<rustls::RootCertStore>,
+}
+
+/// Certificates that expire within this many days are warned about.
+const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// Checks `config` as a whole and loads its TLS material. Problems go to `report`;
+/// `None` when something needed could not be loaded.
+pub fn validate(config: &Config, report: &mut Report) -> Option<Credentials> {
+    check_policies(config, report);
+    check_domains(config, report);
+    check_addresses(config, report);
+    check_fqdn_is_this_host(config, report);
+    check_state(config, report);
+    let sip = load_sip_identity(config, report);
+    let sip_roots = load_roots_file(config, &config.sip.ca, "[sip] ca", report);
+    let xmpp = load_xmpp_identity(config, report);
+    let xmpp_roots = match &config.xmpp.ca {
+        TrustAnchors::System => Some(tls::system_roots()),
+        TrustAnchors::File(path) => load_roots_file(config, path, "[xmpp] ca", report),
+    };
+    Some(Credentials {
+        sip: sip?,
+        sip_roots: std::sync::Arc::new(sip_roots?),
+        xmpp: xmpp?,
+        xmpp_roots: std::sync::Arc::new(xmpp_roots?),
+    })
+}
+
+/// A policy must be able to authenticate a peer: by dialback, or by SASL EXTERNAL over TLS.
+fn check_policy(policy: AuthPolicy, place: &str, line: Option<usize>, report: &mut Report) {
+    use Requirement::*;
+    if policy.sasl == Required && policy.tls == Disabled {
+        report.error(
+            line,
+            place,
+            "sasl = required needs TLS (SASL EXTERNAL authenticates with the TLS certificate), but tls = disabled; set tls to optional or required, or sasl to optional",
+        );
+    } else if policy.dialback == Disabled && (policy.sasl == Disabled || policy.tls == Disabled) {
+        let why = if policy.sasl == Disabled {
+            "sasl and dialback are both disabled"
+        } else {
+            "dialback is disabled and SASL EXTERNAL cannot work with tls = disabled"
+        };
+        report.error(
+            line,
+            place,
+            format!("no partner could ever authenticate: {why}; enable dialback, or sasl with tls"),
+        );
+    }
+    if policy.sasl == Required && policy.dialback == Required {
+        report.warning(
+            line,
+            place,
+            "sasl and dialback are both required: a partner must pass both; most servers do one or the other",
+        );
+    }
+}
+
+fn check_policies(config: &Config, report: &mut Report) {
+    let line = config
+        .line("[xmpp] sasl")
+        .or(config.line("[xmpp] dialback"))
+        .or(config.line("[xmpp] tls"))
+        .or(config.line("[xmpp]"));
+    check_policy(config.xmpp.policy, "[xmpp]", line, report);
+    for partner in &config.partners {
+        // Only partners that override something can differ from [xmpp].
+        if partner.tls.is_none() && partner.sasl.is_none() && partner.dialback.is_none() {
+            continue;
+        }
+        let place = format!("[partner {}]", partner.domain);
+        check_policy(
+            config.policy_for(partner),
+            &place,
+            Some(partner.line),
+            report,
+        );
+    }
+}
+
+fn check_domains(config: &Config, report: &mut Report) {
+    // Every domain the gateway answers for or federates with, with where it was named.
+    let mut owners: HashMap<String, String> = HashMap::new();
+    let mut claim =
+        |domain: &str, place: String, line: Option<usize>, report: &mut Report| match owners
+            .get(domain)
+        {
+            Some(first) => report.error(
+                line,
+                place.clone(),
+                format!("`{domain}` is already named by {first}; each domain may appear once"),
+            ),
+            None => {
+                owners.insert(domain.to_string(), place);
+            }
+        };
+    let hosted_line = config.line("[gateway] sip_domains");
+    for domain in &config.gateway.sip_domains {
+        claim(domain, "[gateway] sip_domains".into(), hosted_line, report);
+    }
+    for partner in &config.partners {
+        let place = format!("[partner {}]", partner.domain);
+        claim(&partner.domain, place.clone(), Some(partner.line), report);
+        let alias_line = config.line(&format!("{place} aliases"));
+        for alias in &partner.aliases {
+            claim(alias, format!("{place} aliases"), alias_line, report);
+        }
+    }
+    let block_line = config.line("[federation] block");
+    for blocked in &config.federation.block {
+        if let Some(partner) = config.partner(blocked) {
+            report.error(
+                block_line,
+                "[federation] block",
+                format!(
+                    "`{blocked}` is blocked but also configured by [partner {}]; remove one",
+                    partner.domain
+                ),
+            );
+        }
+        if config.gateway.sip_domains.contains(blocked) {
+            report.error(
+                block_line,
+                "[federation] block",
+                format!("`{blocked}` is a hosted SIP domain; it cannot be blocked"),
+            );
+        }
+    }
+    match config.federation.mode {
+        FederationMode::Allowlist if config.partners.is_empty() => report.warning(
+            config.line("[federation] mode"),
+            "[federation] mode",
+            "allowlist with no [partner] section: no XMPP domain may federate; add [partner example.com] sections or set mode = open",
+        ),
+        FederationMode::Allowlist if !config.federation.block.is_empty() => report.warning(
+            block_line,
+            "[federation] block",
+            "block only applies in open mode; in allowlist mode remove the [partner] section instead",
+        ),
+        _ => {}
+    }
+}
+
+fn check_addresses(config: &Config, report: &mut Report) {
+    if config.xmpp.listen == config.sip.listen {
+        report.error(
+            config.line("[sip] listen"),
+            "[sip] listen",
+            format!(
+                "{} is also [xmpp] listen; XMPP and SIP need different ports (5269 and 5061)",
+                config.sip.listen
+            ),
+        );
+    }
+    if config.xmpp.keepalive >= config.xmpp.idle_timeout {
+        report.warning(
+            config.line("[xmpp] keepalive"),
+            "[xmpp] keepalive",
+            "keepalive is not shorter than idle_timeout, so idle streams close before any keepalive is sent",
+        );
+    }
+    if config.gateway.sip_domains.contains(&config.sip.edge.host) {
+        report.warning(
+            config.line("[sip] edge"),
+            "[sip] edge",
+            format!(
+                "`{}` is a SIP domain, not the Edge server's host name; edge must be the Edge's federation FQDN",
+                config.sip.edge.host
+            ),
+        );
+    }
+}
+
+/// The Edge routes to `[gateway] fqdn`; when it is not this machine's name, traffic may go
+/// to another host. A warning only: the DMZ host's own name often differs from its public one.
+fn check_fqdn_is_this_host(config: &Config, report: &mut Report) {
+    let Some(hostname) = read_trimmed("/proc/sys/kernel/hostname") else {
+        return;
+    };
+    let hostname = hostname.to_ascii_lowercase();
+    let fqdn = &config.gateway.fqdn;
+    let first_label = fqdn.split('.').next().unwrap_or_default();
+    let canonical = canonical_name_from_hosts(&hostname);
+    if *fqdn == hostname || first_label == hostname || canonical.as_deref() == Some(fqdn) {
+        return;
+    }
+    report.warning(
+        config.line("[gateway] fqdn"),
+        "[gateway] fqdn",
+        format!(
+            "`{fqdn}` is not this machine's name (`{hostname}`{}); the Edge must route the partner domains to exactly this FQDN and it must resolve to this host",
+            canonical
+                .map(|c| format!(", `{c}` in /etc/hosts"))
+                .unwrap_or_default()
+        ),
+    );
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The first name on the /etc/hosts line that lists `hostname`: the usual place of the FQDN.
+fn canonical_name_from_hosts(hostname: &str) -> Option<String> {
+    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+    hosts.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut fields = line.split_whitespace().skip(1);
+        let canonical = fields.next()?.to_ascii_lowercase();
+        let listed = canonical == hostname
+            || line
+                .split_whitespace()
+                .skip(2)
+                .any(|n| n.eq_ignore_ascii_case(hostname));
+        (listed && canonical.contains('.')).then_some(canonical)
+    })
+}
+
+fn check_state(config: &Config, report: &mut Report) {
+    let dir = &config.gateway.state_dir;
+    let line = config.line("[gateway] state_dir");
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => report.error(
+            line,
+            "[gateway] state_dir",
+            format!("{} exists but is not a directory", dir.display()),
+        ),
+        Ok(meta) if meta.permissions().readonly() => report.error(
+            line,
+            "[gateway] state_dir",
+            format!("{} is read-only; xsgw keeps subscription state there", dir.display()),
+        ),
+        Ok(_) => {}
+        Err(_) => report.warning(
+            line,
+            "[gateway] state_dir",
+            format!(
+                "{} does not exist yet; `xsgw run` creates it (its parent must be writable by the xsgw user)",
+                dir.display()
+            ),
+        ),
+    }
+    let secret = &config.xmpp.dialback_secret;
+    let line = config.line("[xmpp] dialback_secret");
+    if let Ok(meta) = std::fs::metadata(secret) {
+        use std::os::unix::fs::PermissionsExt;
+        if !meta.is_file() {
+            report.error(
+                line,
+                "[xmpp] dialback_secret",
+                format!("{} is not a regular file", secret.display()),
+            );
+        } else if meta.len() < crate::gateway::state::MIN_SECRET_LEN as u64 {
+            report.error(
+                line,
+                "[xmpp] dialback_secret",
+                format!(
+                    "{} holds {} bytes; a dialback secret needs at least {}: delete it and xsgw generates one",
+                    secret.display(),
+                    meta.len(),
+                    crate::gateway::state::MIN_SECRET_LEN
+                ),
+            );
+        } else if meta.permissions().mode() & 0o077 != 0 {
+            report.warning(
+                line,
+                "[xmpp] dialback_secret",
+                format!(
+                    "{} is readable by other users (mode {:o}); anyone who reads it can forge dialback keys: chmod 600",
+                    secret.display(),
+                    meta.permissions().mode() & 0o777
+                ),
+            );
+        }
+    }
+}
+
+fn now_epoch() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn check_validity(identity: &Identity, place: &str, line: Option<usize>, report: &mut Report) {
+    let now = now_epoch();
+    let summary = &identity.summary;
+    let path = identity.cert_path.display();
+    if summary.not_after < now {
+        report.error(
+            line,
+            place,
+            format!(
+                "{path} expired on {}; peers will refuse it",
+                tls::x509::format_date(summary.not_after)
+            ),
+        );
+    } else if summary.not_before > now {
+        report.error(
+            line,
+            place,
+            format!(
+                "{path} is not valid before {}; check the clock or the certificate",
+                tls::x509::format_date(summary.not_before)
+            ),
+        );
+    } else if summary.not_after - now < EXPIRY_WARNING_DAYS * 86_400 {
+        report.warning(
+            line,
+            place,
+            format!(
+                "{path} expires on {}; renew it soon",
+                tls::x509::format_date(summary.not_after)
+            ),
+        );
+    }
+}
+
+fn load_identity(
+    config: &Config,
+    cert: &Path,
+    key: &Path,
+    section: &str,
+    report: &mut Report,
+) -> Option<Identity> {
+    let cert_place = format!("[{section}] cert");
+    match Identity::load(cert, key) {
+        Ok(identity) => {
+            check_validity(&identity, &cert_place, config.line(&cert_place), report);
+            Some(identity)
+        }
+        Err(error) => {
+            let place = match &error {
+                tls::TlsError::UnsupportedKey { .. } => format!("[{section}] key"),
+                tls::TlsError::Unreadable { path, .. }
+                | tls::TlsError::NoPem { path, .. }
+                | tls::TlsError::BadPem { path, .. }
+                    if path == key =>
+                {
+                    format!("[{section}] key")
+                }
+                _ => cert_place,
+            };
+            report.error(config.line(&place), place, error.to_string());
+            None
+        }
+    }
+}
+
+fn load_sip_identity(config: &Config, report: &mut Report) -> Option<Identity> {
+    let identity = load_identity(config, &config.sip.cert, &config.sip.key, "sip", report)?;
+    let fqdn = &config.gateway.fqdn;
+    if !identity.summary.names_host(fqdn) {
+        let names = identity.summary.all_names();
+        report.error(
+            config.line("[sip] cert"),
+            "[sip] cert",
+            format!(
+                "certificate {} names {} but not `{fqdn}`; [gateway] fqdn must appear in its CN or SAN, because the Edge routes to and checks exactly that name: get a certificate for {fqdn} from the internal CA, or correct fqdn",
+                identity.cert_path.display(),
+                if names.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        );
+    }
+    Some(identity)
+}
+
+/// The XMPP identity is needed when any policy lets TLS happen.
+fn load_xmpp_identity(config: &Config, report: &mut Report) -> Option<Option<Identity>> {
+    let tls_used = config.xmpp.policy.tls != Requirement::Disabled
+        || config
+            .partners
+            .iter()
+            .any(|p| config.policy_for(p).tls != Requirement::Disabled);
+    if !tls_used {
+        return Some(None);
+    }
+    let identity = load_identity(config, &config.xmpp.cert, &config.xmpp.key, "xmpp", report)?;
+    let unnamed: Vec<&str> = config
+        .gateway
+        .sip_domains
+        .iter()
+        .filter(|d| !identity.summary.names_host(d))
+        .map(String::as_str)
+        .collect();
+    if !unnamed.is_empty() {
+        report.warning(
+            config.line("[xmpp] cert"),
+            "[xmpp] cert",
+            format!(
+                "certificate {} does not name {} (it names {}); partners that check certificates will fall back to dialback or refuse TLS for those domains",
+                identity.cert_path.display(),
+                unnamed.join(", "),
+                identity.summary.all_names().join(", ")
+            ),
+        );
+    }
+    Some(Some(identity))
+}
+
+fn load_roots_file(
+    config: &Config,
+    path: &Path,
+    place: &str,
+    report: &mut Report,
+) -> Option<rustls::RootCertStore> {
+    match tls::load_roots(path) {
+        Ok(roots) => Some(roots),
+        Err(error) => {
+            report.error(config.line(place), place, error.to_string());
+            None
+        }
+    }
+}

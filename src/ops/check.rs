@@ -1,0 +1,115 @@
+//! `xsgw check`: both configuration stages, every problem listed, and on success a short
+//! summary of what the gateway will do. Opens no socket.
+
+use std::path::Path;
+
+use crate::config::{self, ConfigError, FederationMode, Report};
+use crate::tls::x509::format_date;
+
+use super::EXIT_FAILURE;
+
+pub fn check(path: &Path) -> i32 {
+    let (config, mut report) = match config::load(path) {
+        Ok(loaded) => loaded,
+        Err(ConfigError::Invalid(report)) => {
+            print_report(&report);
+            return EXIT_FAILURE;
+        }
+        Err(other) => {
+            println!("{other}");
+            return EXIT_FAILURE;
+        }
+    };
+    let credentials = config::validate(&config, &mut report);
+    print_report(&report);
+    if report.has_errors() {
+        return EXIT_FAILURE;
+    }
+    let Some(credentials) = credentials else {
+        return EXIT_FAILURE;
+    };
+    let gw = &config.gateway;
+    println!(
+        "  gateway     {} for SIP domains {}",
+        gw.fqdn,
+        gw.sip_domains.join(", ")
+    );
+    println!("  state       {}", gw.state_dir.display());
+    let p = config.xmpp.policy;
+    println!(
+        "  xmpp        listen {}, public name {}, tls {}, sasl {}, dialback {}",
+        config.xmpp.listen, config.xmpp.public_name, p.tls, p.sasl, p.dialback
+    );
+    println!(
+        "  sip         listen {}, Edge {} (certificate must name {})",
+        config.sip.listen,
+        config.sip.edge,
+        config.sip.edge_names.join(" or ")
+    );
+    let sip = &credentials.sip.summary;
+    println!(
+        "  sip cert    {} names {}, valid until {}",
+        credentials.sip.cert_path.display(),
+        sip.all_names().join(", "),
+        format_date(sip.not_after)
+    );
+    if let Some(xmpp) = &credentials.xmpp {
+        println!(
+            "  xmpp cert   {} names {}, valid until {}",
+            xmpp.cert_path.display(),
+            xmpp.summary.all_names().join(", "),
+            format_date(xmpp.summary.not_after)
+        );
+    }
+    match config.federation.mode {
+        FederationMode::Allowlist => println!("  federation  allowlist"),
+        FederationMode::Open if config.federation.block.is_empty() => {
+            println!("  federation  open")
+        }
+        FederationMode::Open => println!(
+            "  federation  open, blocking {}",
+            config.federation.block.join(", ")
+        ),
+    }
+    for partner in &config.partners {
+        let policy = config.policy_for(partner);
+        let aliases = if partner.aliases.is_empty() {
+            String::new()
+        } else {
+            format!(" (aliases {})", partner.aliases.join(", "))
+        };
+        let route = partner
+            .route
+            .as_ref()
+            .map(|r| format!(", route {r}"))
+            .unwrap_or_else(|| ", found by SRV".into());
+        println!(
+            "  partner     {}{aliases}: tls {}, sasl {}, dialback {}{route}",
+            partner.domain, policy.tls, policy.sasl, policy.dialback
+        );
+    }
+    0
+}
+
+fn print_report(report: &Report) {
+    for line in report.lines() {
+        println!("{line}");
+    }
+    let errors = report.errors().count();
+    let warnings = report.warnings().count();
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    if errors > 0 {
+        println!(
+            "{}: not usable: {}, {}",
+            report.file.display(),
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        );
+    } else {
+        println!(
+            "{}: usable ({})",
+            report.file.display(),
+            plural(warnings, "warning")
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! Command-line parsing, by hand: four commands and two options do not need a crate.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Where `run` and `check` look when `-c` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/xsgw/xsgw.ini";
+
+pub const USAGE: &str = "\
+xsgw — XMPP <-> SIP federation gateway
+
+Usage:
+  xsgw run   [-c FILE] [--pidfile FILE]   run in the foreground, logging to stderr
+  xsgw check [-c FILE]                    check the configuration; list every problem
+  xsgw version                            print the version
+  xsgw help                               print this help
+
+Options:
+  -c, --config FILE   configuration file (default: /etc/xsgw/xsgw.ini)
+  --pidfile FILE      write the process id to FILE while running (run only)
+
+Signals (run): SIGTERM or SIGINT stop the gateway politely and exit 0;
+SIGHUP is reserved for reloading the configuration.
+
+Exit status: 0 success, 1 configuration or runtime failure, 2 bad command line.
+The environment variable RUST_LOG overrides [log] level (e.g. RUST_LOG=debug).
+";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run {
+        config: PathBuf,
+        pidfile: Option<PathBuf>,
+    },
+    Check {
+        config: PathBuf,
+    },
+    Version,
+    Help,
+}
+
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let mut args = args
+        .into_iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned());
+    let Some(verb) = args.next() else {
+        return Err("no command given".into());
+    };
+    let mut config = None;
+    let mut pidfile = None;
+    let mut rest: Vec<String> = args.collect();
+    let mut i = 0;
+    while i < rest.len() {
+        let arg = rest[i].clone();
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |what: &str| -> Result<PathBuf, String> {
+            if let Some(v) = inline.clone() {
+                return Ok(PathBuf::from(v));
+            }
+            i += 1;
+            rest.get(i)
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{name} needs {what}"))
+        };
+        match name.as_str() {
+            "-c" | "--config" => config = Some(value("a file name")?),
+            "--pidfile" => pidfile = Some(value("a file name")?),
+            "-h" | "--help" => return Ok(Command::Help),
+            other => return Err(format!("unexpected argument `{other}` for `{verb}`")),
+        }
+        i += 1;
+    }
+    rest.clear();
+    let config = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    match verb.as_str() {
+        "run" => Ok(Command::Run { config, pidfile }),
+        "check" if pidfile.is_some() => Err("--pidfile is an option of `run`".into()),
+        "check" => Ok(Command::Check { config }),
+        "version" | "--version" | "-V" => Ok(Command::Version),
+        "help" | "--help" | "-h" => Ok(Command::Help),
+        other => Err(format!("unknown command `{other}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_words(words: &str) -> Result<Command, String> {
+        parse(words.split_whitespace().map(OsString::from))
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(
+            parse_words("xsgw run -c /tmp/x.ini --pidfile /run/xsgw.pid"),
+            Ok(Command::Run {
+                config: "/tmp/x.ini".into(),
+                pidfile: Some("/run/xsgw.pid".into())
+            })
+        );
+        assert_eq!(
+            parse_words("xsgw check --config=/tmp/y.ini"),
+            Ok(Command::Check {
+                config: "/tmp/y.ini".into()
+            })
+        );
+        assert_eq!(
+            parse_words("xsgw check"),
+            Ok(Command::Check {
+                config: DEFAULT_CONFIG.into()
+            })
+        );
+        assert_eq!(parse_words("xsgw version"), Ok(Command::Version));
+        assert_eq!(parse_words("xsgw --version"), Ok(Command::Version));
+        assert_eq!(parse_words("xsgw help"), Ok(Command::Help));
+        assert_eq!(parse_words("xsgw run --help"), Ok(Command::Help));
+    }
+
+    #[test]
+    fn mistakes_are_explained() {
+        assert!(parse_words("xsgw").unwrap_err().contains("no command"));
+        assert!(parse_words("xsgw start")
+            .unwrap_err()
+            .contains("unknown command"));
+        assert!(parse_words("xsgw run -c")
+            .unwrap_err()
+            .contains("needs a file"));
+        assert!(parse_words("xsgw run --verbose")
+            .unwrap_err()
+            .contains("--verbose"));
+        assert!(parse_words("xsgw check --pidfile x").is_err());
+    }
+}
