@@ -116,7 +116,9 @@ pub fn find(section: &str, name: &str) -> Option<&'static KeyDef> {
 pub fn suggest<'a>(candidates: impl Iterator<Item = &'a str>, typo: &str) -> Option<&'a str> {
     candidates
         .map(|c| (super::values::edit_distance(c, typo), c))
-        .filter(|(distance, c)| *distance <= 2.max(c.len() / 3))
+        .filter(|(distance, c)| {
+            *distance <= 2.max(c.len() / 3) || typo.starts_with(c) || c.starts_with(typo)
+        })
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, c)| c)
 }

@@ -1,0 +1,270 @@
+//! `xsgw run` as a process: start-up, pidfile, signals, orderly shutdown, refusal to start,
+//! and the mutual-TLS gate on the SIP listener.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{free_port, xsgw, Pki};
+
+/// A running `xsgw run` whose stderr is collected line by line.
+struct Running {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn start(config: &str, pidfile: &Path) -> Running {
+        let mut child = xsgw()
+            .args(["run", "-c", config, "--pidfile"])
+            .arg(pidfile)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Running { child, log }
+    }
+
+    /// Waits until a log line contains `text`; returns it.
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(text)) {
+                return line.clone();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "no log line with `{text}`; log:\n{}",
+            self.log.lock().unwrap().join("\n")
+        );
+    }
+
+    fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "xsgw did not exit within {within:?}; log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_gateway(pki: &Pki) -> (Running, u16, u16) {
+    let (xmpp, sip) = (free_port(), free_port());
+    let config = pki.config(
+        &format!("127.0.0.1:{xmpp}"),
+        &format!("127.0.0.1:{sip}"),
+        "sip.contoso.test:5061",
+    );
+    let path = pki.write_config("xsgw.ini", &config);
+    let running = Running::start(&path, &pki.dir.path("xsgw.pid"));
+    running.wait_for("started: XMPP on");
+    (running, xmpp, sip)
+}
+
+#[test]
+fn sigterm_stops_politely_with_exit_0_and_removes_the_pidfile() {
+    let pki = Pki::new("run-term");
+    let (mut gw, _, sip) = start_gateway(&pki);
+    let pid = std::fs::read_to_string(pki.dir.path("xsgw.pid")).unwrap();
+    assert_eq!(pid.trim(), gw.child.id().to_string());
+    let secret = pki.dir.path("state/dialback.secret");
+    assert!(
+        secret.exists(),
+        "the dialback secret is generated at first start"
+    );
+    // An open connection must not hold shutdown up beyond the grace period.
+    let idle = TcpStream::connect(("127.0.0.1", sip)).unwrap();
+    gw.wait_for("sip inbound connection");
+    let t0 = Instant::now();
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), 0);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+    gw.wait_for("SIGTERM received: stopping");
+    gw.wait_for("stopped");
+    assert!(!pki.dir.path("xsgw.pid").exists(), "pidfile removed");
+    drop(idle);
+}
+
+#[test]
+fn sighup_is_logged_and_the_gateway_keeps_running() {
+    let pki = Pki::new("run-hup");
+    let (mut gw, _, _) = start_gateway(&pki);
+    gw.signal("HUP");
+    gw.wait_for("SIGHUP received");
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "still running after SIGHUP"
+    );
+    gw.signal("INT");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), 0);
+}
+
+#[test]
+fn a_busy_port_or_a_running_instance_stops_start_up_with_a_reason() {
+    let pki = Pki::new("run-busy");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = pki.config(
+        &format!("127.0.0.1:{port}"),
+        &format!("127.0.0.1:{}", free_port()),
+        "sip.contoso.test:5061",
+    );
+    let path = pki.write_config("busy.ini", &config);
+    let mut gw = Running::start(&path, &pki.dir.path("busy.pid"));
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), 1);
+    gw.wait_for(&format!(
+        "cannot listen on 127.0.0.1:{port} ([xmpp] listen)"
+    ));
+
+    let (mut first, _, _) = start_gateway(&pki);
+    let mut second = Running::start(&path, &pki.dir.path("xsgw.pid"));
+    assert_eq!(second.wait_exit(Duration::from_secs(10)), 1);
+    second.wait_for("is xsgw already running?");
+    first.signal("TERM");
+    assert_eq!(first.wait_exit(Duration::from_secs(10)), 0);
+}
+
+#[test]
+fn a_broken_configuration_is_refused_at_start() {
+    let pki = Pki::new("run-broken");
+    let config = pki
+        .config("127.0.0.1:1", "127.0.0.1:2", "sip.contoso.test:5061")
+        .replace("fqdn = gw.contoso.test", "fqdn = elsewhere.test");
+    let path = pki.write_config("broken.ini", &config);
+    let mut gw = Running::start(&path, &pki.dir.path("broken.pid"));
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), 1);
+    gw.wait_for("names gw.contoso.test but not `elsewhere.test`");
+    gw.wait_for("not starting: fix the configuration");
+}
+
+/// A TLS client toward the SIP listener, with an optional client certificate.
+fn sip_client(pki: &Pki, port: u16, client: Option<&str>, tls13: bool) -> std::io::Result<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.dir.path("internal-ca.pem")).unwrap())
+        .unwrap();
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls13 {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS12]
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some(name) => {
+            let chain =
+                vec![CertificateDer::from_pem_file(pki.dir.path(&format!("{name}.pem"))).unwrap()];
+            let key = PrivateKeyDer::from_pem_file(pki.dir.path(&format!("{name}.key"))).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let server = ServerName::try_from("gw.contoso.test").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), server).unwrap();
+    let mut tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut stream = rustls::Stream::new(&mut conn, &mut tcp);
+    // RFC 5626 keepalive: a CRLFCRLF ping must come back as a CRLF pong.
+    stream.write_all(b"\r\n\r\n")?;
+    let mut pong = [0u8; 2];
+    stream.read_exact(&mut pong)?;
+    Ok(pong.to_vec())
+}
+
+#[test]
+fn sip_listener_accepts_only_the_edge_certificate() {
+    let pki = Pki::new("run-mtls");
+    let (mut gw, _, sip) = start_gateway(&pki);
+    for tls13 in [true, false] {
+        let pong =
+            sip_client(&pki, sip, Some("edge"), tls13).expect("the Edge's certificate is accepted");
+        assert_eq!(pong, b"\r\n");
+    }
+    gw.wait_for("mutual TLS established (Some(TLSv1_3)), Edge certificate names sip.contoso.test");
+    gw.wait_for("mutual TLS established (Some(TLSv1_2)), Edge certificate names sip.contoso.test");
+
+    for tls13 in [true, false] {
+        assert!(
+            sip_client(&pki, sip, None, tls13).is_err(),
+            "no client certificate is refused"
+        );
+        assert!(
+            sip_client(&pki, sip, Some("impostor"), tls13).is_err(),
+            "another CA is refused"
+        );
+        assert!(
+            sip_client(&pki, sip, Some("rogue"), tls13).is_err(),
+            "a name outside edge_names is refused"
+        );
+    }
+    gw.wait_for("TLS refused: the peer presented no client certificate");
+    gw.wait_for("TLS refused: the peer's certificate is not issued by the CA in");
+    gw.wait_for("refused: certificate names rogue.contoso.test, none of [sip] edge_names (sip.contoso.test)");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), 0);
+}
+
+#[test]
+fn xmpp_listener_answers_with_a_stream_error_until_the_engine_exists() {
+    let pki = Pki::new("run-xmpp");
+    let (mut gw, xmpp, _) = start_gateway(&pki);
+    let mut tcp = TcpStream::connect(("127.0.0.1", xmpp)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='contoso.test' from='gmail.test' version='1.0'>").unwrap();
+    let mut reply = String::new();
+    tcp.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.contains("<stream:error><undefined-condition"),
+        "{reply}"
+    );
+    assert!(reply.ends_with("</stream:stream>"), "{reply}");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), 0);
+}
