@@ -160,7 +160,7 @@ impl Resolver {
     pub fn lookup_srv(&self, name: &str) -> Result<SrvAnswer, DnsError> {
         let name = normalize(name)?;
         let deadline = Instant::now() + self.deadline;
-        let resolved = self.resolve(&name, QueryType::Srv, deadline)?;
+        let resolved = self.resolve(&name, QueryType::Srv, deadline, None)?;
         let mut records = Vec::new();
         for record in resolved.records.iter().take(MAX_SRV_RECORDS) {
             if let RData::SRV(srv) = &record.data {
@@ -202,12 +202,15 @@ impl Resolver {
         }
         let name = normalize(name)?;
         let deadline = Instant::now() + self.deadline;
-        let v4 = self.resolve(&name, QueryType::A, deadline);
+        let v4 = self.resolve(&name, QueryType::A, deadline, None);
         if let Err(error @ DnsError::NxDomain { .. }) = v4 {
             // The name does not exist; asking for AAAA would only repeat that.
             return Err(error);
         }
-        let v6 = self.resolve(&name, QueryType::Aaaa, deadline);
+        // Ask the server that just answered first: a dead first server then costs one
+        // timeout per lookup, not one per query.
+        let answered = v4.as_ref().ok().map(|r| r.server);
+        let v6 = self.resolve(&name, QueryType::Aaaa, deadline, answered);
         let mut addrs = Vec::new();
         for result in [&v4, &v6] {
             match result {
@@ -233,8 +236,9 @@ impl Resolver {
         name: &str,
         query_type: QueryType,
         deadline: Instant,
+        prefer: Option<SocketAddr>,
     ) -> Result<Resolved, DnsError> {
-        let (message, server) = self.query(name, query_type, deadline)?;
+        let (message, server) = self.query(name, query_type, deadline, prefer)?;
         let wanted = record_type(query_type);
         let mut current = name.to_owned();
         for _ in 0..=MAX_CNAME_LINKS {
@@ -284,13 +288,14 @@ impl Resolver {
         })
     }
 
-    /// One question: every server in order, `attempts` rounds, until an answer (NOERROR or
-    /// NXDOMAIN) or the deadline.
+    /// One question: every server in order (`prefer` first), `attempts` rounds, until an
+    /// answer (NOERROR or NXDOMAIN) or the deadline.
     fn query(
         &self,
         name: &str,
         query_type: QueryType,
         deadline: Instant,
+        prefer: Option<SocketAddr>,
     ) -> Result<(Message, SocketAddr), DnsError> {
         if self.servers.is_empty() {
             return Err(DnsError::NoServers);
@@ -301,9 +306,11 @@ impl Resolver {
             wire_name: to_wire_name(name)?,
             record_type: record_type(query_type),
         };
+        let mut order: Vec<SocketAddr> = prefer.into_iter().collect();
+        order.extend(self.servers.iter().filter(|s| Some(**s) != prefer));
         let mut failures: Vec<(SocketAddr, ServerFailure)> = Vec::new();
         'rounds: for attempt in 1..=self.attempts {
-            for &server in &self.servers {
+            for &server in &order {
                 let now = Instant::now();
                 if now >= deadline {
                     break 'rounds;
@@ -517,9 +524,10 @@ fn udp_exchange(
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let socket = UdpSocket::bind(local).map_err(|e| ServerFailure::io(&e))?;
-    socket
-        .send_to(query, server)
-        .map_err(|e| ServerFailure::io(&e))?;
+    // Connected: the kernel drops datagrams from other sources and reports ICMP port
+    // unreachable as ConnectionRefused, so a server with nothing listening fails at once.
+    socket.connect(server).map_err(|e| ServerFailure::io(&e))?;
+    socket.send(query).map_err(|e| ServerFailure::io(&e))?;
     // Larger than any answer to a 1232-byte EDNS query; a server ignoring EDNS still fits.
     let mut buffer = vec![0u8; 4096];
     let mut ignored = 0u32;
@@ -827,6 +835,7 @@ mod tests {
                 "alias.example.com",
                 QueryType::A,
                 Instant::now() + Duration::from_secs(1),
+                None,
             )
             .unwrap();
         assert_eq!(resolved.records.len(), 1);
@@ -1132,5 +1141,77 @@ mod tests {
         };
         let mixed = combine_address_errors("x", Err(no_data(QueryType::A)), Err(unanswered));
         assert!(matches!(mixed, DnsError::Unanswered { .. }));
+    }
+
+    #[test]
+    fn closed_port_fails_fast_and_next_server_is_asked() {
+        let closed = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let good = FakeDns::start(zone);
+        let resolver = Resolver::new(vec![closed, good.addr], Duration::from_secs(2), 1);
+        let started = Instant::now();
+        let addrs = resolver.lookup_ip("host.example.com").unwrap();
+        assert_eq!(addrs.len(), 2);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+
+        let resolver = Resolver::new(vec![closed], Duration::from_millis(200), 1);
+        match resolver.lookup_srv(SRV_NAME).unwrap_err() {
+            DnsError::Unanswered { failures, .. } => {
+                assert!(
+                    matches!(
+                        failures[0].1,
+                        ServerFailure::Io {
+                            kind: io::ErrorKind::ConnectionRefused,
+                            ..
+                        }
+                    ),
+                    "{failures:?}"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn aaaa_asks_the_server_that_answered_a_first() {
+        let silent = FakeDns::start(|_, _| Vec::new());
+        let good = FakeDns::start(zone);
+        let addrs = Resolver::new(vec![silent.addr, good.addr], Duration::from_millis(150), 1)
+            .lookup_ip("host.example.com")
+            .unwrap();
+        assert_eq!(addrs.len(), 2);
+        // One timeout (for A), not a second one for AAAA.
+        assert_eq!(
+            silent.udp_queries.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+    }
+
+    #[test]
+    fn bad_tcp_answer_moves_to_the_next_server() {
+        let broken = FakeDns::start(|query, transport| {
+            let mut reply = fake::response(query, ResponseCode::NoError);
+            match transport {
+                Transport::Udp => reply.metadata.truncation = true,
+                Transport::Tcp => reply.metadata.id = reply.metadata.id.wrapping_add(1),
+            }
+            vec![Reply::Message(reply)]
+        });
+        let good = FakeDns::start(zone);
+        let answer = resolver(&[&broken, &good]).lookup_srv(SRV_NAME).unwrap();
+        assert_eq!(answer.server, good.addr);
+
+        let error = resolver(&[&broken]).lookup_srv(SRV_NAME).unwrap_err();
+        assert!(
+            matches!(&error, DnsError::Unanswered { failures, .. }
+                if matches!(failures[0].1, ServerFailure::BadTcpAnswer { .. })),
+            "{error:?}"
+        );
     }
 }
