@@ -1214,4 +1214,51 @@ mod tests {
             "{error:?}"
         );
     }
+
+    /// Truncated over UDP, then the TCP answer in pieces of `chunk` bytes or stalled.
+    fn tcp_only(make: fn(Message) -> Reply) -> FakeDns {
+        FakeDns::start(move |query, transport| match transport {
+            Transport::Udp => {
+                let mut reply = fake::response(query, ResponseCode::NoError);
+                reply.metadata.truncation = true;
+                vec![Reply::Message(reply)]
+            }
+            Transport::Tcp => match zone(query, transport).pop() {
+                Some(Reply::Message(m)) => vec![make(m)],
+                _ => Vec::new(),
+            },
+        })
+    }
+
+    #[test]
+    fn tcp_answer_split_at_every_byte() {
+        let server = tcp_only(|m| Reply::Chunked(m, 1));
+        let answer = resolver(&[&server]).lookup_srv(SRV_NAME).unwrap();
+        assert_eq!(answer.records.len(), 2);
+        assert_eq!(answer.hints.len(), 1);
+    }
+
+    #[test]
+    fn stalled_tcp_answer_times_out() {
+        let server = tcp_only(|m| Reply::Stall(m, Duration::from_millis(600)));
+        let started = Instant::now();
+        let error = resolver(&[&server]).lookup_srv(SRV_NAME).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_millis(550),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            matches!(&error, DnsError::Unanswered { failures, .. }
+                if failures[0].1 == ServerFailure::Timeout { ignored: 0 }),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn resolver_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Resolver>();
+        assert_send_sync::<DnsError>();
+    }
 }

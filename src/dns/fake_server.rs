@@ -26,6 +26,10 @@ pub enum Reply {
     FromOtherPort(Message),
     /// Raw bytes (garbage).
     Raw(Vec<u8>),
+    /// TCP only: the framed message written in pieces of this many bytes, flushed apart.
+    Chunked(Message, usize),
+    /// TCP only: the length prefix and half the message, then nothing for this long.
+    Stall(Message, Duration),
 }
 
 type Handler = dyn Fn(&Message, Transport) -> Vec<Reply> + Send + Sync;
@@ -78,6 +82,9 @@ impl FakeDns {
                             Reply::Message(m) => udp.send_to(&m.to_vec().unwrap(), from),
                             Reply::FromOtherPort(m) => other.send_to(&m.to_vec().unwrap(), from),
                             Reply::Raw(bytes) => udp.send_to(&bytes, from),
+                            Reply::Chunked(m, _) | Reply::Stall(m, _) => {
+                                udp.send_to(&m.to_vec().unwrap(), from)
+                            }
                         };
                     }
                 }
@@ -143,14 +150,30 @@ fn serve_tcp(
     };
     count.fetch_add(1, Ordering::SeqCst);
     log.lock().unwrap().push(query.clone());
+    let _ = stream.set_nodelay(true);
     for reply in handler(&query, Transport::Tcp) {
-        let bytes = match reply {
-            Reply::Message(m) | Reply::FromOtherPort(m) => m.to_vec().unwrap(),
-            Reply::Raw(bytes) => bytes,
+        let (bytes, chunk, stall) = match reply {
+            Reply::Message(m) | Reply::FromOtherPort(m) => (m.to_vec().unwrap(), usize::MAX, None),
+            Reply::Raw(bytes) => (bytes, usize::MAX, None),
+            Reply::Chunked(m, chunk) => (m.to_vec().unwrap(), chunk.max(1), None),
+            Reply::Stall(m, pause) => (m.to_vec().unwrap(), usize::MAX, Some(pause)),
         };
         let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
         framed.extend_from_slice(&bytes);
-        let _ = stream.write_all(&framed);
+        if let Some(pause) = stall {
+            let _ = stream.write_all(&framed[..2 + bytes.len() / 2]);
+            std::thread::sleep(pause);
+            return;
+        }
+        for piece in framed.chunks(chunk) {
+            if stream.write_all(piece).is_err() {
+                return;
+            }
+            let _ = stream.flush();
+            if chunk != usize::MAX {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
     }
 }
 
