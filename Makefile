@@ -1,0 +1,71 @@
+# xsgw — build, test, demo and install.
+#   make demo      bring up the testbed of real peers and xsgw on a generated configuration
+#   make test      unit, integration and testbed tests (installs what they need)
+#   make static    a fully static x86_64 binary (musl), size printed
+#   make install   PREFIX=/usr/local DESTDIR= : binary, sample configuration, init script, unit
+
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SYSCONFDIR ?= /etc
+CARGO      ?= cargo
+# Debian's python3: python3-slixmpp is installed for it, not for other pythons on PATH.
+PYTHON     ?= /usr/bin/python3
+MUSL       := x86_64-unknown-linux-musl
+STATIC_BIN := target/$(MUSL)/release/xsgw
+MAX_STATIC := 4194304
+export DEBIAN_FRONTEND := noninteractive
+
+.PHONY: all build static test test-deps unit-test testbed-test demo install clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+	@ls -l target/release/xsgw
+
+# ring builds C and assembly: with musl it needs musl-gcc (musl-tools).
+static:
+	@rustup target list --installed 2>/dev/null | grep -qx $(MUSL) || rustup target add $(MUSL)
+	@command -v musl-gcc >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends musl-tools; }
+	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --release --target $(MUSL)
+	@size=$$(stat -c %s $(STATIC_BIN)); \
+	  echo "$(STATIC_BIN): $$size bytes ($$(( size / 1024 )) KiB)"; \
+	  file $(STATIC_BIN); ldd $(STATIC_BIN) 2>&1 | sed 's/^/ldd: /'; \
+	  file $(STATIC_BIN) | grep -Eq 'statically linked|static-pie linked' || { echo "not static"; exit 1; }; \
+	  [ $$size -le $(MAX_STATIC) ] || { echo "larger than 4 MiB"; exit 1; }
+
+# Everything the tests need on a fresh Debian machine: openssl for test certificates, and the
+# real peers of the testbed (Prosody, Kamailio, SIPp, dnsmasq, slixmpp).
+test-deps:
+	@command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends openssl; }
+	@[ -x $(PYTHON) ] || { apt-get update -qq && apt-get install -y -qq --no-install-recommends python3; }
+	$(PYTHON) tests/testbed/testbed.py install
+
+unit-test:
+	$(CARGO) test --all-targets
+
+testbed-test:
+	$(PYTHON) tests/testbed/testbed.py selftest
+
+test: test-deps unit-test testbed-test
+
+demo: test-deps build
+	./tests/demo.sh
+
+install: build
+	install -D -m 0755 target/release/xsgw $(DESTDIR)$(PREFIX)/bin/xsgw
+	install -d -m 0750 $(DESTDIR)$(SYSCONFDIR)/xsgw
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/xsgw/xsgw.ini ]; then \
+	  echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/xsgw/xsgw.ini; sample installed as xsgw.ini.sample"; \
+	  install -m 0640 etc/xsgw.ini $(DESTDIR)$(SYSCONFDIR)/xsgw/xsgw.ini.sample; \
+	else install -m 0640 etc/xsgw.ini $(DESTDIR)$(SYSCONFDIR)/xsgw/xsgw.ini; fi
+	install -d $(DESTDIR)$(SYSCONFDIR)/init.d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	sed 's|/usr/local/bin/xsgw|$(PREFIX)/bin/xsgw|g; s|/etc/xsgw/|$(SYSCONFDIR)/xsgw/|g' etc/init.d/xsgw > $(DESTDIR)$(SYSCONFDIR)/init.d/xsgw
+	chmod 0755 $(DESTDIR)$(SYSCONFDIR)/init.d/xsgw
+	sed 's|/usr/local/bin/xsgw|$(PREFIX)/bin/xsgw|g; s|/etc/xsgw/|$(SYSCONFDIR)/xsgw/|g; s|/usr/local/share|$(PREFIX)/share|g' etc/xsgw.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/xsgw.service
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/xsgw/README.md
+	@echo "installed under $(DESTDIR)$(PREFIX); create the user with: useradd --system --home /var/lib/xsgw --shell /usr/sbin/nologin xsgw"
+
+clean:
+	$(CARGO) clean
+	rm -rf demo build
