@@ -76,7 +76,8 @@ SYSTEM_SERVICES = ["prosody", "kamailio", "dnsmasq", "stunnel4"]
 
 SERVICE_ORDER = ["dnsmasq", "prosody", "kamailio"]
 
-KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+# Every DIR that `up` used, so that `down --all` can clean up after a killed test run.
+REGISTRY = os.path.join(tempfile.gettempdir(), "xsgw-testbed.dirs")
 
 
 class TestbedError(Exception):
@@ -393,37 +394,45 @@ def _cmdline(pid):
 
 
 def stop_pid(pid, d, name, wait=5.0):
-    """TERM the service's process group, KILL what is left after `wait` seconds."""
+    """SIGTERM the service's main process (it stops its own children), then SIGKILL
+    its whole process group if anything is left after `wait` seconds."""
     _reap(pid)
-    members = group_members(pid)
     leader_ok = alive(pid) and d in _cmdline(pid)
-    if not leader_ok:
-        # Never signal a reused PID: only a group whose leader is gone but whose
-        # members still name our directory.
-        members = [m for m in members if d in _cmdline(m)]
-        if not members:
-            return True
-    targets = set(members) | ({pid} if leader_ok else set())
-    for sig, limit in ((signal.SIGTERM, wait), (signal.SIGKILL, 3.0)):
-        for t in list(targets):
-            try:
-                if t == pid:
-                    os.killpg(pid, sig)
-                else:
-                    os.kill(t, sig)
-            except ProcessLookupError:
-                pass
+    # Never signal a reused PID: without our leader, only group members that still
+    # name our directory on their command line are ours.
+    members = [m for m in group_members(pid) if leader_ok or d in _cmdline(m)]
+    if not leader_ok and not members:
+        return True
+
+    def remaining():
+        _reap(pid)
+        left = {m for m in group_members(pid) if leader_ok or d in _cmdline(m)}
+        if leader_ok and alive(pid):
+            left.add(pid)
+        return left
+
+    def settle(limit):
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            _reap(pid)
-            targets = {t for t in targets if alive(t)} | (
-                set(group_members(pid)) if leader_ok else set())
-            if not targets:
+            if not remaining():
                 return True
             time.sleep(0.05)
-        if sig == signal.SIGTERM:
-            log("%s (pid %d) ignored SIGTERM for %.0fs, sending SIGKILL" % (name, pid, wait))
-    return not targets
+        return not remaining()
+
+    for t in ([pid] if leader_ok else members):
+        try:
+            os.kill(t, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    if settle(wait):
+        return True
+    log("%s (pid %d) still running %.0fs after SIGTERM, sending SIGKILL" % (name, pid, wait))
+    for t in remaining():
+        try:
+            os.kill(t, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return settle(3.0)
 
 
 def wait_tcp(addr, port, timeout, pid=None, name="service", d=None):
@@ -440,6 +449,47 @@ def wait_tcp(addr, port, timeout, pid=None, name="service", d=None):
             raise TestbedError("%s: %s:%d not open after %.0fs%s"
                                % (name, addr, port, timeout, _log_tail(d, name)))
         time.sleep(0.05)
+
+
+def wait_sip_options(pid, d, timeout):
+    deadline = time.monotonic() + timeout
+    for transport in ("UDP", "TCP"):
+        while True:
+            try:
+                if sip_options_ok(transport):
+                    break
+            except OSError:
+                pass
+            if not alive(pid):
+                raise TestbedError("kamailio exited during start-up" + _log_tail(d, "kamailio"))
+            if time.monotonic() > deadline:
+                raise TestbedError("kamailio: no 200 to OPTIONS over %s after %.0fs%s"
+                                   % (transport, timeout, _log_tail(d, "kamailio")))
+            time.sleep(0.1)
+
+
+def sip_options_ok(transport):
+    """One OPTIONS to the Edge's internal listener from 127.0.0.1; True on a 200."""
+    kind = socket.SOCK_DGRAM if transport == "UDP" else socket.SOCK_STREAM
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.settimeout(1.0)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        req = sip_request("OPTIONS", "sip:%s" % EDGE_NAME, transport, "127.0.0.1", port,
+                          "sip:readiness@testbed.test", "sip:%s" % EDGE_NAME)
+        if transport == "UDP":
+            s.sendto(req, (EDGE_ADDR, SIP_PORT))
+            data = s.recv(65536)
+        else:
+            s.connect((EDGE_ADDR, SIP_PORT))
+            s.sendall(req)
+            data = read_sip_stream(s, time.monotonic() + 1.0)
+        return data.startswith(b"SIP/2.0 200")
+    except (socket.timeout, EOFError, TimeoutError):
+        return False
+    finally:
+        s.close()
 
 
 def _log_tail(d, name):
@@ -462,7 +512,7 @@ def check_free(addr, port, kind):
         s.bind((addr, port))
     except OSError as e:
         raise TestbedError("%s %s:%d is in use (%s): is another testbed up? "
-                           "Run `testbed.py down --dir` on it." % (kind, addr, port, e.strerror))
+                           "Run `testbed.py down --dir DIR` (or `down --all`)." % (kind, addr, port, e.strerror))
     finally:
         s.close()
 
@@ -517,6 +567,7 @@ def cmd_up(args):
         if os.path.exists(os.path.join(d, stale)):
             os.unlink(os.path.join(d, stale))
     s2s_ifaces = parse_ifaces(args.prosody_s2s)
+    register_dir(d)
     started = []
     try:
         info = _up(d, args, s2s_ifaces, started)
@@ -718,6 +769,9 @@ def start_service(d, name, values, s2s_ifaces):
                               "-Y", os.path.join(d, "run")], mount_ns=True)
         wait_tcp(EDGE_ADDR, SIP_PORT, 20, pid, name, d)
         wait_tcp(EDGE_ADDR, SIPS_PORT, 10, pid, name, d)
+        # Open ports only mean the TCP main process is up: wait until the SIP workers
+        # answer, too (a SIGTERM while they still initialise can hang Kamailio's exit).
+        wait_sip_options(pid, d, 20)
         return pid
     raise TestbedError("unknown service " + name)
 
@@ -750,7 +804,32 @@ def do_down(d):
     return ok
 
 
+def register_dir(d):
+    dirs = registered_dirs()
+    if d not in dirs:
+        with open(REGISTRY, "a") as f:
+            f.write(d + "\n")
+
+
+def registered_dirs():
+    try:
+        with open(REGISTRY) as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError:
+        return []
+
+
 def cmd_down(args):
+    if args.all:
+        ok = True
+        for d in registered_dirs():
+            if os.path.isdir(os.path.join(d, "pids")):
+                ok = do_down(d) and ok
+        if ok and os.path.exists(REGISTRY):
+            os.unlink(REGISTRY)
+        return 0 if ok else 1
+    if not args.dir:
+        raise TestbedError("down needs --dir DIR or --all")
     return 0 if do_down(args.dir) else 1
 
 
@@ -1420,7 +1499,9 @@ def build_parser():
     up.add_argument("--kamailio-debug", type=int, default=2, help="Kamailio debug level (default 2)")
 
     down = sub.add_parser("down", help="stop every service started in DIR")
-    down.add_argument("--dir", required=True)
+    down.add_argument("--dir")
+    down.add_argument("--all", action="store_true",
+                      help="stop the testbeds of every DIR that `up` ever used (listed in %s)" % REGISTRY)
 
     rs = sub.add_parser("restart", help="restart one service of a running testbed")
     rs.add_argument("--dir", required=True)
