@@ -1231,7 +1231,10 @@ def check_xmpp(d, info, res):
     lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lst.bind((GW_ADDR, XMPP_PORT_S2S))
     lst.listen(8)
-    seen = {"headers": [], "peers": [], "error": None}
+    seen = {"headers": [], "peers": [], "sessions": {}, "error": None}
+    # contoso.test gets the gateway's real XMPP certificate, fabrikam.test one from an
+    # unrelated CA: Prosody must call the first chain valid and the second invalid.
+    certs = {"contoso.test": "xmpp", "fabrikam.test": "other"}
 
     def listener():
         deadline = time.monotonic() + 35
@@ -1240,16 +1243,10 @@ def check_xmpp(d, info, res):
                 lst.settimeout(max(0.1, deadline - time.monotonic()))
                 conn, peer = lst.accept()
                 with conn:
-                    buf = b""
-                    end = time.monotonic() + 5
-                    while b">" not in buf.split(b"<stream:stream", 1)[-1] or b"<stream:stream" not in buf:
-                        conn.settimeout(max(0.1, end - time.monotonic()))
-                        data = conn.recv(4096)
-                        if not data:
-                            break
-                        buf += data
                     seen["peers"].append(peer[0])
-                    seen["headers"].append(buf.decode(errors="replace"))
+                    sess = fake_s2s_starttls(conn, info, certs, seen)
+                    if sess.get("to"):
+                        seen["sessions"][sess["to"]] = sess
         except Exception as e:
             seen["error"] = "%s: %s" % (type(e).__name__, e)
         finally:
@@ -1288,6 +1285,85 @@ def check_xmpp(d, info, res):
 
     res.run("xmpp: Prosody resolves SRV via the test DNS (s2s streams to contoso.test and "
             "fabrikam.test arrive at xmpp.contoso.test = %s:%d)" % (GW_ADDR, XMPP_PORT_S2S), prosody_srv)
+
+    def prosody_tls():
+        with open(info["xmpp"]["log"], errors="replace") as f:
+            text = f.read()
+        results = {}
+        for to, sess in seen["sessions"].items():
+            # Prosody names the session in every line; the last one for gmail.test->TO is ours.
+            sids = re.findall(r"\s(s2sout\w+)\s+\w+\s+.*gmail\.test->%s\b" % re.escape(to), text)
+            sid = sids[-1] if sids else "-"
+            chain = re.findall(r"\s%s\s+debug\s+certificate chain validation result: (\w+)"
+                               % re.escape(sid), text)
+            ident = re.findall(r"\s%s\s+debug\s+certificate identity validation result: (\w+)"
+                               % re.escape(sid), text)
+            results[to] = {"client_cert_cn": sess.get("peer_cn"), "chain": chain, "identity": ident,
+                           "error": sess.get("error")}
+        c, f = results.get("contoso.test", {}), results.get("fabrikam.test", {})
+        ok = (c.get("client_cert_cn") == "gmail.test" and c.get("chain") == ["valid"]
+              and c.get("identity") == ["valid"] and f.get("chain") == ["invalid"])
+        return ok, json.dumps(results)
+
+    res.run("xmpp: Prosody's s2s STARTTLS presents gmail.pem, trusts the private CA "
+            "(xmpp.pem: chain+identity valid) and not an unrelated one (other.pem: chain invalid)",
+            prosody_tls)
+
+
+STREAM_NS = ("xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' "
+             "xmlns:db='jabber:server:dialback'")
+
+
+def _read_until(conn, buf, pattern, deadline):
+    while not re.search(pattern, buf):
+        conn.settimeout(max(0.05, deadline - time.monotonic()))
+        data = conn.recv(4096)
+        if not data:
+            raise EOFError("peer closed; had %r" % buf[-200:])
+        buf += data
+    return buf
+
+
+def fake_s2s_starttls(conn, info, certs, seen):
+    """Play the receiving server of an XMPP s2s stream up to the TLS-secured second
+    stream header: enough for Prosody to validate our certificate and log the result."""
+    sess = {}
+    deadline = time.monotonic() + 8
+    try:
+        buf = _read_until(conn, b"", rb"<stream:stream[^>]*>", deadline)
+        header = re.search(rb"<stream:stream[^>]*>", buf).group(0).decode(errors="replace")
+        seen["headers"].append(header)
+        m = re.search(r"""\bto=['"]([^'"]+)['"]""", header)
+        to = m.group(1) if m else ""
+        sess["to"] = to
+        conn.sendall(("<?xml version='1.0'?><stream:stream %s from='%s' to='gmail.test' id='tb-%s' "
+                      "version='1.0'><stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>"
+                      "<required/></starttls></stream:features>" % (STREAM_NS, to, secrets.token_hex(4))
+                      ).encode())
+        _read_until(conn, b"", rb"<starttls[^>]*>", deadline)
+        conn.sendall(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        name = certs.get(to, "xmpp")
+        ctx.load_cert_chain(info["pki"][name]["cert"], info["pki"][name]["key"])
+        ctx.load_verify_locations(info["pki"]["ca"]["cert"])
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        conn.settimeout(max(0.05, deadline - time.monotonic()))
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            cert = tls.getpeercert() or {}
+            for rdn in cert.get("subject", ()):
+                for k, v in rdn:
+                    if k == "commonName":
+                        sess["peer_cn"] = v
+            _read_until(tls, b"", rb"<stream:stream[^>]*>", deadline)
+            tls.sendall(("<stream:stream %s from='%s' to='gmail.test' id='tb-%s' version='1.0'>"
+                         "<stream:features/>" % (STREAM_NS, to, secrets.token_hex(4))).encode())
+            # Prosody validates the certificate on our second header; give it a moment,
+            # then find its session id in the log by our stream id.
+            time.sleep(0.5)
+            tls.sendall(b"</stream:stream>")
+    except Exception as e:
+        sess["error"] = "%s: %s" % (type(e).__name__, e)
+    return sess
 
 
 def check_edge(d, info, res):
