@@ -31,6 +31,14 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+# python3-slixmpp and python3-dnspython are Debian packages, visible only to Debian's
+# Python: if started by another interpreter (e.g. a pyenv shim first on PATH), switch.
+if (os.path.exists(DEBIAN_PYTHON)
+        and os.path.realpath(sys.executable) != os.path.realpath(DEBIAN_PYTHON)
+        and not os.environ.get("XSGW_TESTBED_ANY_PYTHON")):
+    os.execv(DEBIAN_PYTHON, [DEBIAN_PYTHON, os.path.abspath(__file__)] + sys.argv[1:])
 SCHEMA_VERSION = 1
 
 # ---------------------------------------------------------------------------
@@ -970,6 +978,7 @@ class TlsSipServer(threading.Thread):
         self.ctx.load_cert_chain(info["pki"]["gateway"]["cert"], info["pki"]["gateway"]["key"])
         self.ctx.load_verify_locations(info["pki"]["ca"]["cert"])
         self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.ctx.sni_callback = self._sni
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((GW_ADDR, SIPS_PORT))
@@ -977,8 +986,12 @@ class TlsSipServer(threading.Thread):
         self.timeout = timeout
         self.peer = None
         self.peer_cn = None
+        self.sni = None
         self.request = None
         self.error = None
+
+    def _sni(self, _sock, name, _ctx):
+        self.sni = name
 
     def run(self):
         deadline = time.monotonic() + self.timeout
@@ -1254,7 +1267,7 @@ def check_xmpp(d, info, res):
 
     th = threading.Thread(target=listener, daemon=True)
     th.start()
-    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    py = DEBIAN_PYTHON if os.path.exists(DEBIAN_PYTHON) else sys.executable
     users = [u["jid"] for u in info["xmpp"]["users"]]
     p = subprocess.run([py, os.path.abspath(__file__), "_xmpp-probe", "--dir", d,
                         "--sender", users[0], "--receiver", users[1], "--wrong-ca",
@@ -1428,6 +1441,8 @@ def check_edge(d, info, res):
                 problems.append("no Record-Route")
             if srv.peer_cn != EDGE_NAME:
                 problems.append("client certificate CN %r" % srv.peer_cn)
+            if srv.sni != GW_NAME:
+                problems.append("SNI %r" % srv.sni)
             if srv.peer[0] != EDGE_ADDR:
                 problems.append("connection from %s, not %s" % (srv.peer[0], EDGE_ADDR))
         if not first.startswith("SIP/2.0 200"):
@@ -1437,7 +1452,7 @@ def check_edge(d, info, res):
         return True, ""
 
     res.run("edge: MESSAGE from a contoso.test user (UDP %s -> %s:%d) for sip:alice@gmail.test is "
-            "relayed over TLS to gw.contoso.test = %s:%d with the Edge certificate, 200 comes back"
+            "relayed over TLS (SNI gw.contoso.test) to %s:%d with the Edge certificate, 200 comes back"
             % (UA_ADDR, EDGE_ADDR, SIP_PORT, GW_ADDR, SIPS_PORT), outbound)
 
     # Gateway (TLS, gateway.pem) -> Edge -> internal user (UDP).
