@@ -1507,13 +1507,21 @@ def _live_testbed(d):
     return None
 
 
+def _terminate(signum, _frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
 def cmd_selftest(args):
+    # SIGTERM/SIGHUP (e.g. a CI timeout) unwind like Ctrl-C, so `down` still runs.
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
     t0 = time.monotonic()
     res = Results()
     own_dir = args.dir is None
     d = os.path.abspath(args.dir) if args.dir else tempfile.mkdtemp(prefix="xsgw-testbed-")
     info = None if own_dir else _live_testbed(d)
     bring_up = info is None
+    interrupted = False
     all_pgids = []
     try:
         if bring_up:
@@ -1549,6 +1557,9 @@ def cmd_selftest(args):
             res.run("services still running after the checks",
                     lambda: (all(alive(p) for p in all_pgids), str(
                         {n: alive(s["pid"]) for n, s in info["services"].items()})))
+    except KeyboardInterrupt as e:
+        interrupted = True
+        res.check(False, "selftest interrupted", str(e))
     finally:
         if bring_up:
             ok = do_down(d)
@@ -1561,6 +1572,8 @@ def cmd_selftest(args):
         print("# logs kept in %s/logs" % d)
     print("# selftest took %.1fs" % (time.monotonic() - t0))
     print("%d passed, %d failed" % (res.passed, res.failed))
+    if interrupted:
+        return 130
     return 0 if res.failed == 0 else 1
 
 
