@@ -868,17 +868,21 @@ def cmd_restart(args):
 # ---------------------------------------------------------------------------
 # SIP helpers (selftest)
 # ---------------------------------------------------------------------------
-def sip_request(method, ruri, via_proto, via_host, via_port, from_uri, to_uri, body=""):
+def sip_request(method, ruri, via_proto, via_host, via_port, from_uri, to_uri, body="",
+                extra=(), call_id=None):
+    """A SIP request; from_uri/to_uri are bare URIs (a tag is added to From) or full
+    header values (starting with '<', used verbatim); `extra` are "Name: value" lines."""
     branch = "z9hG4bK-tb" + secrets.token_hex(8)
     lines = [
         "%s %s SIP/2.0" % (method, ruri),
         "Via: SIP/2.0/%s %s:%d;branch=%s;rport" % (via_proto, via_host, via_port, branch),
         "Max-Forwards: 70",
-        "From: <%s>;tag=%s" % (from_uri, secrets.token_hex(4)),
-        "To: <%s>" % to_uri,
-        "Call-ID: %s@testbed" % secrets.token_hex(8),
+        "From: " + (from_uri if from_uri.startswith("<")
+                    else "<%s>;tag=%s" % (from_uri, secrets.token_hex(4))),
+        "To: " + (to_uri if to_uri.startswith("<") else "<%s>" % to_uri),
+        "Call-ID: %s" % (call_id or secrets.token_hex(8) + "@testbed"),
         "CSeq: 1 %s" % method,
-    ]
+    ] + list(extra)
     if body:
         lines.append("Content-Type: text/plain")
     lines.append("Content-Length: %d" % len(body.encode()))
@@ -896,7 +900,15 @@ def sip_headers(msg):
     return lines[0], hdrs
 
 
-def sip_response_to(request, code=200, reason="OK"):
+def sip_header(hdrs, *names):
+    """First value of a header (any of its names), or None."""
+    for k, v in hdrs:
+        if k.lower() in names:
+            return v
+    return None
+
+
+def sip_response_to(request, code=200, reason="OK", to_tag=None, extra=()):
     _, hdrs = sip_headers(request)
     out = ["SIP/2.0 %d %s" % (code, reason)]
     for k, v in hdrs:
@@ -904,7 +916,9 @@ def sip_response_to(request, code=200, reason="OK"):
         if kl in ("via", "v", "from", "f", "call-id", "i", "cseq", "record-route"):
             out.append("%s: %s" % (k, v))
         elif kl in ("to", "t"):
-            out.append("%s: %s%s" % (k, v, "" if ";tag=" in v else ";tag=" + secrets.token_hex(4)))
+            out.append("%s: %s%s" % (k, v, "" if ";tag=" in v
+                                     else ";tag=" + (to_tag or secrets.token_hex(4))))
+    out.extend(extra)
     out.append("Content-Length: 0")
     return ("\r\n".join(out) + "\r\n\r\n").encode()
 
@@ -1494,6 +1508,80 @@ def check_edge(d, info, res):
 
     res.run("edge: MESSAGE from the gateway (TLS, gateway.pem) for sip:bob@contoso.test reaches the UA "
             "at %s:%d, 200 comes back" % (UA_ADDR, info["sip"]["users"]["port"]), inbound)
+
+    # A dialog: the gateway SUBSCRIBEs (TLS) to a user; the user's in-dialog NOTIFY
+    # follows the Record-Route set back through the Edge to the gateway's Contact.
+    def dialog():
+        gw_contact = "sip:alice@%s:%d;transport=tls" % (GW_NAME, SIPS_PORT)
+        srv = TlsSipServer(info, 15)  # the gateway's listener, receives the NOTIFY
+        srv.start()
+        ua = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        ua_port = info["sip"]["users"]["port"]
+        result = {}
+        try:
+            ua.bind((UA_ADDR, ua_port))
+
+            def user_agent():
+                try:
+                    deadline = time.monotonic() + 10
+                    sub, src = udp_recv_sip(ua, deadline, r"SUBSCRIBE ")
+                    _, hdrs = sip_headers(sub)
+                    tag = secrets.token_hex(4)
+                    ua.sendto(sip_response_to(sub, to_tag=tag, extra=[
+                        "Contact: <sip:bob@%s:%d>" % (UA_ADDR, ua_port), "Expires: 60"]), src)
+                    routes = [v for k, v in hdrs if k.lower() == "record-route"]
+                    result["route_set"] = routes
+                    contact = re.search(r"<([^>]+)>", sip_header(hdrs, "contact", "m") or "")
+                    notify = sip_request(
+                        "NOTIFY", contact.group(1) if contact else "sip:missing-contact@invalid",
+                        "UDP", UA_ADDR, ua_port,
+                        "%s;tag=%s" % (sip_header(hdrs, "to", "t"), tag), sip_header(hdrs, "from", "f"),
+                        call_id=sip_header(hdrs, "call-id", "i"),
+                        extra=["Route: " + r for r in routes] + [
+                            "Contact: <sip:bob@%s:%d>" % (UA_ADDR, ua_port),
+                            "Event: presence", "Subscription-State: active;expires=60"])
+                    first = routes[0] if routes else ""
+                    m = re.search(r"sip:([\d.]+)(?::(\d+))?", first)
+                    hop = (m.group(1), int(m.group(2) or 5060)) if m else (EDGE_ADDR, SIP_PORT)
+                    ua.sendto(notify, hop)
+                    resp, _ = udp_recv_sip(ua, deadline, r"SIP/2\.0 [2-6]\d\d")
+                    result["notify_response"] = resp.split(b"\r\n", 1)[0].decode()
+                except Exception as e:
+                    result["error"] = "%s: %s" % (type(e).__name__, e)
+
+            th = threading.Thread(target=user_agent, daemon=True)
+            th.start()
+            req = sip_request("SUBSCRIBE", "sip:bob@contoso.test", "TLS", GW_ADDR, SIPS_PORT,
+                              "sip:alice@gmail.test", "sip:bob@contoso.test",
+                              extra=["Contact: <%s>" % gw_contact, "Event: presence",
+                                     "Expires: 60", "Accept: application/pidf+xml"])
+            kind, data = edge_tls_exchange(info, "gateway", ssl.TLSVersion.TLSv1_3, req, timeout=10)
+            th.join(11)
+            srv.join(5)
+        finally:
+            ua.close()
+        problems = []
+        first = data.split(b"\r\n", 1)[0].decode(errors="replace") if kind == "response" else data
+        if not first.startswith("SIP/2.0 200"):
+            problems.append("SUBSCRIBE got %r" % first)
+        if len(result.get("route_set", [])) != 2:
+            problems.append("UA saw Record-Route %r" % result.get("route_set"))
+        if srv.request is None:
+            problems.append("no NOTIFY at %s:%d (%s)" % (GW_ADDR, SIPS_PORT, srv.error))
+        else:
+            line, hdrs = sip_headers(srv.request)
+            if line != "NOTIFY %s SIP/2.0" % gw_contact:
+                problems.append("gateway got %r" % line)
+            if sip_header(hdrs, "route") is not None:
+                problems.append("Route left in NOTIFY: %r" % sip_header(hdrs, "route"))
+            if srv.peer_cn != EDGE_NAME:
+                problems.append("NOTIFY connection's client certificate CN %r" % srv.peer_cn)
+        if not result.get("notify_response", "").startswith("SIP/2.0 200"):
+            problems.append("NOTIFY: %s" % (result.get("notify_response") or result.get("error")))
+        return not problems, "; ".join(problems) + ("" if not problems else _log_tail(d, "kamailio"))
+
+    res.run("edge: SUBSCRIBE from the gateway reaches the UA; its in-dialog NOTIFY follows the "
+            "Record-Route set back over TLS to the gateway's Contact", dialog)
 
 
 def _live_testbed(d):
