@@ -1583,6 +1583,66 @@ def check_edge(d, info, res):
     res.run("edge: SUBSCRIBE from the gateway reaches the UA; its in-dialog NOTIFY follows the "
             "Record-Route set back over TLS to the gateway's Contact", dialog)
 
+    check_sipp(d, info, res)
+
+
+def run_sipp(d, name, args, timeout):
+    """Run SIPp (non-interactive) with a scenario from tests/testbed/sipp/, output in
+    D/logs/NAME.log; returns the Popen."""
+    logf = open(os.path.join(d, "logs", name + ".log"), "wb")
+    try:
+        return subprocess.Popen(
+            ["sipp", "-sf", os.path.join(HERE, "sipp", args[0]), "-nostdin", "-m", "1",
+             "-timeout", "%ds" % timeout, "-timeout_error", "-t", "u1", "-i", UA_ADDR,
+             "-p", str(SIP_PORT)] + args[1:],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            cwd=os.path.join(d, "run"), preexec_fn=_no_core)
+    finally:
+        logf.close()
+
+
+def check_sipp(d, info, res):
+    """SIPp (the tests' SIP users) works against the Edge, with the scenarios shipped here."""
+    if info["sip"]["users"]["transport"] != "udp" or info["sip"]["users"]["port"] != SIP_PORT:
+        res.check(True, "sipp: skipped (testbed not on the default UDP %s:%d)" % (UA_ADDR, SIP_PORT))
+        return
+
+    def uas():
+        p = run_sipp(d, "sipp-uas", ["uas-message.xml"], 15)
+        try:
+            time.sleep(0.5)  # let SIPp bind
+            req = sip_request("MESSAGE", "sip:bob@contoso.test", "TLS", GW_ADDR, SIPS_PORT,
+                              "sip:alice@gmail.test", "sip:bob@contoso.test", body="hello sipp")
+            kind, data = edge_tls_exchange(info, "gateway", ssl.TLSVersion.TLSv1_3, req, timeout=10)
+            rc = p.wait(15)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        first = data.split(b"\r\n", 1)[0].decode(errors="replace") if kind == "response" else data
+        return (first.startswith("SIP/2.0 200") and rc == 0,
+                "gateway got %r, sipp exit %s (see %s/logs/sipp-uas.log)" % (first, rc, d))
+
+    res.run("sipp: uas-message.xml at %s:%d answers a MESSAGE relayed from the gateway" % (UA_ADDR, SIP_PORT),
+            uas)
+
+    def uac():
+        srv = TlsSipServer(info, 15)
+        srv.start()
+        p = run_sipp(d, "sipp-uac", ["uac-message.xml", "-s", "alice", "%s:%d" % (EDGE_ADDR, SIP_PORT)], 15)
+        try:
+            rc = p.wait(20)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        srv.join(5)
+        line = sip_headers(srv.request)[0] if srv.request else srv.error
+        return (rc == 0 and line == "MESSAGE sip:alice@gmail.test SIP/2.0",
+                "gateway got %r, sipp exit %s (see %s/logs/sipp-uac.log)" % (line, rc, d))
+
+    res.run("sipp: uac-message.xml sends a MESSAGE via the Edge to the gateway and gets 200", uac)
+
 
 def _live_testbed(d):
     path = os.path.join(d, "testbed.json")
