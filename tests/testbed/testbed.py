@@ -554,7 +554,10 @@ def parse_ifaces(text):
     for a in text.split(","):
         a = a.strip()
         if a:
-            socket.inet_aton(a)
+            try:
+                socket.inet_pton(socket.AF_INET, a)
+            except OSError:
+                raise TestbedError("s2s interface %r is not an IPv4 address" % a)
             if not a.startswith("127.0.10."):
                 raise TestbedError("s2s interface %s is outside 127.0.10.0/24" % a)
             out.append(a)
@@ -565,16 +568,22 @@ def parse_ifaces(text):
 
 def cmd_up(args):
     d = os.path.abspath(args.dir)
+    if re.search(r"[\s'\"\\#;]", d):
+        # The path goes unquoted into dnsmasq's and Kamailio's TLS configuration.
+        raise TestbedError("--dir must not contain whitespace, quotes, '#', ';' or '\\': %r" % d)
+    s2s_ifaces = parse_ifaces(args.prosody_s2s)
     os.makedirs(d, exist_ok=True)
     if os.path.isdir(os.path.join(d, "pids")) and os.listdir(os.path.join(d, "pids")):
         log("stopping what was left running in " + d)
         do_down(d)
+    # Throwaway state: a new PKI, empty Prosody storage and fresh logs on every `up`.
+    for sub in ("pki", "logs", "run", os.path.join("prosody", "data")):
+        shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
     for sub in ("pki", "logs", "pids", "run", "prosody", "kamailio"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
     for stale in ("testbed.json",):
         if os.path.exists(os.path.join(d, stale)):
             os.unlink(os.path.join(d, stale))
-    s2s_ifaces = parse_ifaces(args.prosody_s2s)
     register_dir(d)
     started = []
     try:
@@ -843,8 +852,11 @@ def cmd_down(args):
 
 def cmd_restart(args):
     d = os.path.abspath(args.dir)
-    with open(os.path.join(d, "testbed.json")) as f:
-        info = json.load(f)
+    try:
+        with open(os.path.join(d, "testbed.json")) as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise TestbedError("no testbed up in %s (%s)" % (d, e))
     name = args.service
     if name not in SERVICE_ORDER:
         raise TestbedError("unknown service %s (one of %s)" % (name, ", ".join(SERVICE_ORDER)))
