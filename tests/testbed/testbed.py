@@ -1349,6 +1349,67 @@ def check_xmpp(d, info, res):
             prosody_tls)
 
 
+def s2s_in_external(info, cert, timeout=8.0):
+    """Connect to Prosody's s2s port as contoso.test (from the gateway's address), STARTTLS
+    with client certificate `cert`, then try SASL EXTERNAL. Returns a dict of what happened."""
+    out = {"cert": cert}
+    deadline = time.monotonic() + timeout
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.settimeout(timeout)
+    try:
+        raw.bind((GW_ADDR, 0))
+        s2s = info["xmpp"]["s2s"][0]
+        raw.connect((s2s["host"], s2s["port"]))
+        header = ("<?xml version='1.0'?><stream:stream %s from='contoso.test' to='gmail.test' "
+                  "version='1.0'>" % STREAM_NS).encode()
+        raw.sendall(header)
+        buf = _read_until(raw, b"", rb"</stream:features>", deadline)
+        out["starttls_offered"] = b"urn:ietf:params:xml:ns:xmpp-tls" in buf
+        raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        buf = _read_until(raw, b"", rb"<proceed|<failure", deadline)
+        if b"<proceed" not in buf:
+            out["error"] = "no <proceed/>"
+            return out
+        ctx = tls_client_ctx(info, cert, ssl.TLSVersion.TLSv1_3)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        with ctx.wrap_socket(raw, server_hostname="gmail.test") as tls:
+            tls.sendall(header)
+            buf = _read_until(tls, b"", rb"</stream:features>|<stream:features/>", deadline)
+            mechs = re.findall(rb"<mechanism>([^<]+)</mechanism>", buf)
+            out["mechanisms"] = [m.decode() for m in mechs]
+            if b"EXTERNAL" in mechs:
+                tls.sendall(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>"
+                            b"Y29udG9zby50ZXN0</auth>")  # base64("contoso.test")
+                buf = _read_until(tls, b"", rb"<success|<failure", deadline)
+                out["sasl"] = "success" if b"<success" in buf else "failure"
+            tls.sendall(b"</stream:stream>")
+    except Exception as e:
+        out["error"] = "%s: %s" % (type(e).__name__, e)
+    finally:
+        raw.close()
+    return out
+
+
+def check_prosody_s2s_in(info, res):
+    def good():
+        r = s2s_in_external(info, "xmpp")
+        return r.get("sasl") == "success", json.dumps(r)
+
+    res.run("xmpp: an s2s peer contoso.test presenting xmpp.pem (private CA) gets SASL EXTERNAL "
+            "from Prosody after STARTTLS", good)
+
+    def bad():
+        r = s2s_in_external(info, "wrongname")
+        # Refused either way: features without EXTERNAL (dialback may follow), or (with
+        # s2s_secure_auth) a stream error right after TLS.
+        refused = "mechanisms" in r or "stream:error" in r.get("error", "")
+        return (refused and "EXTERNAL" not in r.get("mechanisms", [])
+                and r.get("sasl") != "success"), json.dumps(r)
+
+    res.run("xmpp: an s2s peer claiming contoso.test with wrongname.pem (rogue.contoso.test) is "
+            "not offered SASL EXTERNAL", bad)
+
+
 STREAM_NS = ("xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' "
              "xmlns:db='jabber:server:dialback'")
 
@@ -1710,6 +1771,10 @@ def cmd_selftest(args):
                 check_xmpp(d, info, res)
             except Exception as e:
                 res.check(False, "xmpp checks", "%s: %s" % (type(e).__name__, e))
+            try:
+                check_prosody_s2s_in(info, res)
+            except Exception as e:
+                res.check(False, "xmpp s2s-in checks", "%s: %s" % (type(e).__name__, e))
             try:
                 check_edge(d, info, res)
             except Exception as e:
