@@ -585,9 +585,8 @@ def cmd_up(args):
         if os.path.exists(os.path.join(d, stale)):
             os.unlink(os.path.join(d, stale))
     register_dir(d)
-    started = []
     try:
-        info = _up(d, args, s2s_ifaces, started)
+        info = _up(d, args, s2s_ifaces)
     except BaseException:
         do_down(d)
         raise
@@ -600,7 +599,7 @@ def cmd_up(args):
     return 0
 
 
-def _up(d, args, s2s_ifaces, started):
+def _up(d, args, s2s_ifaces):
     t0 = time.monotonic()
     for addr, port, kind in [(DNS_ADDR, 53, "udp"), (DNS_ADDR, 53, "tcp"),
                              (XMPP_ADDR, XMPP_PORT_C2S, "tcp"),
@@ -657,8 +656,7 @@ def _up(d, args, s2s_ifaces, started):
 
     pids = {}
     for name in SERVICE_ORDER:
-        pids[name] = start_service(d, name, values, s2s_ifaces)
-        started.append(name)
+        pids[name] = start_service(d, name, s2s_ifaces)
 
     services = {}
     for name in SERVICE_ORDER:
@@ -761,7 +759,7 @@ def _srv_plan():
     return plan
 
 
-def start_service(d, name, values, s2s_ifaces):
+def start_service(d, name, s2s_ifaces):
     if name == "dnsmasq":
         pid = spawn(d, name, ["dnsmasq", "--keep-in-foreground", "--conf-file=" + os.path.join(d, "dnsmasq.conf")])
         deadline = time.monotonic() + 10
@@ -868,8 +866,7 @@ def cmd_restart(args):
             raise TestbedError("could not stop " + name)
         os.unlink(pidfile)
     s2s_ifaces = [e["host"] for e in info["xmpp"]["s2s"]]
-    values = {}
-    pid = start_service(d, name, values, s2s_ifaces)
+    pid = start_service(d, name, s2s_ifaces)
     info["services"][name]["pid"] = pid
     with open(os.path.join(d, "testbed.json"), "w") as f:
         json.dump(info, f, indent=2, sort_keys=True)
