@@ -1,0 +1,1862 @@
+#!/usr/bin/python3
+"""Testbed of real peers for xsgw: DNS (dnsmasq), a public XMPP service (Prosody as
+gmail.test) and the enterprise SIP Access Edge (Kamailio as sip.contoso.test), all on
+127.0.10.0/24, with a throwaway private PKI.
+
+Run it with Debian's Python (/usr/bin/python3): python3-slixmpp is only visible there.
+
+    testbed.py install                 install the Debian packages it needs (idempotent)
+    testbed.py up --dir DIR [options]  make PKI + configs in DIR, start services, write DIR/testbed.json
+    testbed.py down --dir DIR          stop every service started in DIR (idempotent)
+    testbed.py restart --dir DIR NAME  restart one service (e.g. after editing its config)
+    testbed.py selftest [--dir DIR]    up, check every peer really works, down; "N passed, M failed"
+
+The gateway under test (127.0.10.100: XMPP 5269, SIP TLS 5061) is never started here.
+See README.md next to this file for the address plan and the testbed.json schema.
+"""
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+# python3-slixmpp and python3-dnspython are Debian packages, visible only to Debian's
+# Python: if started by another interpreter (e.g. a pyenv shim first on PATH), switch.
+if (os.path.exists(DEBIAN_PYTHON)
+        and os.path.realpath(sys.executable) != os.path.realpath(DEBIAN_PYTHON)
+        and not os.environ.get("XSGW_TESTBED_ANY_PYTHON")):
+    os.execv(DEBIAN_PYTHON, [DEBIAN_PYTHON, os.path.abspath(__file__)] + sys.argv[1:])
+SCHEMA_VERSION = 1
+
+# ---------------------------------------------------------------------------
+# Address plan (fixed: the gateway's code and demo rely on it)
+# ---------------------------------------------------------------------------
+DNS_ADDR = "127.0.10.53"
+XMPP_ADDR = "127.0.10.5"  # xmpp-server.l.gmail.test, xmpp.l.gmail.test (c2s + s2s)
+XMPP_ALT_ADDRS = ["127.0.10.21", "127.0.10.22", "127.0.10.23", "127.0.10.24"]  # alt1..alt4
+EDGE_ADDR = "127.0.10.30"  # sip.contoso.test (Kamailio)
+UA_ADDR = "127.0.10.40"  # internal SIP users (SIPp, started by tests)
+GW_ADDR = "127.0.10.100"  # the gateway: gw.contoso.test, xmpp.contoso.test
+
+GW_NAME = "gw.contoso.test"
+EDGE_NAME = "sip.contoso.test"
+XMPP_PORT_C2S = 5222
+XMPP_PORT_S2S = 5269
+SIP_PORT = 5060
+SIPS_PORT = 5061
+
+DEFAULT_USERS = [
+    ("alice", "gmail.test", "alice-secret"),
+    ("bob", "gmail.test", "bob-secret"),
+    ("carol", "googlemail.test", "carol-secret"),
+]
+
+PACKAGES = [
+    "prosody",
+    "lua-unbound",
+    "kamailio",
+    "kamailio-tls-modules",
+    "sip-tester",
+    "stunnel4",
+    "dnsmasq",
+    "python3-slixmpp",
+    "python3-dnspython",
+    "openssl",
+    "bind9-dnsutils",
+    "util-linux",
+    "iproute2",
+]
+# System services that Debian's packages may start; the testbed runs its own copies.
+SYSTEM_SERVICES = ["prosody", "kamailio", "dnsmasq", "stunnel4"]
+
+SERVICE_ORDER = ["dnsmasq", "prosody", "kamailio"]
+
+# Every DIR that `up` used, so that `down --all` can clean up after a killed test run.
+REGISTRY = os.path.join(tempfile.gettempdir(), "xsgw-testbed.dirs")
+
+
+class TestbedError(Exception):
+    pass
+
+
+def log(msg):
+    print("testbed: " + msg, file=sys.stderr, flush=True)
+
+
+def run(argv, **kw):
+    """Run a command, raise TestbedError with its output if it fails."""
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+    if p.returncode != 0:
+        raise TestbedError(
+            "command failed (%d): %s\n%s"
+            % (p.returncode, " ".join(argv), p.stdout.decode(errors="replace"))
+        )
+    return p.stdout.decode(errors="replace")
+
+
+# ---------------------------------------------------------------------------
+# install
+# ---------------------------------------------------------------------------
+def missing_packages(pkgs):
+    missing = []
+    for pkg in pkgs:
+        p = subprocess.run(
+            ["dpkg-query", "-W", "-f=${db:Status-Status}", pkg],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        if p.returncode != 0 or p.stdout.decode().strip() != "installed":
+            missing.append(pkg)
+    return missing
+
+
+def stop_system_services():
+    """Debian's postinst may start prosody/kamailio/dnsmasq on system ports: stop them."""
+    for svc in SYSTEM_SERVICES:
+        if os.path.isdir("/run/systemd/system") and shutil.which("systemctl"):
+            subprocess.run(
+                ["systemctl", "disable", "--now", svc],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        elif os.path.exists("/etc/init.d/" + svc):
+            subprocess.run(
+                ["/etc/init.d/" + svc, "stop"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if shutil.which("update-rc.d"):
+                subprocess.run(
+                    ["update-rc.d", svc, "disable"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+
+
+def cmd_install(_args):
+    if os.geteuid() != 0:
+        raise TestbedError("install must run as root")
+    missing = missing_packages(PACKAGES)
+    if not missing:
+        log("all packages present")
+        return 0
+    log("installing: " + " ".join(missing))
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    # Keep Debian from starting the packaged daemons while installing (policy-rc.d).
+    policy = "/usr/sbin/policy-rc.d"
+    own_policy = not os.path.exists(policy)
+    if own_policy:
+        with open(policy, "w") as f:
+            f.write("#!/bin/sh\n# temporary, written by xsgw tests/testbed/testbed.py install\nexit 101\n")
+        os.chmod(policy, 0o755)
+    try:
+        lists = "/var/lib/apt/lists"
+        have_lists = os.path.isdir(lists) and any(
+            n.endswith("_Packages") or "_Packages." in n for n in os.listdir(lists)
+        )
+        apt = ["apt-get", "-y", "-q", "-o", "Dpkg::Options::=--force-confdef",
+               "-o", "Dpkg::Options::=--force-confold"]
+        if not have_lists:
+            subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
+        p = subprocess.run(apt + ["install", "--no-install-recommends"] + missing, env=env)
+        if p.returncode != 0:
+            # A stale package list is the usual cause: refresh once and retry.
+            subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
+            subprocess.run(apt + ["install", "--no-install-recommends"] + missing, env=env, check=True)
+    finally:
+        if own_policy:
+            os.unlink(policy)
+        stop_system_services()
+    still = missing_packages(PACKAGES)
+    if still:
+        raise TestbedError("still missing after install: " + " ".join(still))
+    log("installed")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# PKI (openssl CLI)
+# ---------------------------------------------------------------------------
+OPENSSL_CNF = """\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+"""
+
+
+def _ext_file(path, sans, ca=False):
+    with open(path, "w") as f:
+        f.write("[v3]\n")
+        if ca:
+            f.write("basicConstraints = critical, CA:TRUE\n")
+            f.write("keyUsage = critical, keyCertSign, cRLSign\n")
+            f.write("subjectKeyIdentifier = hash\n")
+        else:
+            f.write("basicConstraints = critical, CA:FALSE\n")
+            f.write("keyUsage = critical, digitalSignature\n")
+            f.write("extendedKeyUsage = serverAuth, clientAuth\n")
+            f.write("subjectKeyIdentifier = hash\n")
+            f.write("authorityKeyIdentifier = keyid\n")
+            f.write("subjectAltName = " + ", ".join("DNS:" + s for s in sans) + "\n")
+
+
+def _serial():
+    return "0x" + secrets.token_hex(16)
+
+
+def make_ca(pki, name, cn):
+    key, cert = os.path.join(pki, name + ".key"), os.path.join(pki, name + ".pem")
+    cnf = os.path.join(pki, name + ".cnf")
+    with open(os.path.join(pki, "openssl.cnf")) as f:
+        base = f.read()
+    _ext_file(cnf, [], ca=True)
+    with open(cnf) as f:
+        ext = f.read()
+    with open(cnf, "w") as f:
+        f.write(base + ext)
+    run(["openssl", "req", "-config", cnf, "-extensions", "v3", "-x509", "-new",
+         "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", key, "-out", cert, "-days", "30", "-set_serial", _serial(),
+         "-subj", "/O=xsgw testbed/CN=" + cn])
+    os.unlink(cnf)
+    os.chmod(key, 0o600)
+    os.chmod(cert, 0o644)
+    return cert, key
+
+
+def make_leaf(pki, name, cn, sans, ca_name):
+    key, cert = os.path.join(pki, name + ".key"), os.path.join(pki, name + ".pem")
+    csr, ext = os.path.join(pki, name + ".csr"), os.path.join(pki, name + ".ext")
+    cnf = os.path.join(pki, "openssl.cnf")
+    _ext_file(ext, sans)
+    run(["openssl", "req", "-config", cnf, "-new", "-newkey", "ec",
+         "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/O=xsgw testbed/CN=" + cn])
+    run(["openssl", "x509", "-req", "-in", csr,
+         "-CA", os.path.join(pki, ca_name + ".pem"), "-CAkey", os.path.join(pki, ca_name + ".key"),
+         "-set_serial", _serial(), "-days", "30", "-extfile", ext, "-extensions", "v3",
+         "-out", cert])
+    os.unlink(csr)
+    os.unlink(ext)
+    os.chmod(key, 0o600)
+    os.chmod(cert, 0o644)
+    return cert, key
+
+
+# name -> (CN, SANs, issuing CA)
+LEAVES = {
+    "edge": (EDGE_NAME, [EDGE_NAME], "ca"),
+    "gateway": (GW_NAME, [GW_NAME], "ca"),
+    "xmpp": ("contoso.test", ["contoso.test", "fabrikam.test", "xmpp.contoso.test"], "ca"),
+    "gmail": ("gmail.test", ["gmail.test", "googlemail.test"], "ca"),
+    "wrongname": ("rogue.contoso.test", ["rogue.contoso.test"], "ca"),
+    "other": (GW_NAME, [GW_NAME], "other-ca"),
+}
+
+
+def make_pki(pki):
+    os.makedirs(pki, exist_ok=True)
+    os.chmod(pki, 0o755)
+    old = os.umask(0o077)
+    try:
+        with open(os.path.join(pki, "openssl.cnf"), "w") as f:
+            f.write(OPENSSL_CNF)
+        make_ca(pki, "ca", "xsgw testbed internal CA")
+        make_ca(pki, "other-ca", "unrelated CA")
+        for name, (cn, sans, ca) in LEAVES.items():
+            make_leaf(pki, name, cn, sans, ca)
+        os.unlink(os.path.join(pki, "openssl.cnf"))
+    finally:
+        os.umask(old)
+    info = {
+        "ca": {"cert": os.path.join(pki, "ca.pem"), "key": os.path.join(pki, "ca.key")},
+        "other_ca": {"cert": os.path.join(pki, "other-ca.pem"),
+                     "key": os.path.join(pki, "other-ca.key")},
+    }
+    for name, (cn, sans, ca) in LEAVES.items():
+        info[name] = {
+            "cert": os.path.join(pki, name + ".pem"),
+            "key": os.path.join(pki, name + ".key"),
+            "cn": cn,
+            "sans": sans,
+            "issuer": "other_ca" if ca == "other-ca" else "ca",
+        }
+    return info
+
+
+# ---------------------------------------------------------------------------
+# templates
+# ---------------------------------------------------------------------------
+_PLACEHOLDER = re.compile(r"@@([A-Z0-9_]+)@@")
+
+
+def render(template, out, values):
+    with open(os.path.join(HERE, template)) as f:
+        text = f.read()
+
+    def sub(m):
+        key = m.group(1)
+        if key not in values:
+            raise TestbedError("%s: no value for @@%s@@" % (template, key))
+        return str(values[key])
+
+    with open(out, "w") as f:
+        f.write(_PLACEHOLDER.sub(sub, text))
+
+
+def lua_bool(b):
+    return "true" if b else "false"
+
+
+# ---------------------------------------------------------------------------
+# processes
+# ---------------------------------------------------------------------------
+_children = {}  # pid -> Popen, so that an in-process `down` can reap them
+
+
+def _no_core():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def spawn(d, name, argv, mount_ns=False):
+    """Start a service in its own session (process group) with its output in
+    DIR/logs/NAME.out; with mount_ns it runs in a private mount namespace where
+    DIR/resolv.conf and DIR/hosts are bind-mounted over /etc/resolv.conf and /etc/hosts."""
+    if mount_ns:
+        script = ('mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts '
+                  '&& shift 2 && exec "$@"')
+        argv = (["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                 os.path.join(d, "resolv.conf"), os.path.join(d, "hosts")] + argv)
+    out = open(os.path.join(d, "logs", name + ".out"), "ab")
+    try:
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                             start_new_session=True, preexec_fn=_no_core, close_fds=True, cwd=d)
+    finally:
+        out.close()
+    _children[p.pid] = p
+    with open(os.path.join(d, "pids", name + ".pid"), "w") as f:
+        f.write("%d\n" % p.pid)
+    return p.pid
+
+
+def _proc_stat(pid):
+    """(state, pgid) of a process, or None when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rindex(")") + 2:].split()
+    return rest[0], int(rest[2])
+
+
+def alive(pid):
+    st = _proc_stat(pid)
+    return st is not None and st[0] not in ("Z", "X")
+
+
+def _reap(pid):
+    p = _children.get(pid)
+    if p is not None:
+        try:
+            p.wait(timeout=0)
+            _children.pop(pid, None)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def group_members(pgid):
+    out = []
+    for n in os.listdir("/proc"):
+        if n.isdigit():
+            st = _proc_stat(int(n))
+            if st is not None and st[1] == pgid and st[0] not in ("Z", "X"):
+                out.append(int(n))
+    return out
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def stop_pid(pid, d, name, wait=5.0):
+    """SIGTERM the service's main process (it stops its own children), then SIGKILL
+    its whole process group if anything is left after `wait` seconds."""
+    _reap(pid)
+    leader_ok = alive(pid) and d in _cmdline(pid)
+    # Never signal a reused PID: without our leader, only group members that still
+    # name our directory on their command line are ours.
+    members = [m for m in group_members(pid) if leader_ok or d in _cmdline(m)]
+    if not leader_ok and not members:
+        return True
+
+    def remaining():
+        _reap(pid)
+        left = {m for m in group_members(pid) if leader_ok or d in _cmdline(m)}
+        if leader_ok and alive(pid):
+            left.add(pid)
+        return left
+
+    def settle(limit):
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if not remaining():
+                return True
+            time.sleep(0.05)
+        return not remaining()
+
+    for t in ([pid] if leader_ok else members):
+        try:
+            os.kill(t, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    if settle(wait):
+        return True
+    log("%s (pid %d) still running %.0fs after SIGTERM, sending SIGKILL" % (name, pid, wait))
+    for t in remaining():
+        try:
+            os.kill(t, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return settle(3.0)
+
+
+def wait_tcp(addr, port, timeout, pid=None, name="service", d=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((addr, port), timeout=0.5):
+                return
+        except OSError:
+            pass
+        if pid is not None and not alive(pid):
+            raise TestbedError("%s exited during start-up%s" % (name, _log_tail(d, name)))
+        if time.monotonic() > deadline:
+            raise TestbedError("%s: %s:%d not open after %.0fs%s"
+                               % (name, addr, port, timeout, _log_tail(d, name)))
+        time.sleep(0.05)
+
+
+def wait_sip_options(pid, d, timeout):
+    deadline = time.monotonic() + timeout
+    for transport in ("UDP", "TCP"):
+        while True:
+            try:
+                if sip_options_ok(transport):
+                    break
+            except OSError:
+                pass
+            if not alive(pid):
+                raise TestbedError("kamailio exited during start-up" + _log_tail(d, "kamailio"))
+            if time.monotonic() > deadline:
+                raise TestbedError("kamailio: no 200 to OPTIONS over %s after %.0fs%s"
+                                   % (transport, timeout, _log_tail(d, "kamailio")))
+            time.sleep(0.1)
+
+
+def sip_options_ok(transport):
+    """One OPTIONS to the Edge's internal listener from 127.0.0.1; True on a 200."""
+    kind = socket.SOCK_DGRAM if transport == "UDP" else socket.SOCK_STREAM
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.settimeout(1.0)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        req = sip_request("OPTIONS", "sip:%s" % EDGE_NAME, transport, "127.0.0.1", port,
+                          "sip:readiness@testbed.test", "sip:%s" % EDGE_NAME)
+        if transport == "UDP":
+            s.sendto(req, (EDGE_ADDR, SIP_PORT))
+            data = s.recv(65536)
+        else:
+            s.connect((EDGE_ADDR, SIP_PORT))
+            s.sendall(req)
+            data = read_sip_stream(s, time.monotonic() + 1.0)
+        return data.startswith(b"SIP/2.0 200")
+    except (socket.timeout, EOFError, TimeoutError):
+        return False
+    finally:
+        s.close()
+
+
+def _log_tail(d, name):
+    if d is None:
+        return ""
+    out = ""
+    for fn in (name + ".out", name + ".log"):
+        path = os.path.join(d, "logs", fn)
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                lines = f.readlines()[-25:]
+            out += "\n--- tail of %s ---\n%s" % (path, "".join(lines))
+    return out
+
+
+def check_free(addr, port, kind):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr, port))
+    except OSError as e:
+        raise TestbedError("%s %s:%d is in use (%s): is another testbed up? "
+                           "Run `testbed.py down --dir DIR` (or `down --all`)." % (kind, addr, port, e.strerror))
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------------------
+# DNS queries (minimal client, used for readiness; the selftest uses dnspython)
+# ---------------------------------------------------------------------------
+def dns_ready(addr, name="gw.contoso.test", timeout=0.5):
+    qid = secrets.randbits(16)
+    q = qid.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\x00\x00\x01\x00\x01"
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(q, (addr, 53))
+        data = s.recv(512)
+        return data[:2] == q[:2] and (data[3] & 0x0F) == 0 and int.from_bytes(data[6:8], "big") > 0
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------------------
+# up
+# ---------------------------------------------------------------------------
+def parse_ifaces(text):
+    out = []
+    for a in text.split(","):
+        a = a.strip()
+        if a:
+            try:
+                socket.inet_pton(socket.AF_INET, a)
+            except OSError:
+                raise TestbedError("s2s interface %r is not an IPv4 address" % a)
+            if not a.startswith("127.0.10."):
+                raise TestbedError("s2s interface %s is outside 127.0.10.0/24" % a)
+            out.append(a)
+    if not out:
+        raise TestbedError("--prosody-s2s needs at least one address")
+    return out
+
+
+def cmd_up(args):
+    d = os.path.abspath(args.dir)
+    if re.search(r"[\s'\"\\#;]", d):
+        # The path goes unquoted into dnsmasq's and Kamailio's TLS configuration.
+        raise TestbedError("--dir must not contain whitespace, quotes, '#', ';' or '\\': %r" % d)
+    s2s_ifaces = parse_ifaces(args.prosody_s2s)
+    os.makedirs(d, exist_ok=True)
+    if os.path.isdir(os.path.join(d, "pids")) and os.listdir(os.path.join(d, "pids")):
+        log("stopping what was left running in " + d)
+        do_down(d)
+    # Throwaway state: a new PKI, empty Prosody storage and fresh logs on every `up`.
+    for sub in ("pki", "logs", "run", os.path.join("prosody", "data")):
+        shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
+    for sub in ("pki", "logs", "pids", "run", "prosody", "kamailio"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    for stale in ("testbed.json",):
+        if os.path.exists(os.path.join(d, stale)):
+            os.unlink(os.path.join(d, stale))
+    register_dir(d)
+    try:
+        info = _up(d, args, s2s_ifaces)
+    except BaseException:
+        do_down(d)
+        raise
+    path = os.path.join(d, "testbed.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(info, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.rename(path + ".tmp", path)
+    print(path)
+    return 0
+
+
+def _up(d, args, s2s_ifaces):
+    t0 = time.monotonic()
+    for addr, port, kind in [(DNS_ADDR, 53, "udp"), (DNS_ADDR, 53, "tcp"),
+                             (XMPP_ADDR, XMPP_PORT_C2S, "tcp"),
+                             (EDGE_ADDR, SIP_PORT, "udp"), (EDGE_ADDR, SIP_PORT, "tcp"),
+                             (EDGE_ADDR, SIPS_PORT, "tcp")] + [
+                                 (a, XMPP_PORT_S2S, "tcp") for a in s2s_ifaces]:
+        check_free(addr, port, kind)
+
+    pki = make_pki(os.path.join(d, "pki"))
+    logs, run_dir = os.path.join(d, "logs"), os.path.join(d, "run")
+
+    # Resolver files for the services' private mount namespaces.
+    resolv = os.path.join(d, "resolv.conf")
+    with open(resolv, "w") as f:
+        f.write("# xsgw testbed: only the testbed DNS\nnameserver %s\noptions timeout:1 attempts:2\n"
+                % DNS_ADDR)
+    with open(os.path.join(d, "hosts"), "w") as f:
+        f.write("127.0.0.1\tlocalhost\n")
+
+    values = {
+        "DNS_ADDR": DNS_ADDR, "XMPP_ADDR": XMPP_ADDR, "EDGE_ADDR": EDGE_ADDR,
+        "UA_ADDR": UA_ADDR, "UA_PORT": args.ua_port, "UA_TRANSPORT": args.ua_transport,
+        "GW_ADDR": GW_ADDR, "GW_NAME": GW_NAME, "GW_SIP_PORT": SIPS_PORT,
+        "LOG_DIR": logs, "RUN_DIR": run_dir,
+        "CA_CERT": pki["ca"]["cert"], "EDGE_CERT": pki["edge"]["cert"],
+        "EDGE_KEY": pki["edge"]["key"], "GMAIL_CERT": pki["gmail"]["cert"],
+        "GMAIL_KEY": pki["gmail"]["key"], "RESOLV_CONF": resolv,
+        "PROSODY_DATA": os.path.join(d, "prosody", "data"),
+        "PROSODY_CERTS": os.path.join(d, "prosody", "certs"),
+        "S2S_INTERFACES": "; ".join('"%s"' % a for a in s2s_ifaces),
+        "S2S_REQUIRE_ENCRYPTION": lua_bool(args.s2s_require_encryption),
+        "S2S_SECURE_AUTH": lua_bool(args.s2s_secure_auth),
+        "DIALBACK_MODULE": '"dialback";' if args.dialback else "-- mod_dialback not loaded (--no-dialback)",
+        "TLS_CFG": os.path.join(d, "kamailio", "tls.cfg"),
+        "TLS_METHOD": "TLSv1.2+",
+        "DEBUG_LEVEL": args.kamailio_debug,
+    }
+    for i, a in enumerate(XMPP_ALT_ADDRS):
+        values["XMPP_ALT%d" % (i + 1)] = a
+    render("dnsmasq.conf.in", os.path.join(d, "dnsmasq.conf"), values)
+    render("prosody.cfg.lua.in", os.path.join(d, "prosody", "prosody.cfg.lua"), values)
+    render("kamailio.cfg.in", os.path.join(d, "kamailio", "kamailio.cfg"), values)
+    render("kamailio-tls.cfg.in", os.path.join(d, "kamailio", "tls.cfg"), values)
+    os.makedirs(values["PROSODY_DATA"], exist_ok=True)
+    os.makedirs(values["PROSODY_CERTS"], exist_ok=True)
+
+    # Prosody users (before start: prosodyctl writes the data files directly).
+    users = []
+    for user, host, password in DEFAULT_USERS:
+        run(["prosodyctl", "--config", os.path.join(d, "prosody", "prosody.cfg.lua"),
+             "register", user, host, password])
+        users.append({"jid": "%s@%s" % (user, host), "user": user, "domain": host,
+                      "password": password})
+
+    pids = {}
+    for name in SERVICE_ORDER:
+        pids[name] = start_service(d, name, s2s_ifaces)
+
+    services = {}
+    for name in SERVICE_ORDER:
+        services[name] = {
+            "pid": pids[name],
+            "pidfile": os.path.join(d, "pids", name + ".pid"),
+            "log": os.path.join(logs, name + ".log"),
+            "stdout": os.path.join(logs, name + ".out"),
+        }
+    services["dnsmasq"]["config"] = os.path.join(d, "dnsmasq.conf")
+    services["prosody"]["config"] = os.path.join(d, "prosody", "prosody.cfg.lua")
+    services["kamailio"]["config"] = os.path.join(d, "kamailio", "kamailio.cfg")
+    services["kamailio"]["tls_config"] = values["TLS_CFG"]
+    services["kamailio"]["log"] = os.path.join(logs, "kamailio.out")
+
+    info = {
+        "version": SCHEMA_VERSION,
+        "dir": d,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "startup_seconds": round(time.monotonic() - t0, 2),
+        "resolv_conf": resolv,
+        "addresses": {
+            "dns": DNS_ADDR,
+            "xmpp": XMPP_ADDR,
+            "xmpp_alt": XMPP_ALT_ADDRS,
+            "edge": EDGE_ADDR,
+            "sip_users": UA_ADDR,
+            "gateway": GW_ADDR,
+        },
+        "dns": {"address": DNS_ADDR, "port": 53, "zones": ["test"]},
+        "pki": pki,
+        "xmpp": {
+            "domain": "gmail.test",
+            "domains": ["gmail.test", "googlemail.test"],
+            "c2s": {"host": XMPP_ADDR, "port": XMPP_PORT_C2S},
+            "s2s": [{"host": a, "port": XMPP_PORT_S2S} for a in s2s_ifaces],
+            "srv": {
+                "_xmpp-server._tcp.gmail.test": _srv_plan(),
+                "_xmpp-server._tcp.googlemail.test": _srv_plan(),
+                "_xmpp-client._tcp.gmail.test": [
+                    {"priority": 5, "weight": 0, "port": XMPP_PORT_C2S,
+                     "target": "xmpp.l.gmail.test", "address": XMPP_ADDR}],
+            },
+            "users": users,
+            "settings": {
+                "s2s_require_encryption": args.s2s_require_encryption,
+                "s2s_secure_auth": args.s2s_secure_auth,
+                "dialback": args.dialback,
+            },
+            "config": services["prosody"]["config"],
+            "log": services["prosody"]["log"],
+        },
+        "sip": {
+            "edge": {
+                "name": EDGE_NAME,
+                "address": EDGE_ADDR,
+                "tls": {"host": EDGE_ADDR, "port": SIPS_PORT},
+                "tcp": {"host": EDGE_ADDR, "port": SIP_PORT},
+                "udp": {"host": EDGE_ADDR, "port": SIP_PORT},
+                "cert": pki["edge"]["cert"],
+                "key": pki["edge"]["key"],
+                "accepts_peer_cn": GW_NAME,
+                "routes": {
+                    "gmail.test": "tls:%s:%d" % (GW_NAME, SIPS_PORT),
+                    "googlemail.test": "tls:%s:%d" % (GW_NAME, SIPS_PORT),
+                    "contoso.test": "%s:%s:%d" % (args.ua_transport, UA_ADDR, args.ua_port),
+                    "fabrikam.test": "%s:%s:%d" % (args.ua_transport, UA_ADDR, args.ua_port),
+                },
+                "config": services["kamailio"]["config"],
+                "log": services["kamailio"]["log"],
+            },
+            "users": {"address": UA_ADDR, "port": args.ua_port, "transport": args.ua_transport,
+                      "domain": "contoso.test"},
+        },
+        "gateway": {
+            "address": GW_ADDR,
+            "sip_name": GW_NAME,
+            "xmpp_port": XMPP_PORT_S2S,
+            "sip_tls_port": SIPS_PORT,
+            "xmpp_domains": ["contoso.test", "fabrikam.test"],
+            "sip_domain": "contoso.test",
+            "sip_cert": pki["gateway"]["cert"],
+            "sip_key": pki["gateway"]["key"],
+            "xmpp_cert": pki["xmpp"]["cert"],
+            "xmpp_key": pki["xmpp"]["key"],
+            "ca": pki["ca"]["cert"],
+            "edge": {"host": EDGE_NAME, "address": EDGE_ADDR, "port": SIPS_PORT},
+        },
+        "services": services,
+    }
+    return info
+
+
+def _srv_plan():
+    plan = [{"priority": 5, "weight": 0, "port": XMPP_PORT_S2S,
+             "target": "xmpp-server.l.gmail.test", "address": XMPP_ADDR}]
+    for i, a in enumerate(XMPP_ALT_ADDRS):
+        plan.append({"priority": 20, "weight": 0, "port": XMPP_PORT_S2S,
+                     "target": "alt%d.xmpp-server.l.gmail.test" % (i + 1), "address": a})
+    return plan
+
+
+def start_service(d, name, s2s_ifaces):
+    if name == "dnsmasq":
+        pid = spawn(d, name, ["dnsmasq", "--keep-in-foreground", "--conf-file=" + os.path.join(d, "dnsmasq.conf")])
+        deadline = time.monotonic() + 10
+        while not dns_ready(DNS_ADDR):
+            if not alive(pid):
+                raise TestbedError("dnsmasq exited during start-up" + _log_tail(d, name))
+            if time.monotonic() > deadline:
+                raise TestbedError("dnsmasq not answering" + _log_tail(d, name))
+            time.sleep(0.05)
+        return pid
+    if name == "prosody":
+        cfg = os.path.join(d, "prosody", "prosody.cfg.lua")
+        pid = spawn(d, name, ["prosody", "--config", cfg, "-F"])
+        wait_tcp(XMPP_ADDR, XMPP_PORT_C2S, 20, pid, name, d)
+        for a in s2s_ifaces:
+            wait_tcp(a, XMPP_PORT_S2S, 10, pid, name, d)
+        return pid
+    if name == "kamailio":
+        cfg = os.path.join(d, "kamailio", "kamailio.cfg")
+        run(["kamailio", "-c", "-f", cfg])  # syntax check first: clearer errors
+        pid = spawn(d, name, ["kamailio", "-f", cfg, "-DD", "-E", "-m", "64", "-M", "8",
+                              "-Y", os.path.join(d, "run")], mount_ns=True)
+        wait_tcp(EDGE_ADDR, SIP_PORT, 20, pid, name, d)
+        wait_tcp(EDGE_ADDR, SIPS_PORT, 10, pid, name, d)
+        # Open ports only mean the TCP main process is up: wait until the SIP workers
+        # answer, too (a SIGTERM while they still initialise can hang Kamailio's exit).
+        wait_sip_options(pid, d, 20)
+        return pid
+    raise TestbedError("unknown service " + name)
+
+
+# ---------------------------------------------------------------------------
+# down / restart
+# ---------------------------------------------------------------------------
+def do_down(d):
+    d = os.path.abspath(d)
+    piddir = os.path.join(d, "pids")
+    ok = True
+    if not os.path.isdir(piddir):
+        return True
+    names = [n[:-4] for n in os.listdir(piddir) if n.endswith(".pid")]
+    # Reverse start order: kamailio, prosody, dnsmasq, then anything unknown.
+    names.sort(key=lambda n: -SERVICE_ORDER.index(n) if n in SERVICE_ORDER else -99)
+    for name in names:
+        path = os.path.join(piddir, name + ".pid")
+        try:
+            with open(path) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            os.unlink(path)
+            continue
+        if stop_pid(pid, d, name):
+            os.unlink(path)
+        else:
+            log("could not stop %s (pid %d)" % (name, pid))
+            ok = False
+    return ok
+
+
+def register_dir(d):
+    dirs = registered_dirs()
+    if d not in dirs:
+        with open(REGISTRY, "a") as f:
+            f.write(d + "\n")
+
+
+def registered_dirs():
+    try:
+        with open(REGISTRY) as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError:
+        return []
+
+
+def cmd_down(args):
+    if args.all:
+        ok = True
+        for d in registered_dirs():
+            if os.path.isdir(os.path.join(d, "pids")):
+                ok = do_down(d) and ok
+        if ok and os.path.exists(REGISTRY):
+            os.unlink(REGISTRY)
+        return 0 if ok else 1
+    if not args.dir:
+        raise TestbedError("down needs --dir DIR or --all")
+    return 0 if do_down(args.dir) else 1
+
+
+def cmd_restart(args):
+    d = os.path.abspath(args.dir)
+    try:
+        with open(os.path.join(d, "testbed.json")) as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise TestbedError("no testbed up in %s (%s)" % (d, e))
+    name = args.service
+    if name not in SERVICE_ORDER:
+        raise TestbedError("unknown service %s (one of %s)" % (name, ", ".join(SERVICE_ORDER)))
+    pidfile = os.path.join(d, "pids", name + ".pid")
+    if os.path.exists(pidfile):
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+        if not stop_pid(pid, d, name):
+            raise TestbedError("could not stop " + name)
+        os.unlink(pidfile)
+    s2s_ifaces = [e["host"] for e in info["xmpp"]["s2s"]]
+    pid = start_service(d, name, s2s_ifaces)
+    info["services"][name]["pid"] = pid
+    with open(os.path.join(d, "testbed.json"), "w") as f:
+        json.dump(info, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# SIP helpers (selftest)
+# ---------------------------------------------------------------------------
+def sip_request(method, ruri, via_proto, via_host, via_port, from_uri, to_uri, body="",
+                extra=(), call_id=None):
+    """A SIP request; from_uri/to_uri are bare URIs (a tag is added to From) or full
+    header values (starting with '<', used verbatim); `extra` are "Name: value" lines."""
+    branch = "z9hG4bK-tb" + secrets.token_hex(8)
+    lines = [
+        "%s %s SIP/2.0" % (method, ruri),
+        "Via: SIP/2.0/%s %s:%d;branch=%s;rport" % (via_proto, via_host, via_port, branch),
+        "Max-Forwards: 70",
+        "From: " + (from_uri if from_uri.startswith("<")
+                    else "<%s>;tag=%s" % (from_uri, secrets.token_hex(4))),
+        "To: " + (to_uri if to_uri.startswith("<") else "<%s>" % to_uri),
+        "Call-ID: %s" % (call_id or secrets.token_hex(8) + "@testbed"),
+        "CSeq: 1 %s" % method,
+    ] + list(extra)
+    if body:
+        lines.append("Content-Type: text/plain")
+    lines.append("Content-Length: %d" % len(body.encode()))
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def sip_headers(msg):
+    head = msg.split(b"\r\n\r\n", 1)[0].decode(errors="replace")
+    lines = head.split("\r\n")
+    hdrs = []
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            hdrs.append((k.strip(), v.strip()))
+    return lines[0], hdrs
+
+
+def sip_header(hdrs, *names):
+    """First value of a header (any of its names), or None."""
+    for k, v in hdrs:
+        if k.lower() in names:
+            return v
+    return None
+
+
+def sip_response_to(request, code=200, reason="OK", to_tag=None, extra=()):
+    _, hdrs = sip_headers(request)
+    out = ["SIP/2.0 %d %s" % (code, reason)]
+    for k, v in hdrs:
+        kl = k.lower()
+        if kl in ("via", "v", "from", "f", "call-id", "i", "cseq", "record-route"):
+            out.append("%s: %s" % (k, v))
+        elif kl in ("to", "t"):
+            out.append("%s: %s%s" % (k, v, "" if ";tag=" in v
+                                     else ";tag=" + (to_tag or secrets.token_hex(4))))
+    out.extend(extra)
+    out.append("Content-Length: 0")
+    return ("\r\n".join(out) + "\r\n\r\n").encode()
+
+
+def read_sip_stream(sock, deadline):
+    """Read one SIP message from a stream socket (headers + Content-Length body)."""
+    buf = b""
+    while True:
+        if b"\r\n\r\n" in buf:
+            head, rest = buf.split(b"\r\n\r\n", 1)
+            m = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", head)
+            need = int(m.group(1)) if m else 0
+            if len(rest) >= need:
+                return head + b"\r\n\r\n" + rest[:need]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no complete SIP message (got %d bytes)" % len(buf))
+        sock.settimeout(left)
+        data = sock.recv(65536)
+        if not data:
+            raise EOFError("connection closed after %d bytes" % len(buf))
+        buf += data
+
+
+def tls_client_ctx(info, cert, version):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = version
+    ctx.maximum_version = version
+    ctx.load_verify_locations(info["pki"]["ca"]["cert"])
+    ctx.check_hostname = True
+    if cert is not None:
+        ctx.load_cert_chain(info["pki"][cert]["cert"], info["pki"][cert]["key"])
+    return ctx
+
+
+def edge_tls_exchange(info, cert, version, request, timeout=5.0):
+    """Connect to the Edge's federation listener from the gateway address with client
+    certificate `cert` (a pki name or None), send `request`, return
+    ("refused", why) or ("response", message bytes)."""
+    ctx = tls_client_ctx(info, cert, version)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        raw.bind((GW_ADDR, 0))
+        raw.connect((EDGE_ADDR, SIPS_PORT))
+        try:
+            s = ctx.wrap_socket(raw, server_hostname=EDGE_NAME)
+        except (ssl.SSLError, OSError) as e:
+            return "refused", "handshake failed: %s" % e
+        try:
+            s.sendall(request)
+            return "response", read_sip_stream(s, deadline)
+        except (ssl.SSLError, OSError, EOFError) as e:
+            # TLS 1.3: the server checks the client certificate after the client's
+            # Finished, so refusal arrives as an alert (or EOF) on the first read.
+            return "refused", "first read failed: %s" % e
+        finally:
+            s.close()
+    finally:
+        raw.close()
+
+
+class TlsSipServer(threading.Thread):
+    """Stands in for the gateway's SIP TLS listener: accepts one connection (client
+    certificate required, private CA), reads one request, answers 200 OK."""
+
+    def __init__(self, info, timeout):
+        super().__init__(daemon=True)
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(info["pki"]["gateway"]["cert"], info["pki"]["gateway"]["key"])
+        self.ctx.load_verify_locations(info["pki"]["ca"]["cert"])
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.ctx.sni_callback = self._sni
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((GW_ADDR, SIPS_PORT))
+        self.sock.listen(4)
+        self.timeout = timeout
+        self.peer = None
+        self.peer_cn = None
+        self.sni = None
+        self.request = None
+        self.error = None
+
+    def _sni(self, _sock, name, _ctx):
+        self.sni = name
+
+    def run(self):
+        deadline = time.monotonic() + self.timeout
+        try:
+            self.sock.settimeout(self.timeout)
+            conn, self.peer = self.sock.accept()
+            with self.ctx.wrap_socket(conn, server_side=True) as s:
+                cert = s.getpeercert()
+                for rdn in cert.get("subject", ()):
+                    for k, v in rdn:
+                        if k == "commonName":
+                            self.peer_cn = v
+                self.request = read_sip_stream(s, deadline)
+                s.sendall(sip_response_to(self.request))
+                time.sleep(0.3)
+        except Exception as e:  # reported by the check
+            self.error = "%s: %s" % (type(e).__name__, e)
+        finally:
+            self.sock.close()
+
+
+def udp_recv_sip(sock, deadline, want):
+    """Receive datagrams until one whose first line matches `want` (a regex)."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("nothing matching %r" % want)
+        sock.settimeout(left)
+        data, src = sock.recvfrom(65536)
+        first = data.split(b"\r\n", 1)[0].decode(errors="replace")
+        if re.match(want, first):
+            return data, src
+
+
+# ---------------------------------------------------------------------------
+# XMPP probe (runs in a child process so a stuck client cannot hang the selftest)
+# ---------------------------------------------------------------------------
+def cmd_xmpp_probe(args):
+    import asyncio
+    import logging
+
+    logging.basicConfig(level=logging.CRITICAL)
+    import slixmpp
+
+    with open(os.path.join(args.dir, "testbed.json")) as f:
+        info = json.load(f)
+    users = {u["jid"]: u["password"] for u in info["xmpp"]["users"]}
+    c2s = (info["xmpp"]["c2s"]["host"], info["xmpp"]["c2s"]["port"])
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    result = {}
+
+    def client(jid, ca):
+        c = slixmpp.ClientXMPP(jid, users[jid])
+        c.ca_certs = ca
+        c.reconnect_max_attempts = 0
+        ready = loop.create_future()
+        inbox = asyncio.Queue()
+
+        async def on_start(_event):
+            c.send_presence()
+            await c.get_roster()
+            if not ready.done():
+                ready.set_result(True)
+
+        def on_fail(event):
+            if not ready.done():
+                ready.set_result("failed: %s" % (event,))
+
+        def on_msg(msg):
+            inbox.put_nowait(msg)
+
+        c.add_event_handler("session_start", on_start)
+        c.add_event_handler("failed_auth", on_fail)
+        c.add_event_handler("connection_failed", on_fail)
+        c.add_event_handler("message", on_msg)
+        c.connect(address=c2s)
+        return c, ready, inbox
+
+    async def main():
+        ca = info["pki"]["ca"]["cert"]
+        alice, a_ready, _ = client(args.sender, ca)
+        bob, b_ready, b_inbox = client(args.receiver, ca)
+        a, b = await asyncio.wait_for(asyncio.gather(a_ready, b_ready), 15)
+        result["login"] = {"alice": a, "bob": b}
+        if a is not True or b is not True:
+            return
+        token = "testbed-" + secrets.token_hex(6)
+        alice.send_message(mto=args.receiver, mbody=token, mtype="chat")
+        while True:
+            msg = await asyncio.wait_for(b_inbox.get(), 10)
+            if msg["type"] in ("chat", "normal") and msg["body"]:
+                result["received"] = {"from": str(msg["from"].bare), "body": msg["body"],
+                                      "expected": token}
+                break
+        for to in args.remote:
+            alice.send_message(mto=to, mbody="hello from the testbed", mtype="chat")
+        result["sent_remote"] = list(args.remote)
+        await asyncio.sleep(0.5)
+        # A client that trusts an unrelated CA must not get a session: proves the
+        # first login really verified Prosody's certificate.
+        if args.wrong_ca:
+            mallory, m_ready, _ = client(args.sender, info["pki"]["other_ca"]["cert"])
+            try:
+                r = await asyncio.wait_for(m_ready, 4)
+            except asyncio.TimeoutError:
+                r = "no session"
+            result["wrong_ca_login"] = r
+            mallory.disconnect()
+        alice.disconnect()
+        bob.disconnect()
+        await asyncio.sleep(0.2)
+
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), 40))
+    except Exception as e:
+        result["error"] = "%s: %s" % (type(e).__name__, e)
+    print(json.dumps(result))
+    sys.stdout.flush()
+    os._exit(0)  # slixmpp may leave tasks behind; don't wait for them
+
+
+# ---------------------------------------------------------------------------
+# selftest
+# ---------------------------------------------------------------------------
+class Results:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, ok, what, detail=""):
+        if ok:
+            self.passed += 1
+            print("ok - " + what, flush=True)
+        else:
+            self.failed += 1
+            print("not ok - " + what + (": " + detail if detail else ""), flush=True)
+        return ok
+
+    def run(self, what, fn):
+        """fn() returns (ok, detail) or raises."""
+        try:
+            ok, detail = fn()
+        except Exception as e:
+            ok, detail = False, "%s: %s" % (type(e).__name__, e)
+        return self.check(ok, what, detail)
+
+
+def check_listeners(info):
+    """Every socket a testbed process listens on is on 127.0.10.0/24."""
+    pids = set()
+    for svc in info["services"].values():
+        pids.add(svc["pid"])
+        pids.update(group_members(svc["pid"]))
+    out = run(["ss", "-H", "-lntup"])
+    seen, bad = [], []
+    for line in out.splitlines():
+        m = re.search(r"pid=(\d+)", line)
+        if not m or not any(int(p) in pids for p in re.findall(r"pid=(\d+)", line)):
+            continue
+        local = line.split()[4]
+        seen.append(local)
+        if not local.startswith("127.0.10."):
+            bad.append(line.strip())
+    if bad:
+        return False, "outside 127.0.10.0/24: " + "; ".join(bad)
+    want = {"%s:53" % DNS_ADDR, "%s:%d" % (XMPP_ADDR, XMPP_PORT_C2S), "%s:%d" % (EDGE_ADDR, SIPS_PORT),
+            "%s:%d" % (EDGE_ADDR, SIP_PORT)}
+    want |= {"%s:%d" % (s["host"], s["port"]) for s in info["xmpp"]["s2s"]}
+    missing = want - set(seen)
+    if missing:
+        return False, "expected listeners missing: %s" % sorted(missing)
+    return True, ""
+
+
+def check_dns(info, res):
+    import dns.message
+    import dns.query
+    import dns.rcode
+    import dns.rdatatype
+
+    def query(name, rtype):
+        r = dns.query.udp(dns.message.make_query(name, rtype), DNS_ADDR, timeout=2)
+        recs = []
+        for rrset in r.answer:
+            for rd in rrset:
+                recs.append(rd)
+        return r, recs
+
+    def srv_ok(name, expected):
+        _, recs = query(name, "SRV")
+        got = sorted((rd.priority, rd.port, str(rd.target).rstrip(".")) for rd in recs
+                     if rd.rdtype == dns.rdatatype.SRV)
+        want = sorted((e["priority"], e["port"], e["target"]) for e in expected)
+        return got == want, "got %s, want %s" % (got, want)
+
+    plan = info["xmpp"]["srv"]["_xmpp-server._tcp.gmail.test"]
+
+    def gmail_srv():
+        ok, detail = srv_ok("_xmpp-server._tcp.gmail.test", plan)
+        prios = sorted(e["priority"] for e in plan)
+        return ok and prios == [5, 20, 20, 20, 20], detail
+
+    res.run("dns: _xmpp-server._tcp.gmail.test SRV = 1 x priority 5 + 4 x priority 20", gmail_srv)
+    res.run("dns: _xmpp-server._tcp.googlemail.test SRV = same set",
+            lambda: srv_ok("_xmpp-server._tcp.googlemail.test", plan))
+    res.run("dns: _xmpp-client._tcp.gmail.test SRV -> xmpp.l.gmail.test:5222",
+            lambda: srv_ok("_xmpp-client._tcp.gmail.test",
+                           info["xmpp"]["srv"]["_xmpp-client._tcp.gmail.test"]))
+    res.run("dns: _xmpp-server._tcp.contoso.test and fabrikam.test SRV -> xmpp.contoso.test:5269",
+            lambda: _both(
+                srv_ok("_xmpp-server._tcp.contoso.test",
+                       [{"priority": 10, "port": 5269, "target": "xmpp.contoso.test"}]),
+                srv_ok("_xmpp-server._tcp.fabrikam.test",
+                       [{"priority": 10, "port": 5269, "target": "xmpp.contoso.test"}])))
+
+    def a_records():
+        want = {e["target"]: e["address"] for e in plan}
+        want.update({"xmpp.l.gmail.test": XMPP_ADDR, "xmpp.contoso.test": GW_ADDR,
+                     GW_NAME: GW_ADDR, EDGE_NAME: EDGE_ADDR, "ua.contoso.test": UA_ADDR})
+        bad = []
+        for name, addr in sorted(want.items()):
+            _, recs = query(name, "A")
+            got = [rd.address for rd in recs if rd.rdtype == dns.rdatatype.A]
+            if got != [addr]:
+                bad.append("%s -> %s (want %s)" % (name, got, addr))
+        return not bad, "; ".join(bad)
+
+    res.run("dns: A records of every target (%s)" % ", ".join(
+        sorted({e["target"] for e in plan} | {"xmpp.contoso.test", GW_NAME, EDGE_NAME})), a_records)
+
+    def no_forwarding():
+        r, recs = query("example.com", "A")
+        r2, recs2 = query("nosuch.gmail.test", "A")
+        return (not recs and not recs2 and r2.rcode() == dns.rcode.NXDOMAIN,
+                "example.com rcode %s answers %d; nosuch.gmail.test rcode %s answers %d"
+                % (dns.rcode.to_text(r.rcode()), len(recs), dns.rcode.to_text(r2.rcode()), len(recs2)))
+
+    res.run("dns: nothing outside the plan (example.com unanswered, unknown .test NXDOMAIN)",
+            no_forwarding)
+
+
+def _both(a, b):
+    return a[0] and b[0], "%s | %s" % (a[1], b[1])
+
+
+def check_xmpp(d, info, res):
+    # Stand in for the gateway's XMPP listener to see where Prosody's SRV lookup leads.
+    lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind((GW_ADDR, XMPP_PORT_S2S))
+    lst.listen(8)
+    seen = {"headers": [], "peers": [], "sessions": {}, "error": None}
+    # contoso.test gets the gateway's real XMPP certificate, fabrikam.test one from an
+    # unrelated CA: Prosody must call the first chain valid and the second invalid.
+    certs = {"contoso.test": "xmpp", "fabrikam.test": "other"}
+
+    def listener():
+        deadline = time.monotonic() + 35
+        try:
+            while time.monotonic() < deadline and len(seen["headers"]) < 2:
+                lst.settimeout(max(0.1, deadline - time.monotonic()))
+                conn, peer = lst.accept()
+                with conn:
+                    seen["peers"].append(peer[0])
+                    sess = fake_s2s_starttls(conn, info, certs, seen)
+                    if sess.get("to"):
+                        seen["sessions"][sess["to"]] = sess
+        except Exception as e:
+            seen["error"] = "%s: %s" % (type(e).__name__, e)
+        finally:
+            lst.close()
+
+    th = threading.Thread(target=listener, daemon=True)
+    th.start()
+    py = DEBIAN_PYTHON if os.path.exists(DEBIAN_PYTHON) else sys.executable
+    users = [u["jid"] for u in info["xmpp"]["users"]]
+    p = subprocess.run([py, os.path.abspath(__file__), "_xmpp-probe", "--dir", d,
+                        "--sender", users[0], "--receiver", users[1], "--wrong-ca",
+                        "--remote", "nobody@contoso.test", "--remote", "nobody@fabrikam.test"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    try:
+        r = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        r = {"error": "probe output: %r %r" % (p.stdout[-500:], p.stderr[-1500:])}
+    login = r.get("login", {})
+    res.check(login.get("alice") is True and login.get("bob") is True,
+              "xmpp: alice@gmail.test and bob@gmail.test log in to Prosody (STARTTLS, cert verified with the private CA)",
+              json.dumps(r))
+    rec = r.get("received", {})
+    res.check(bool(rec) and rec.get("body") == rec.get("expected") and rec.get("from") == users[0],
+              "xmpp: a message from alice reaches bob", json.dumps(r))
+    res.check(r.get("wrong_ca_login") not in (None, True),
+              "xmpp: a client trusting an unrelated CA gets no session (verification is real)",
+              json.dumps(r))
+    th.join(40)
+
+    def prosody_srv():
+        hdrs = seen["headers"]
+        tos = sorted(set(re.findall(r"""\bto=['"]([^'"]+)['"]""", " ".join(hdrs))))
+        ok = "contoso.test" in tos and "fabrikam.test" in tos
+        return ok, "streams seen at %s:%d: to=%s, error=%s%s" % (
+            GW_ADDR, XMPP_PORT_S2S, tos, seen["error"], "" if ok else _log_tail(d, "prosody"))
+
+    res.run("xmpp: Prosody resolves SRV via the test DNS (s2s streams to contoso.test and "
+            "fabrikam.test arrive at xmpp.contoso.test = %s:%d)" % (GW_ADDR, XMPP_PORT_S2S), prosody_srv)
+
+    def prosody_tls():
+        with open(info["xmpp"]["log"], errors="replace") as f:
+            text = f.read()
+        results = {}
+        for to, sess in seen["sessions"].items():
+            # Prosody names the session in every line; the last one for gmail.test->TO is ours.
+            sids = re.findall(r"\s(s2sout\w+)\s+\w+\s+.*gmail\.test->%s\b" % re.escape(to), text)
+            sid = sids[-1] if sids else "-"
+            chain = re.findall(r"\s%s\s+debug\s+certificate chain validation result: (\w+)"
+                               % re.escape(sid), text)
+            ident = re.findall(r"\s%s\s+debug\s+certificate identity validation result: (\w+)"
+                               % re.escape(sid), text)
+            results[to] = {"client_cert_cn": sess.get("peer_cn"), "chain": chain, "identity": ident,
+                           "error": sess.get("error")}
+        c, f = results.get("contoso.test", {}), results.get("fabrikam.test", {})
+        ok = (c.get("client_cert_cn") == "gmail.test" and c.get("chain") == ["valid"]
+              and c.get("identity") == ["valid"] and f.get("chain") == ["invalid"])
+        return ok, json.dumps(results)
+
+    res.run("xmpp: Prosody's s2s STARTTLS presents gmail.pem, trusts the private CA "
+            "(xmpp.pem: chain+identity valid) and not an unrelated one (other.pem: chain invalid)",
+            prosody_tls)
+
+
+def s2s_in_external(info, cert, timeout=8.0):
+    """Connect to Prosody's s2s port as contoso.test (from the gateway's address), STARTTLS
+    with client certificate `cert`, then try SASL EXTERNAL. Returns a dict of what happened."""
+    out = {"cert": cert}
+    deadline = time.monotonic() + timeout
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.settimeout(timeout)
+    try:
+        raw.bind((GW_ADDR, 0))
+        s2s = info["xmpp"]["s2s"][0]
+        raw.connect((s2s["host"], s2s["port"]))
+        header = ("<?xml version='1.0'?><stream:stream %s from='contoso.test' to='gmail.test' "
+                  "version='1.0'>" % STREAM_NS).encode()
+        raw.sendall(header)
+        buf = _read_until(raw, b"", rb"</stream:features>", deadline)
+        out["starttls_offered"] = b"urn:ietf:params:xml:ns:xmpp-tls" in buf
+        raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        buf = _read_until(raw, b"", rb"<proceed|<failure", deadline)
+        if b"<proceed" not in buf:
+            out["error"] = "no <proceed/>"
+            return out
+        ctx = tls_client_ctx(info, cert, ssl.TLSVersion.TLSv1_3)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        with ctx.wrap_socket(raw, server_hostname="gmail.test") as tls:
+            tls.sendall(header)
+            buf = _read_until(tls, b"", rb"</stream:features>|<stream:features/>", deadline)
+            mechs = re.findall(rb"<mechanism>([^<]+)</mechanism>", buf)
+            out["mechanisms"] = [m.decode() for m in mechs]
+            if b"EXTERNAL" in mechs:
+                tls.sendall(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>"
+                            b"Y29udG9zby50ZXN0</auth>")  # base64("contoso.test")
+                buf = _read_until(tls, b"", rb"<success|<failure", deadline)
+                out["sasl"] = "success" if b"<success" in buf else "failure"
+            tls.sendall(b"</stream:stream>")
+    except Exception as e:
+        out["error"] = "%s: %s" % (type(e).__name__, e)
+    finally:
+        raw.close()
+    return out
+
+
+def check_prosody_s2s_in(info, res):
+    def good():
+        r = s2s_in_external(info, "xmpp")
+        return r.get("sasl") == "success", json.dumps(r)
+
+    res.run("xmpp: an s2s peer contoso.test presenting xmpp.pem (private CA) gets SASL EXTERNAL "
+            "from Prosody after STARTTLS", good)
+
+    def bad():
+        r = s2s_in_external(info, "wrongname")
+        # Refused either way: features without EXTERNAL (dialback may follow), or (with
+        # s2s_secure_auth) a stream error right after TLS.
+        refused = "mechanisms" in r or "stream:error" in r.get("error", "")
+        return (refused and "EXTERNAL" not in r.get("mechanisms", [])
+                and r.get("sasl") != "success"), json.dumps(r)
+
+    res.run("xmpp: an s2s peer claiming contoso.test with wrongname.pem (rogue.contoso.test) is "
+            "not offered SASL EXTERNAL", bad)
+
+
+STREAM_NS = ("xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' "
+             "xmlns:db='jabber:server:dialback'")
+
+
+def _read_until(conn, buf, pattern, deadline):
+    while not re.search(pattern, buf):
+        conn.settimeout(max(0.05, deadline - time.monotonic()))
+        data = conn.recv(4096)
+        if not data:
+            raise EOFError("peer closed; had %r" % buf[-200:])
+        buf += data
+    return buf
+
+
+def fake_s2s_starttls(conn, info, certs, seen):
+    """Play the receiving server of an XMPP s2s stream up to the TLS-secured second
+    stream header: enough for Prosody to validate our certificate and log the result."""
+    sess = {}
+    deadline = time.monotonic() + 8
+    try:
+        buf = _read_until(conn, b"", rb"<stream:stream[^>]*>", deadline)
+        header = re.search(rb"<stream:stream[^>]*>", buf).group(0).decode(errors="replace")
+        seen["headers"].append(header)
+        m = re.search(r"""\bto=['"]([^'"]+)['"]""", header)
+        to = m.group(1) if m else ""
+        sess["to"] = to
+        conn.sendall(("<?xml version='1.0'?><stream:stream %s from='%s' to='gmail.test' id='tb-%s' "
+                      "version='1.0'><stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>"
+                      "<required/></starttls></stream:features>" % (STREAM_NS, to, secrets.token_hex(4))
+                      ).encode())
+        _read_until(conn, b"", rb"<starttls[^>]*>", deadline)
+        conn.sendall(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        name = certs.get(to, "xmpp")
+        ctx.load_cert_chain(info["pki"][name]["cert"], info["pki"][name]["key"])
+        ctx.load_verify_locations(info["pki"]["ca"]["cert"])
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        conn.settimeout(max(0.05, deadline - time.monotonic()))
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            cert = tls.getpeercert() or {}
+            for rdn in cert.get("subject", ()):
+                for k, v in rdn:
+                    if k == "commonName":
+                        sess["peer_cn"] = v
+            _read_until(tls, b"", rb"<stream:stream[^>]*>", deadline)
+            tls.sendall(("<stream:stream %s from='%s' to='gmail.test' id='tb-%s' version='1.0'>"
+                         "<stream:features/>" % (STREAM_NS, to, secrets.token_hex(4))).encode())
+            # Prosody validates the certificate on our second header; give it a moment,
+            # then find its session id in the log by our stream id.
+            time.sleep(0.5)
+            tls.sendall(b"</stream:stream>")
+    except Exception as e:
+        sess["error"] = "%s: %s" % (type(e).__name__, e)
+    return sess
+
+
+def check_edge(d, info, res):
+    options = lambda: sip_request("OPTIONS", "sip:%s" % EDGE_NAME, "TLS", GW_ADDR, SIPS_PORT,
+                                  "sip:probe@%s" % GW_NAME, "sip:%s" % EDGE_NAME)
+    versions = [("TLS 1.2", ssl.TLSVersion.TLSv1_2), ("TLS 1.3", ssl.TLSVersion.TLSv1_3)]
+    for vname, v in versions:
+        def good(v=v):
+            kind, data = edge_tls_exchange(info, "gateway", v, options())
+            if kind != "response":
+                return False, data
+            first = data.split(b"\r\n", 1)[0].decode(errors="replace")
+            return first.startswith("SIP/2.0 200"), first
+        res.run("edge: %s client with gateway.pem (gw.contoso.test, private CA) gets 200 to OPTIONS"
+                % vname, good)
+    for cert, why in ((None, "no client certificate"), ("other", "other.pem (unrelated CA)")):
+        for vname, v in versions:
+            def refused(cert=cert, v=v):
+                kind, data = edge_tls_exchange(info, cert, v, options())
+                if kind == "refused":
+                    return True, data
+                return False, "got a SIP response: %r" % data.split(b"\r\n", 1)[0]
+            res.run("edge: %s client with %s is refused" % (vname, why), refused)
+    for vname, v in versions:
+        def wrongname(v=v):
+            kind, data = edge_tls_exchange(info, "wrongname", v, options())
+            if kind != "response":
+                return False, data
+            first = data.split(b"\r\n", 1)[0].decode(errors="replace")
+            return first.startswith("SIP/2.0 403"), first
+        res.run("edge: %s client with wrongname.pem (rogue.contoso.test, private CA) gets 403" % vname,
+                wrongname)
+
+    # Internal user -> Edge (UDP) -> gateway (TLS, resolved gw.contoso.test via test DNS).
+    def outbound():
+        srv = TlsSipServer(info, 15)
+        srv.start()
+        ua = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            ua.bind((UA_ADDR, info["sip"]["users"]["port"]))
+            req = sip_request("MESSAGE", "sip:alice@gmail.test", "UDP", UA_ADDR,
+                              info["sip"]["users"]["port"], "sip:bob@contoso.test",
+                              "sip:alice@gmail.test", body="hello over the edge")
+            ua.sendto(req, (EDGE_ADDR, SIP_PORT))
+            deadline = time.monotonic() + 12
+            try:
+                resp, _ = udp_recv_sip(ua, deadline, r"SIP/2\.0 [2-6]\d\d")
+                first = resp.split(b"\r\n", 1)[0].decode()
+            except (TimeoutError, socket.timeout) as e:
+                first = "no final response (%s)" % e
+        finally:
+            ua.close()
+        srv.join(5)
+        problems = []
+        if srv.request is None:
+            problems.append("nothing arrived at %s:%d (%s)" % (GW_ADDR, SIPS_PORT, srv.error))
+        else:
+            line, hdrs = sip_headers(srv.request)
+            if line != "MESSAGE sip:alice@gmail.test SIP/2.0":
+                problems.append("request line %r" % line)
+            if not any(k.lower() == "record-route" for k, _ in hdrs):
+                problems.append("no Record-Route")
+            if srv.peer_cn != EDGE_NAME:
+                problems.append("client certificate CN %r" % srv.peer_cn)
+            if srv.sni != GW_NAME:
+                problems.append("SNI %r" % srv.sni)
+            if srv.peer[0] != EDGE_ADDR:
+                problems.append("connection from %s, not %s" % (srv.peer[0], EDGE_ADDR))
+        if not first.startswith("SIP/2.0 200"):
+            problems.append("UA got %r" % first)
+        if problems:
+            return False, "; ".join(problems) + _log_tail(d, "kamailio")
+        return True, ""
+
+    res.run("edge: MESSAGE from a contoso.test user (UDP %s -> %s:%d) for sip:alice@gmail.test is "
+            "relayed over TLS (SNI gw.contoso.test) to %s:%d with the Edge certificate, 200 comes back"
+            % (UA_ADDR, EDGE_ADDR, SIP_PORT, GW_ADDR, SIPS_PORT), outbound)
+
+    # Gateway (TLS, gateway.pem) -> Edge -> internal user (UDP).
+    def inbound():
+        ua = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        result = {}
+        try:
+            ua.bind((UA_ADDR, info["sip"]["users"]["port"]))
+
+            def user_agent():
+                try:
+                    req, src = udp_recv_sip(ua, time.monotonic() + 10, r"MESSAGE ")
+                    result["request"], result["src"] = req, src
+                    ua.sendto(sip_response_to(req), src)
+                except Exception as e:
+                    result["error"] = "%s: %s" % (type(e).__name__, e)
+
+            th = threading.Thread(target=user_agent, daemon=True)
+            th.start()
+            req = sip_request("MESSAGE", "sip:bob@contoso.test", "TLS", GW_ADDR, SIPS_PORT,
+                              "sip:alice@gmail.test", "sip:bob@contoso.test", body="hello bob")
+            kind, data = edge_tls_exchange(info, "gateway", ssl.TLSVersion.TLSv1_3, req, timeout=10)
+            th.join(11)
+        finally:
+            ua.close()
+        problems = []
+        if "request" not in result:
+            problems.append("nothing reached the UA (%s)" % result.get("error"))
+        else:
+            line, _ = sip_headers(result["request"])
+            if line != "MESSAGE sip:bob@contoso.test SIP/2.0":
+                problems.append("UA got %r" % line)
+            if result["src"][0] != EDGE_ADDR:
+                problems.append("UA got it from %s" % (result["src"],))
+        first = data.split(b"\r\n", 1)[0].decode(errors="replace") if kind == "response" else data
+        if not first.startswith("SIP/2.0 200"):
+            problems.append("gateway got %r" % first)
+        return not problems, "; ".join(problems)
+
+    res.run("edge: MESSAGE from the gateway (TLS, gateway.pem) for sip:bob@contoso.test reaches the UA "
+            "at %s:%d, 200 comes back" % (UA_ADDR, info["sip"]["users"]["port"]), inbound)
+
+    # A dialog: the gateway SUBSCRIBEs (TLS) to a user; the user's in-dialog NOTIFY
+    # follows the Record-Route set back through the Edge to the gateway's Contact.
+    def dialog():
+        gw_contact = "sip:alice@%s:%d;transport=tls" % (GW_NAME, SIPS_PORT)
+        srv = TlsSipServer(info, 15)  # the gateway's listener, receives the NOTIFY
+        srv.start()
+        ua = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        ua_port = info["sip"]["users"]["port"]
+        result = {}
+        try:
+            ua.bind((UA_ADDR, ua_port))
+
+            def user_agent():
+                try:
+                    deadline = time.monotonic() + 10
+                    sub, src = udp_recv_sip(ua, deadline, r"SUBSCRIBE ")
+                    _, hdrs = sip_headers(sub)
+                    tag = secrets.token_hex(4)
+                    ua.sendto(sip_response_to(sub, to_tag=tag, extra=[
+                        "Contact: <sip:bob@%s:%d>" % (UA_ADDR, ua_port), "Expires: 60"]), src)
+                    routes = [v for k, v in hdrs if k.lower() == "record-route"]
+                    result["route_set"] = routes
+                    contact = re.search(r"<([^>]+)>", sip_header(hdrs, "contact", "m") or "")
+                    notify = sip_request(
+                        "NOTIFY", contact.group(1) if contact else "sip:missing-contact@invalid",
+                        "UDP", UA_ADDR, ua_port,
+                        "%s;tag=%s" % (sip_header(hdrs, "to", "t"), tag), sip_header(hdrs, "from", "f"),
+                        call_id=sip_header(hdrs, "call-id", "i"),
+                        extra=["Route: " + r for r in routes] + [
+                            "Contact: <sip:bob@%s:%d>" % (UA_ADDR, ua_port),
+                            "Event: presence", "Subscription-State: active;expires=60"])
+                    first = routes[0] if routes else ""
+                    m = re.search(r"sip:([\d.]+)(?::(\d+))?", first)
+                    hop = (m.group(1), int(m.group(2) or 5060)) if m else (EDGE_ADDR, SIP_PORT)
+                    ua.sendto(notify, hop)
+                    resp, _ = udp_recv_sip(ua, deadline, r"SIP/2\.0 [2-6]\d\d")
+                    result["notify_response"] = resp.split(b"\r\n", 1)[0].decode()
+                except Exception as e:
+                    result["error"] = "%s: %s" % (type(e).__name__, e)
+
+            th = threading.Thread(target=user_agent, daemon=True)
+            th.start()
+            req = sip_request("SUBSCRIBE", "sip:bob@contoso.test", "TLS", GW_ADDR, SIPS_PORT,
+                              "sip:alice@gmail.test", "sip:bob@contoso.test",
+                              extra=["Contact: <%s>" % gw_contact, "Event: presence",
+                                     "Expires: 60", "Accept: application/pidf+xml"])
+            kind, data = edge_tls_exchange(info, "gateway", ssl.TLSVersion.TLSv1_3, req, timeout=10)
+            th.join(11)
+            srv.join(5)
+        finally:
+            ua.close()
+        problems = []
+        first = data.split(b"\r\n", 1)[0].decode(errors="replace") if kind == "response" else data
+        if not first.startswith("SIP/2.0 200"):
+            problems.append("SUBSCRIBE got %r" % first)
+        if len(result.get("route_set", [])) != 2:
+            problems.append("UA saw Record-Route %r" % result.get("route_set"))
+        if srv.request is None:
+            problems.append("no NOTIFY at %s:%d (%s)" % (GW_ADDR, SIPS_PORT, srv.error))
+        else:
+            line, hdrs = sip_headers(srv.request)
+            if line != "NOTIFY %s SIP/2.0" % gw_contact:
+                problems.append("gateway got %r" % line)
+            if sip_header(hdrs, "route") is not None:
+                problems.append("Route left in NOTIFY: %r" % sip_header(hdrs, "route"))
+            if srv.peer_cn != EDGE_NAME:
+                problems.append("NOTIFY connection's client certificate CN %r" % srv.peer_cn)
+        if not result.get("notify_response", "").startswith("SIP/2.0 200"):
+            problems.append("NOTIFY: %s" % (result.get("notify_response") or result.get("error")))
+        return not problems, "; ".join(problems) + ("" if not problems else _log_tail(d, "kamailio"))
+
+    res.run("edge: SUBSCRIBE from the gateway reaches the UA; its in-dialog NOTIFY follows the "
+            "Record-Route set back over TLS to the gateway's Contact", dialog)
+
+    check_sipp(d, info, res)
+
+
+def run_sipp(d, name, args, timeout):
+    """Run SIPp (non-interactive) with a scenario from tests/testbed/sipp/, output in
+    D/logs/NAME.log; returns the Popen."""
+    logf = open(os.path.join(d, "logs", name + ".log"), "wb")
+    try:
+        return subprocess.Popen(
+            ["sipp", "-sf", os.path.join(HERE, "sipp", args[0]), "-nostdin", "-m", "1",
+             "-timeout", "%ds" % timeout, "-timeout_error", "-t", "u1", "-i", UA_ADDR,
+             "-p", str(SIP_PORT)] + args[1:],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            cwd=os.path.join(d, "run"), preexec_fn=_no_core)
+    finally:
+        logf.close()
+
+
+def check_sipp(d, info, res):
+    """SIPp (the tests' SIP users) works against the Edge, with the scenarios shipped here."""
+    if info["sip"]["users"]["transport"] != "udp" or info["sip"]["users"]["port"] != SIP_PORT:
+        res.check(True, "sipp: skipped (testbed not on the default UDP %s:%d)" % (UA_ADDR, SIP_PORT))
+        return
+
+    def uas():
+        p = run_sipp(d, "sipp-uas", ["uas-message.xml"], 15)
+        try:
+            time.sleep(0.5)  # let SIPp bind
+            req = sip_request("MESSAGE", "sip:bob@contoso.test", "TLS", GW_ADDR, SIPS_PORT,
+                              "sip:alice@gmail.test", "sip:bob@contoso.test", body="hello sipp")
+            kind, data = edge_tls_exchange(info, "gateway", ssl.TLSVersion.TLSv1_3, req, timeout=10)
+            rc = p.wait(15)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        first = data.split(b"\r\n", 1)[0].decode(errors="replace") if kind == "response" else data
+        return (first.startswith("SIP/2.0 200") and rc == 0,
+                "gateway got %r, sipp exit %s (see %s/logs/sipp-uas.log)" % (first, rc, d))
+
+    res.run("sipp: uas-message.xml at %s:%d answers a MESSAGE relayed from the gateway" % (UA_ADDR, SIP_PORT),
+            uas)
+
+    def uac():
+        srv = TlsSipServer(info, 15)
+        srv.start()
+        p = run_sipp(d, "sipp-uac", ["uac-message.xml", "-s", "alice", "%s:%d" % (EDGE_ADDR, SIP_PORT)], 15)
+        try:
+            rc = p.wait(20)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        srv.join(5)
+        line = sip_headers(srv.request)[0] if srv.request else srv.error
+        return (rc == 0 and line == "MESSAGE sip:alice@gmail.test SIP/2.0",
+                "gateway got %r, sipp exit %s (see %s/logs/sipp-uac.log)" % (line, rc, d))
+
+    res.run("sipp: uac-message.xml sends a MESSAGE via the Edge to the gateway and gets 200", uac)
+
+
+def _live_testbed(d):
+    path = os.path.join(d, "testbed.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        info = json.load(f)
+    if all(alive(s["pid"]) for s in info["services"].values()):
+        return info
+    return None
+
+
+def _terminate(signum, _frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
+def cmd_selftest(args):
+    # SIGTERM/SIGHUP (e.g. a CI timeout) unwind like Ctrl-C, so `down` still runs.
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    t0 = time.monotonic()
+    res = Results()
+    own_dir = args.dir is None
+    d = os.path.abspath(args.dir) if args.dir else tempfile.mkdtemp(prefix="xsgw-testbed-")
+    info = None if own_dir else _live_testbed(d)
+    bring_up = info is None
+    interrupted = False
+    all_pgids = []
+    try:
+        if bring_up:
+            up_args = build_parser().parse_args(["up", "--dir", d])
+            try:
+                with open(os.devnull, "w") as devnull:
+                    old = sys.stdout
+                    sys.stdout = devnull
+                    try:
+                        cmd_up(up_args)
+                    finally:
+                        sys.stdout = old
+                with open(os.path.join(d, "testbed.json")) as f:
+                    info = json.load(f)
+                res.check(True, "up: dnsmasq, prosody, kamailio started in %s (%.1fs)"
+                          % (d, info["startup_seconds"]))
+            except Exception as e:
+                res.check(False, "up", "%s: %s" % (type(e).__name__, e))
+        else:
+            res.check(True, "using the testbed already up in " + d)
+        if info is not None:
+            all_pgids = [s["pid"] for s in info["services"].values()]
+            res.run("listeners: every testbed socket is on 127.0.10.0/24", lambda: check_listeners(info))
+            check_dns(info, res)
+            try:
+                check_xmpp(d, info, res)
+            except Exception as e:
+                res.check(False, "xmpp checks", "%s: %s" % (type(e).__name__, e))
+            try:
+                check_prosody_s2s_in(info, res)
+            except Exception as e:
+                res.check(False, "xmpp s2s-in checks", "%s: %s" % (type(e).__name__, e))
+            try:
+                check_edge(d, info, res)
+            except Exception as e:
+                res.check(False, "edge checks", "%s: %s" % (type(e).__name__, e))
+            res.run("services still running after the checks",
+                    lambda: (all(alive(p) for p in all_pgids), str(
+                        {n: alive(s["pid"]) for n, s in info["services"].items()})))
+    except KeyboardInterrupt as e:
+        interrupted = True
+        res.check(False, "selftest interrupted", str(e))
+    finally:
+        if bring_up:
+            ok = do_down(d)
+            left = [p for g in all_pgids for p in group_members(g)]
+            res.check(ok and not left, "down: every service stopped, no process left",
+                      "left: %s" % left)
+    if own_dir and res.failed == 0:
+        shutil.rmtree(d, ignore_errors=True)
+    elif res.failed:
+        print("# logs kept in %s/logs" % d)
+    print("# selftest took %.1fs" % (time.monotonic() - t0))
+    print("%d passed, %d failed" % (res.passed, res.failed))
+    if interrupted:
+        return 130
+    return 0 if res.failed == 0 else 1
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+def build_parser():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    sub.add_parser("install", help="install the Debian packages the testbed needs")
+
+    up = sub.add_parser("up", help="start the testbed in DIR and write DIR/testbed.json")
+    up.add_argument("--dir", required=True)
+    up.add_argument("--prosody-s2s", default=",".join([XMPP_ADDR, XMPP_ALT_ADDRS[0]]),
+                    help="comma-separated s2s listen addresses of Prosody "
+                         "(default %(default)s; e.g. 127.0.10.21 to make the priority-5 host refuse)")
+    up.add_argument("--s2s-require-encryption", action=argparse.BooleanOptionalAction, default=False,
+                    help="Prosody s2s_require_encryption (default off)")
+    up.add_argument("--s2s-secure-auth", action=argparse.BooleanOptionalAction, default=False,
+                    help="Prosody s2s_secure_auth (default off: dialback accepted)")
+    up.add_argument("--dialback", action=argparse.BooleanOptionalAction, default=True,
+                    help="load mod_dialback in Prosody (default on)")
+    up.add_argument("--ua-transport", choices=["udp", "tcp"], default="udp",
+                    help="transport from the Edge to the SIP users at %s (default udp)" % UA_ADDR)
+    up.add_argument("--ua-port", type=int, default=SIP_PORT)
+    up.add_argument("--kamailio-debug", type=int, default=2, help="Kamailio debug level (default 2)")
+
+    down = sub.add_parser("down", help="stop every service started in DIR")
+    down.add_argument("--dir")
+    down.add_argument("--all", action="store_true",
+                      help="stop the testbeds of every DIR that `up` ever used (listed in %s)" % REGISTRY)
+
+    rs = sub.add_parser("restart", help="restart one service of a running testbed")
+    rs.add_argument("--dir", required=True)
+    rs.add_argument("service", choices=SERVICE_ORDER)
+
+    st = sub.add_parser("selftest", help="check that every peer works; 'N passed, M failed'")
+    st.add_argument("--dir", help="directory to use (a testbed already up there is used as is)")
+
+    xp = sub.add_parser("_xmpp-probe", help=argparse.SUPPRESS)
+    xp.add_argument("--dir", required=True)
+    xp.add_argument("--sender", required=True)
+    xp.add_argument("--receiver", required=True)
+    xp.add_argument("--remote", action="append", default=[])
+    xp.add_argument("--wrong-ca", action="store_true")
+    return ap
+
+
+def main(argv):
+    args = build_parser().parse_args(argv)
+    cmds = {"install": cmd_install, "up": cmd_up, "down": cmd_down, "restart": cmd_restart,
+            "selftest": cmd_selftest, "_xmpp-probe": cmd_xmpp_probe}
+    try:
+        return cmds[args.cmd](args)
+    except TestbedError as e:
+        log("error: %s" % e)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
