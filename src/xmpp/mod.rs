@@ -4,7 +4,11 @@
 //! - [`element`]: namespaced element tree and serializer.
 //! - [`stream`]: bytes → `Start | Stanza | Whitespace | End`, restricted XML, limits.
 //! - [`error`]: stream and stanza error condition tables and elements.
+//! - [`dialback`]: dialback keys and the `db:result` / `db:verify` elements.
+//! - [`jid`]: addresses (RFC 7622) and XEP-0106 escaping.
 
+pub mod dialback;
 pub mod element;
 pub mod error;
+pub mod jid;
 pub mod stream;
