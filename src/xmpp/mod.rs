@@ -6,9 +6,11 @@
 //! - [`error`]: stream and stanza error condition tables and elements.
 //! - [`dialback`]: dialback keys and the `db:result` / `db:verify` elements.
 //! - [`jid`]: addresses (RFC 7622) and XEP-0106 escaping.
+//! - [`session`]: the inbound S2S session state machine (sans-IO).
 
 pub mod dialback;
 pub mod element;
 pub mod error;
 pub mod jid;
+pub mod session;
 pub mod stream;

@@ -1430,7 +1430,7 @@ mod tests {
     #[test]
     fn huge_header_and_huge_tag_are_refused() {
         let mut big = b"<stream:stream a='".to_vec();
-        big.extend(std::iter::repeat_n(b'x', 10_000));
+        big.extend_from_slice(&[b'x'; 10_000]);
         assert!(matches!(
             error_of(&big),
             StreamError::TooLarge { max: 8192, .. }
@@ -1438,7 +1438,7 @@ mod tests {
         let ws = vec![b' '; 9000];
         assert!(matches!(run(&[&ws]).1, Some(StreamError::TooLarge { .. })));
         let mut stanza = with_header("<message a='");
-        stanza.extend(std::iter::repeat_n(b'x', 300_000));
+        stanza.extend_from_slice(&vec![b'x'; 300_000]);
         assert!(matches!(
             run(&[&stanza]).1,
             Some(StreamError::TooLarge { .. })
@@ -1565,5 +1565,48 @@ mod tests {
             let (a, b) = input.split_at(cut);
             let _ = run(&[a, b]);
         }
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    /// Throughput smoke check: `cargo test --release --lib xmpp::stream::bench -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing, run by hand in release mode"]
+    fn stanzas_per_second() {
+        let stanza = b"<message from='juliet@example.org/balcony' to='romeo@xmpp.example.com' type='chat' id='m1'>\
+            <body>Wherefore art thou, Romeo? &amp; more text here to be realistic</body>\
+            <active xmlns='http://jabber.org/protocol/chatstates'/></message>";
+        let mut chunk = Vec::new();
+        for _ in 0..20 {
+            chunk.extend_from_slice(stanza);
+        }
+        let mut p = StreamParser::new(StreamLimits::default());
+        p.feed(tests_header()).unwrap();
+        assert!(matches!(p.next_event(), Ok(Some(StreamEvent::Start(_)))));
+        let started = std::time::Instant::now();
+        let mut n = 0usize;
+        for _ in 0..10_000 {
+            for piece in chunk.chunks(4096) {
+                p.feed(piece).unwrap();
+                while let Some(ev) = p.next_event().unwrap() {
+                    if matches!(ev, StreamEvent::Stanza(_)) {
+                        n += 1;
+                    }
+                }
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{n} stanzas in {secs:.2} s: {:.0} stanzas/s",
+            n as f64 / secs
+        );
+    }
+
+    fn tests_header() -> &'static [u8] {
+        b"<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' \
+          xmlns:db='jabber:server:dialback' version='1.0'>"
     }
 }
