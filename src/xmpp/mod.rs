@@ -11,6 +11,7 @@
 pub mod dialback;
 pub mod element;
 pub mod error;
+mod fragment;
 pub mod jid;
 pub mod session;
 pub mod stream;
