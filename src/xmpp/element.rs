@@ -257,7 +257,9 @@ impl Element {
                     out.push_str(p);
                     out.push(':');
                 } else {
-                    let known = scratch[first_local..]
+                    let known = scratch
+                        .get(first_local..)
+                        .unwrap_or_default()
                         .iter()
                         .find(|(_, uri)| uri == ns)
                         .map(|(p, _)| p.clone());

@@ -367,6 +367,22 @@ impl StanzaError {
     }
 }
 
+/// The error stanza answering `stanza` (RFC 6120 §8.3.1): same name and `id`, `from` and
+/// `to` swapped, `type='error'`, the original children kept, the `<error/>` appended.
+/// `None` when `stanza` is itself an error, which must never be answered.
+pub fn error_reply(stanza: &Element, error: &StanzaError) -> Option<Element> {
+    if stanza.attr("type") == Some("error") {
+        return None;
+    }
+    let mut reply = Element::new(stanza.name.as_str(), stanza.namespace.as_str())
+        .with_opt_attr("from", stanza.attr("to"))
+        .with_opt_attr("to", stanza.attr("from"))
+        .with_opt_attr("id", stanza.attr("id"))
+        .with_attr("type", "error");
+    reply.children = stanza.children.clone();
+    Some(reply.with_child(error.to_element(stanza.namespace.as_str())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,6 +448,24 @@ mod tests {
         for (c, t) in expected {
             assert_eq!(c.default_type(), t, "{c}");
         }
+    }
+
+    #[test]
+    fn error_reply_swaps_addresses_and_never_answers_errors() {
+        let msg = Element::new("message", NS_SERVER)
+            .with_attr("from", "a@example.org/r")
+            .with_attr("to", "b@gw.example")
+            .with_attr("id", "m1")
+            .with_attr("type", "chat")
+            .with_child(Element::new("body", NS_SERVER).with_text("hi"));
+        let err = StanzaError::new(StanzaErrorCondition::ServiceUnavailable).with_by("gw.example");
+        let reply = error_reply(&msg, &err).unwrap();
+        assert_eq!(
+            reply.to_stream_xml(),
+            "<message from='b@gw.example' to='a@example.org/r' id='m1' type='error'><body>hi</body>\
+             <error type='cancel' by='gw.example'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
+        );
+        assert_eq!(error_reply(&reply, &err), None);
     }
 
     #[test]

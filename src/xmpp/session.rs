@@ -1076,6 +1076,41 @@ mod tests {
         assert!(matches!(drain(&mut s).1[..], [SessionEvent::Stanza { .. }]));
     }
 
+    /// The restarted stream after TLS (EXTERNAL, restart, a stanza) at every split.
+    #[test]
+    fn sasl_flow_at_every_split() {
+        let run = |parts: &[&[u8]]| {
+            let now = Instant::now();
+            let mut s = session(TlsPolicy::Optional, now);
+            s.handle_input(
+                now,
+                format!("{PEER_HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                    .as_bytes(),
+            );
+            drain(&mut s);
+            s.handle_tls_established(now, vec!["example.org".into()]);
+            for part in parts {
+                s.handle_input(now, part);
+            }
+            drain(&mut s)
+        };
+        let input = format!(
+            "{PEER_HEADER}<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>\
+             {PEER_HEADER}<presence from='a@example.org' to='b@xmpp.example.com'><status>\u{e9}t\u{e9}</status></presence>"
+        );
+        let input = input.as_bytes();
+        let whole = run(&[input]);
+        assert_eq!(whole.1.len(), 2, "{:?}", whole.1);
+        assert!(matches!(whole.1[1], SessionEvent::Stanza { .. }));
+        for cut in 0..=input.len() {
+            assert_eq!(
+                run(&[&input[..cut], &input[cut..]]),
+                whole,
+                "split at {cut}"
+            );
+        }
+    }
+
     #[test]
     fn external_not_offered_without_matching_certificate() {
         let now = Instant::now();

@@ -408,8 +408,8 @@ impl StreamParser {
         if self.start > 0 {
             // Drop consumed bytes; the remainder is at most one partial item.
             self.buf.drain(..self.start);
-            self.scan -= self.start;
-            self.item_start -= self.start;
+            self.scan = self.scan.saturating_sub(self.start);
+            self.item_start = self.item_start.saturating_sub(self.start);
             self.tag_start = self.tag_start.saturating_sub(self.start);
             self.start = 0;
         }
@@ -504,13 +504,19 @@ impl StreamParser {
         let len = self.buf.len();
         let mut i = self.scan;
         while i < len {
-            let b = self.buf[i];
+            let Some(&b) = self.buf.get(i) else { break };
             match self.lex {
                 Lex::Content => {
                     let in_stanza = self.phase == Phase::Open && self.depth > 0;
                     if in_stanza {
                         // Fast path through character data.
-                        match self.buf[i..].iter().position(|&c| c == b'<') {
+                        match self
+                            .buf
+                            .get(i..)
+                            .unwrap_or_default()
+                            .iter()
+                            .position(|&c| c == b'<')
+                        {
                             Some(off) => {
                                 i += off;
                                 self.tag_start = i;
@@ -532,7 +538,10 @@ impl StreamParser {
                                 decl_allowed: false,
                             };
                         }
-                        let run_end = self.buf[i..]
+                        let run_end = self
+                            .buf
+                            .get(i..)
+                            .unwrap_or_default()
                             .iter()
                             .position(|&c| !is_ws(c))
                             .map_or(len, |off| i + off);
@@ -582,7 +591,7 @@ impl StreamParser {
                 },
                 Lex::DeclOpen(n) => {
                     if n < 3 {
-                        if b != b"xml"[n] {
+                        if b"xml".get(n) != Some(&b) {
                             return Err(StreamError::RestrictedXml {
                                 what: "processing instruction",
                             });
