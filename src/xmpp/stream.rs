@@ -104,7 +104,7 @@ pub struct StreamHeader {
     pub namespaces: Vec<(String, String)>,
 }
 
-/// The namespace of the stream element (for `<stream:stream>`).
+/// The closing tag of a stream opened with [`StreamHeader::to_xml`].
 pub const STREAM_CLOSE: &str = "</stream:stream>";
 
 impl StreamHeader {
