@@ -69,6 +69,9 @@ pub struct StreamLimits {
     pub max_attributes: usize,
     /// Longest element or attribute name, in bytes.
     pub max_name: usize,
+    /// Most elements plus attributes in one top-level element: bounds the memory of the
+    /// parsed tree, which for tiny nodes is many times the bytes received.
+    pub max_nodes: usize,
 }
 
 impl Default for StreamLimits {
@@ -79,6 +82,7 @@ impl Default for StreamLimits {
             max_depth: 32,
             max_attributes: 64,
             max_name: 1024,
+            max_nodes: 16_384,
         }
     }
 }
@@ -241,6 +245,13 @@ pub enum StreamError {
         /// The limit.
         max: usize,
     },
+    /// A top-level element with more elements plus attributes than the limit.
+    TooManyNodes {
+        /// Nodes counted so far.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl StreamError {
@@ -256,7 +267,8 @@ impl StreamError {
             StreamError::UnsupportedEncoding { .. } => StreamErrorCondition::UnsupportedEncoding,
             StreamError::TooLarge { .. }
             | StreamError::TooDeep { .. }
-            | StreamError::TooManyAttributes { .. } => StreamErrorCondition::PolicyViolation,
+            | StreamError::TooManyAttributes { .. }
+            | StreamError::TooManyNodes { .. } => StreamErrorCondition::PolicyViolation,
         }
     }
 }
@@ -287,6 +299,9 @@ impl fmt::Display for StreamError {
             }
             StreamError::TooManyAttributes { count, max } => {
                 write!(f, "too many attributes: {count}, limit {max}")
+            }
+            StreamError::TooManyNodes { count, max } => {
+                write!(f, "too many elements and attributes: {count}, limit {max}")
             }
         }
     }
@@ -359,6 +374,8 @@ pub struct StreamParser {
     lex: Lex,
     phase: Phase,
     depth: usize,
+    /// Elements plus attributes seen in the top-level element in progress.
+    nodes: usize,
     /// Byte range of the XML declaration of the current stream, relative to `item_start`.
     decl: Option<(usize, usize)>,
     /// Raw qualified name of the stream element, to recognise `</stream:stream>`.
@@ -383,6 +400,7 @@ impl StreamParser {
             lex: Lex::Content,
             phase: Phase::Prolog { decl_allowed: true },
             depth: 0,
+            nodes: 0,
             decl: None,
             stream_qname: Vec::new(),
             scope: Scope {
@@ -454,6 +472,7 @@ impl StreamParser {
         self.lex = Lex::Content;
         self.phase = Phase::Prolog { decl_allowed: true };
         self.depth = 0;
+        self.nodes = 0;
         self.decl = None;
         self.stream_qname.clear();
         self.scope = Scope {
@@ -490,6 +509,17 @@ impl StreamParser {
             Phase::Open => self.depth > 0 || self.lex != Lex::Content,
             Phase::Closed => false,
         }
+    }
+
+    fn count_node(&mut self) -> Result<(), StreamError> {
+        self.nodes += 1;
+        if self.nodes > self.limits.max_nodes {
+            return Err(StreamError::TooManyNodes {
+                count: self.nodes,
+                max: self.limits.max_nodes,
+            });
+        }
+        Ok(())
     }
 
     fn item_limit(&self) -> usize {
@@ -530,6 +560,7 @@ impl StreamParser {
                             && !matches!(self.phase, Phase::Prolog { .. })
                         {
                             self.item_start = i;
+                            self.nodes = 0;
                         }
                         self.lex = Lex::Lt;
                     } else if is_ws(b) {
@@ -582,6 +613,7 @@ impl StreamParser {
                         }
                     },
                     _ => {
+                        self.count_node()?;
                         self.lex = Lex::StartTag {
                             quote: 0,
                             last: b,
@@ -693,6 +725,7 @@ impl StreamParser {
                                 }
                             }
                             b'=' => {
+                                self.count_node()?;
                                 let attrs = attrs + 1;
                                 if attrs > self.limits.max_attributes {
                                     return Err(StreamError::TooManyAttributes {
@@ -1467,6 +1500,19 @@ mod tests {
         );
         let ok = "<a>".repeat(32) + &"</a>".repeat(32);
         assert_eq!(run(&[&with_header(&ok)]).1, None);
+        let wide = "<a/>".repeat(16_384);
+        assert_eq!(
+            run(&[&with_header(&format!("<m>{wide}</m>"))]).1,
+            Some(StreamError::TooManyNodes {
+                count: 16_385,
+                max: 16_384
+            })
+        );
+        let fits = "<a/>".repeat(16_383);
+        assert_eq!(
+            run(&[&with_header(&format!("<m>{fits}</m><m>{fits}</m>"))]).1,
+            None
+        );
         let attrs: String = (0..65).map(|n| format!(" a{n}='v'")).collect();
         let many = format!("<message{attrs}/>");
         assert_eq!(
