@@ -242,3 +242,4 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+pub mod testbed;

@@ -232,7 +232,7 @@ def make_ca(pki, name, cn):
         f.write(base + ext)
     run(["openssl", "req", "-config", cnf, "-extensions", "v3", "-x509", "-new",
          "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", key, "-out", cert, "-days", "30", "-set_serial", _serial(),
+         "-keyout", key, "-out", cert, "-days", "3650", "-set_serial", _serial(),
          "-subj", "/O=xsgw testbed/CN=" + cn])
     os.unlink(cnf)
     os.chmod(key, 0o600)
@@ -250,7 +250,7 @@ def make_leaf(pki, name, cn, sans, ca_name):
          "-subj", "/O=xsgw testbed/CN=" + cn])
     run(["openssl", "x509", "-req", "-in", csr,
          "-CA", os.path.join(pki, ca_name + ".pem"), "-CAkey", os.path.join(pki, ca_name + ".key"),
-         "-set_serial", _serial(), "-days", "30", "-extfile", ext, "-extensions", "v3",
+         "-set_serial", _serial(), "-days", "825", "-extfile", ext, "-extensions", "v3",
          "-out", cert])
     os.unlink(csr)
     os.unlink(ext)
@@ -581,7 +581,7 @@ def cmd_up(args):
         shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
     for sub in ("pki", "logs", "pids", "run", "prosody", "kamailio"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
-    for stale in ("testbed.json",):
+    for stale in ("testbed.json", "testbed.env"):
         if os.path.exists(os.path.join(d, stale)):
             os.unlink(os.path.join(d, stale))
     register_dir(d)
@@ -590,13 +590,42 @@ def cmd_up(args):
     except BaseException:
         do_down(d)
         raise
+    write_info(d, info)
+    print(os.path.join(d, "testbed.json"))
+    return 0
+
+
+def flatten(value, prefix=""):
+    """testbed.json as KEY=VALUE pairs: nested keys joined by '_', list items by index,
+    upper case (PKI_GATEWAY_CERT, XMPP_USERS_0_JID). For shell scripts and Rust tests,
+    which then need no JSON parser."""
+    if isinstance(value, dict):
+        for k in sorted(value):
+            key = re.sub(r"[^A-Za-z0-9]", "_", str(k)).upper()
+            yield from flatten(value[k], prefix + "_" + key if prefix else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from flatten(item, "%s_%d" % (prefix, i))
+    elif isinstance(value, bool):
+        yield prefix, "yes" if value else "no"
+    elif value is not None:
+        yield prefix, str(value)
+
+
+def write_info(d, info):
+    """Writes DIR/testbed.json and its flat twin DIR/testbed.env, each atomically."""
     path = os.path.join(d, "testbed.json")
     with open(path + ".tmp", "w") as f:
         json.dump(info, f, indent=2, sort_keys=True)
         f.write("\n")
     os.rename(path + ".tmp", path)
-    print(path)
-    return 0
+    env = os.path.join(d, "testbed.env")
+    with open(env + ".tmp", "w") as f:
+        for key, value in flatten(info):
+            if "\n" in value or "'" in value:
+                continue
+            f.write("%s='%s'\n" % (key, value))
+    os.rename(env + ".tmp", env)
 
 
 def _up(d, args, s2s_ifaces):
@@ -868,9 +897,7 @@ def cmd_restart(args):
     s2s_ifaces = [e["host"] for e in info["xmpp"]["s2s"]]
     pid = start_service(d, name, s2s_ifaces)
     info["services"][name]["pid"] = pid
-    with open(os.path.join(d, "testbed.json"), "w") as f:
-        json.dump(info, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_info(d, info)
     return 0
 
 
@@ -1066,6 +1093,7 @@ def cmd_xmpp_probe(args):
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     result = {}
+    errors = []
 
     def client(jid, ca):
         c = slixmpp.ClientXMPP(jid, users[jid])
@@ -1087,10 +1115,15 @@ def cmd_xmpp_probe(args):
         def on_msg(msg):
             inbox.put_nowait(msg)
 
+        def on_error(msg):
+            errors.append({"from": str(msg["from"]), "condition": msg["error"]["condition"],
+                           "text": msg["error"]["text"]})
+
         c.add_event_handler("session_start", on_start)
         c.add_event_handler("failed_auth", on_fail)
         c.add_event_handler("connection_failed", on_fail)
         c.add_event_handler("message", on_msg)
+        c.add_event_handler("message_error", on_error)
         c.connect(address=c2s)
         return c, ready, inbox
 
@@ -1111,9 +1144,13 @@ def cmd_xmpp_probe(args):
                                       "expected": token}
                 break
         for to in args.remote:
-            alice.send_message(mto=to, mbody="hello from the testbed", mtype="chat")
+            alice.send_message(mto=to, mbody=args.body, mtype="chat")
         result["sent_remote"] = list(args.remote)
-        await asyncio.sleep(0.5)
+        waited = 0.0
+        while len(errors) < len(args.remote) and waited < args.wait:
+            await asyncio.sleep(0.1)
+            waited += 0.1
+        result["errors"] = list(errors)
         # A client that trusts an unrelated CA must not get a session: proves the
         # first login really verified Prosody's certificate.
         if args.wrong_ca:
@@ -1292,7 +1329,7 @@ def check_xmpp(d, info, res):
     th.start()
     py = DEBIAN_PYTHON if os.path.exists(DEBIAN_PYTHON) else sys.executable
     users = [u["jid"] for u in info["xmpp"]["users"]]
-    p = subprocess.run([py, os.path.abspath(__file__), "_xmpp-probe", "--dir", d,
+    p = subprocess.run([py, os.path.abspath(__file__), "xmpp-send", "--dir", d,
                         "--sender", users[0], "--receiver", users[1], "--wrong-ca",
                         "--remote", "nobody@contoso.test", "--remote", "nobody@fabrikam.test"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
@@ -1800,6 +1837,92 @@ def cmd_selftest(args):
 
 
 # ---------------------------------------------------------------------------
+# sip-send: one MESSAGE from an internal SIP user, through the Edge
+# ---------------------------------------------------------------------------
+def cmd_sip_send(args):
+    """Sends a MESSAGE over UDP from UA_ADDR to the Edge's internal port and prints the
+    final response line as JSON ({"final": "SIP/2.0 200 OK"} or {"error": ...})."""
+    body = args.body
+    msg = sip_request("MESSAGE", args.to, "UDP", UA_ADDR, args.port, args.sender, args.to, body)
+    result = {"to": args.to}
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((UA_ADDR, args.port))
+        sock.sendto(msg, (EDGE_ADDR, SIP_PORT))
+        deadline = time.monotonic() + args.timeout
+        data, _ = udp_recv_sip(sock, deadline, r"SIP/2\.0 [2-6]\d\d")
+        result["final"] = data.split(b"\r\n", 1)[0].decode(errors="replace")
+    except (TimeoutError, socket.timeout) as e:
+        result["error"] = "timeout: %s" % e
+    except OSError as e:
+        result["error"] = "%s" % e
+    finally:
+        sock.close()
+    print(json.dumps(result))
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# gateway-config: an xsgw.ini for the gateway under test in this testbed
+# ---------------------------------------------------------------------------
+GATEWAY_CONFIG = """\
+; xsgw configuration for the testbed in {dir} (generated by testbed.py gateway-config)
+[gateway]
+fqdn = {sip_name}
+sip_domains = {domains}
+state_dir = {state}
+
+[xmpp]
+listen = {address}:{xmpp_port}
+public_name = xmpp.contoso.test
+cert = {xmpp_cert}
+key = {xmpp_key}
+ca = {ca}
+dialback_secret = {state}/dialback.secret
+
+[sip]
+listen = {address}:{sip_port}
+edge = {edge_host}:{edge_port}
+edge_names = {edge_host}
+cert = {sip_cert}
+key = {sip_key}
+ca = {ca}
+
+[partner {xmpp_domain}]
+aliases = {aliases}
+
+[hosts]
+; Edge traffic stays on the testbed's addresses, as admins do with a hosts entry.
+{edge_host} = {edge_address}
+
+[dns]
+servers = {dns}:{dns_port}
+timeout = 2s
+
+[log]
+level = {level}
+"""
+
+
+def cmd_gateway_config(args):
+    with open(os.path.join(os.path.abspath(args.dir), "testbed.json")) as f:
+        info = json.load(f)
+    gw = info["gateway"]
+    xmpp_domain = info["xmpp"]["domain"]
+    print(GATEWAY_CONFIG.format(
+        dir=info["dir"], sip_name=gw["sip_name"], domains=", ".join(gw["xmpp_domains"]),
+        state=args.state or os.path.join(info["dir"], "xsgw-state"),
+        address=gw["address"], xmpp_port=gw["xmpp_port"], sip_port=gw["sip_tls_port"],
+        xmpp_cert=gw["xmpp_cert"], xmpp_key=gw["xmpp_key"], ca=gw["ca"],
+        sip_cert=gw["sip_cert"], sip_key=gw["sip_key"],
+        edge_host=gw["edge"]["host"], edge_port=gw["edge"]["port"], edge_address=gw["edge"]["address"],
+        xmpp_domain=xmpp_domain,
+        aliases=", ".join(d for d in info["xmpp"]["domains"] if d != xmpp_domain),
+        dns=info["dns"]["address"], dns_port=info["dns"]["port"], level=args.log_level), end="")
+    return 0
+
+
+# ---------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------
 def build_parser():
@@ -1836,19 +1959,37 @@ def build_parser():
     st = sub.add_parser("selftest", help="check that every peer works; 'N passed, M failed'")
     st.add_argument("--dir", help="directory to use (a testbed already up there is used as is)")
 
-    xp = sub.add_parser("_xmpp-probe", help=argparse.SUPPRESS)
+    ss = sub.add_parser("sip-send", help="send a MESSAGE from an internal SIP user via the Edge")
+    ss.add_argument("--dir", required=True)
+    ss.add_argument("--from", dest="sender", default="sip:bob@contoso.test")
+    ss.add_argument("--to", default="sip:alice@gmail.test")
+    ss.add_argument("--body", default="hello from SIP")
+    ss.add_argument("--port", type=int, default=SIP_PORT, help="the user's UDP port on %s" % UA_ADDR)
+    ss.add_argument("--timeout", type=float, default=10.0)
+
+    gc = sub.add_parser("gateway-config", help="print an xsgw.ini for the gateway in this testbed")
+    gc.add_argument("--dir", required=True)
+    gc.add_argument("--state", help="xsgw state directory (default DIR/xsgw-state)")
+    gc.add_argument("--log-level", default="info")
+
+    xp = sub.add_parser("xmpp-send", help="log in as --sender, check a message to --receiver "
+                        "arrives, send one to each --remote; JSON result")
     xp.add_argument("--dir", required=True)
     xp.add_argument("--sender", required=True)
     xp.add_argument("--receiver", required=True)
     xp.add_argument("--remote", action="append", default=[])
     xp.add_argument("--wrong-ca", action="store_true")
+    xp.add_argument("--wait", type=float, default=0.5,
+                    help="seconds to wait for error bounces of the --remote messages")
+    xp.add_argument("--body", default="hello from the testbed")
     return ap
 
 
 def main(argv):
     args = build_parser().parse_args(argv)
     cmds = {"install": cmd_install, "up": cmd_up, "down": cmd_down, "restart": cmd_restart,
-            "selftest": cmd_selftest, "_xmpp-probe": cmd_xmpp_probe}
+            "selftest": cmd_selftest, "gateway-config": cmd_gateway_config, "sip-send": cmd_sip_send,
+            "xmpp-send": cmd_xmpp_probe}
     try:
         return cmds[args.cmd](args)
     except TestbedError as e:
