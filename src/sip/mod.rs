@@ -1,1 +1,44 @@
 //! SIP toward the Access Edge: messages, framing, transactions, dialogs (RFC 3261).
+//!
+//! This module is sans-IO: it turns octets into typed messages and typed messages into
+//! octets; it owns no socket, thread or clock.
+//!
+//! ```text
+//!  TLS bytes ─▶ frame::try_parse ─▶ Frame::{Message, Invalid, Ping, Pong}
+//!                                        │
+//!                     message::Message (lossless view: start line, fields, body)
+//!                                        │  request::Request::from_message  ── 400 (MessageError + AnswerContext)
+//!                                        ▼
+//!                     request::Request / Response (typed)
+//!                                        │  validate::validate_request  ── 505/483/416/405/420/415/406
+//!                                        ▼
+//!                                    the gateway ─▶ build::MessageBuilder ─▶ octets
+//! ```
+//!
+//! Layers and scope:
+//! - [`grammar`], [`name`], [`uri`], [`header`]: RFC 3261 §25 grammar, header names, URIs,
+//!   typed header values.
+//! - [`message`]: the lossless view and [`message::parse_message`] (datagram semantics,
+//!   fuzzing entry point); [`frame`]: stream framing by Content-Length and RFC 5626 keepalive.
+//! - [`request`]: validated [`request::Request`] / [`request::Response`].
+//! - [`validate`]: the policy checks of a UAS (RFC 3261 §8.2).
+//! - [`build`]: canonical serialization and responses to requests (§8.2.6).
+//! - [`status`]: status codes and reason phrases.
+//!
+//! Out of scope here: transactions (§17), dialogs (§12), SDP, authentication.
+
+pub mod build;
+pub mod frame;
+pub mod grammar;
+pub mod header;
+pub mod message;
+pub mod name;
+pub mod request;
+pub mod status;
+pub mod uri;
+pub mod validate;
+
+#[cfg(test)]
+mod rfc4475_tests;
+
+pub use message::{parse_message, Message, ParseError};
