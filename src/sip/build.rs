@@ -113,8 +113,10 @@ impl MessageBuilder {
             return Err(BuildError::ComputedHeader);
         }
         check_value(name, value)?;
-        self.headers
-            .push((name::canonical(name).to_owned(), value.trim().to_owned()));
+        self.headers.push((
+            name::canonical(name).to_owned(),
+            value.trim_matches([' ', '\t']).to_owned(),
+        ));
         Ok(self)
     }
 

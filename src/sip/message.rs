@@ -620,8 +620,13 @@ fn trim_span(raw: &[u8], mut s: Span) -> Span {
             _ => break,
         }
     }
-    while s.end > s.start && raw.get(s.end - 1).is_some_and(|&b| is_ws(b)) {
-        s.end -= 1;
+    // Trailing white space, and the CRLF of a fold followed only by white space.
+    while s.end > s.start {
+        match raw.get(s.end - 1) {
+            Some(&b) if is_ws(b) => s.end -= 1,
+            Some(b'\n') if s.end - 1 > s.start => s.end -= 2,
+            _ => break,
+        }
     }
     s
 }
