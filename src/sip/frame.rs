@@ -19,8 +19,8 @@
 use std::fmt;
 
 use super::message::{
-    find_head_end, lenient_content_length, parse_head_section, AnswerContext, Limit, Limits,
-    Message, ParseError,
+    find_head_end_from, lenient_content_length, parse_head_section, AnswerContext, HeadScan, Limit,
+    Limits, Message, ParseError,
 };
 
 /// What this side of the connection is for the RFC 5626 keepalive.
@@ -161,9 +161,11 @@ fn too_large(limit: Limit, len: usize, max: usize) -> FrameError {
 ///
 /// # DoS warning
 /// While a message is incomplete each call rescans its header section: at most
-/// `max_message_len` octets per call. [`Framer`] avoids rescans while waiting for a body.
+/// `max_message_len` octets per call, so a peer sending one octet at a time costs quadratic
+/// work. [`Framer`] resumes the scan where it stopped and does not rescan while waiting for
+/// a body: linear work.
 pub fn try_parse(buf: &[u8], config: &FrameConfig) -> Result<(usize, Option<Frame>), FrameError> {
-    Ok(match step(buf, config)? {
+    Ok(match step(buf, config, &mut HeadScan::default())? {
         Step::Item(used, frame) => (used, Some(frame)),
         Step::NeedMore | Step::NeedTotal(_) => (0, None),
     })
@@ -176,7 +178,7 @@ enum Step {
     NeedTotal(usize),
 }
 
-fn step(buf: &[u8], config: &FrameConfig) -> Result<Step, FrameError> {
+fn step(buf: &[u8], config: &FrameConfig, scan: &mut HeadScan) -> Result<Step, FrameError> {
     match buf {
         [] | [b'\r'] => return Ok(Step::NeedMore),
         [b'\r', b'\n', b'\r', b'\n', ..] => return Ok(Step::Item(4, Frame::Ping)),
@@ -190,7 +192,7 @@ fn step(buf: &[u8], config: &FrameConfig) -> Result<Step, FrameError> {
         _ => {}
     }
     let limits = &config.limits;
-    let head_len = match find_head_end(buf, limits) {
+    let head_len = match find_head_end_from(buf, limits, scan) {
         Ok(Some(n)) => n,
         Ok(None) => {
             // Refuse early what cannot be SIP, rather than buffer it up to the limit.
@@ -257,9 +259,14 @@ fn step(buf: &[u8], config: &FrameConfig) -> Result<Step, FrameError> {
 pub struct Framer {
     config: FrameConfig,
     buf: Vec<u8>,
+    /// Octets of `buf` already framed; removed in bulk on the next push so that many
+    /// messages in one read cost no repeated moves.
+    consumed: usize,
     /// When a header section has been read, the total length of the message being waited
-    /// for: no rescan until that many octets are buffered.
+    /// for (counted from `consumed`): no rescan until that many octets are buffered.
     waiting_for: Option<usize>,
+    /// How far the header section of the next message has been scanned.
+    scan: HeadScan,
 }
 
 impl Framer {
@@ -268,30 +275,38 @@ impl Framer {
         Framer {
             config,
             buf: Vec::new(),
+            consumed: 0,
             waiting_for: None,
+            scan: HeadScan::default(),
         }
     }
 
     /// Appends received octets.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.consumed > 0 {
+            self.buf.drain(..self.consumed.min(self.buf.len()));
+            self.consumed = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// Octets buffered and not yet framed.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len().saturating_sub(self.consumed)
     }
 
     /// The next item, `Ok(None)` when more octets are needed. After an error the stream
     /// must be closed; the framer's state is then unspecified.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        if self.waiting_for.is_some_and(|need| self.buf.len() < need) {
+        let pending = self.buf.get(self.consumed..).unwrap_or_default();
+        if self.waiting_for.is_some_and(|need| pending.len() < need) {
             return Ok(None);
         }
         self.waiting_for = None;
-        match step(&self.buf, &self.config)? {
+        match step(pending, &self.config, &mut self.scan)? {
             Step::Item(used, frame) => {
-                self.buf.drain(..used.min(self.buf.len()));
+                self.consumed = (self.consumed + used).min(self.buf.len());
+                self.scan = HeadScan::default();
                 Ok(Some(frame))
             }
             Step::NeedTotal(total) => {

@@ -468,18 +468,55 @@ pub(crate) fn skip_leading_crlf(mut b: &[u8]) -> &[u8] {
     b
 }
 
+/// Progress of [`find_head_end`] over a growing buffer, so that octets already scanned are
+/// not scanned again when more arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeadScan {
+    /// Offset of the first line not yet complete.
+    line_start: usize,
+    /// Its 1-based number.
+    line_no: usize,
+    /// Offset up to which that line has been searched for LF.
+    searched: usize,
+}
+
+impl Default for HeadScan {
+    fn default() -> Self {
+        HeadScan {
+            line_start: 0,
+            line_no: 1,
+            searched: 0,
+        }
+    }
+}
+
 /// Finds the end of the header section (the offset just after the empty line), checking the
 /// line-length, bare-LF and message-length limits on the way. `Ok(None)`: not complete yet.
 pub(crate) fn find_head_end(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseError> {
-    let mut line_start = 0;
-    let mut line_no = 1;
+    find_head_end_from(buf, limits, &mut HeadScan::default())
+}
+
+/// [`find_head_end`] resuming from `scan`, which must come from earlier calls on a prefix of
+/// the same buffer.
+pub(crate) fn find_head_end_from(
+    buf: &[u8],
+    limits: &Limits,
+    scan: &mut HeadScan,
+) -> Result<Option<usize>, ParseError> {
     loop {
-        let rest = buf.get(line_start..).unwrap_or_default();
-        let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
-            if rest.len() > limits.max_line_len {
+        let from = scan.searched.max(scan.line_start);
+        let found = buf
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .position(|&b| b == b'\n');
+        let Some(lf) = found.map(|i| from + i - scan.line_start) else {
+            scan.searched = buf.len();
+            let partial = buf.len().saturating_sub(scan.line_start);
+            if partial > limits.max_line_len {
                 return Err(ParseError::TooLarge {
                     limit: Limit::LineLength,
-                    len: rest.len(),
+                    len: partial,
                     max: limits.max_line_len,
                 });
             }
@@ -492,8 +529,9 @@ pub(crate) fn find_head_end(buf: &[u8], limits: &Limits) -> Result<Option<usize>
             }
             return Ok(None);
         };
+        let rest = buf.get(scan.line_start..).unwrap_or_default();
         if lf == 0 || rest.get(lf - 1) != Some(&b'\r') {
-            return Err(ParseError::BareLineEnd { line: line_no });
+            return Err(ParseError::BareLineEnd { line: scan.line_no });
         }
         let line_len = lf - 1;
         if line_len > limits.max_line_len {
@@ -503,23 +541,25 @@ pub(crate) fn find_head_end(buf: &[u8], limits: &Limits) -> Result<Option<usize>
                 max: limits.max_line_len,
             });
         }
-        line_start += lf + 1;
-        if line_start > limits.max_message_len {
+        let next = scan.line_start + lf + 1;
+        if next > limits.max_message_len {
             return Err(ParseError::TooLarge {
                 limit: Limit::MessageLength,
-                len: line_start,
+                len: next,
                 max: limits.max_message_len,
             });
         }
-        if line_len == 0 && line_no > 1 {
-            return Ok(Some(line_start));
+        if line_len == 0 && scan.line_no > 1 {
+            return Ok(Some(next));
         }
         if line_len == 0 {
             return Err(ParseError::BadStartLine {
                 reason: "empty start line",
             });
         }
-        line_no += 1;
+        scan.line_start = next;
+        scan.searched = next;
+        scan.line_no += 1;
     }
 }
 

@@ -532,6 +532,37 @@ fn what_the_application_cases_say() {
     assert_eq!(r.body().len(), 105);
 }
 
+#[test]
+fn every_file_frames_the_same_split_at_every_byte() {
+    for (file, bytes) in all_files() {
+        let (whole, left, err) = run_stream(&bytes, KeepaliveRole::Server);
+        let mut f = Framer::new(FrameConfig::default());
+        let mut got = Vec::new();
+        let mut got_err = None;
+        for b in &bytes {
+            f.push(std::slice::from_ref(b));
+            loop {
+                match f.next_frame() {
+                    Ok(Some(fr)) => got.push(fr),
+                    Ok(None) => break,
+                    Err(e) => {
+                        got_err = Some(e);
+                        break;
+                    }
+                }
+            }
+            if got_err.is_some() {
+                break;
+            }
+        }
+        assert_eq!(got, whole, "{file}");
+        assert_eq!(got_err, err, "{file}");
+        if err.is_none() {
+            assert_eq!(f.buffered(), left, "{file}");
+        }
+    }
+}
+
 fn all_files() -> Vec<(&'static str, Vec<u8>)> {
     CASES.iter().map(|c| (c.0, load(c.0))).collect()
 }
