@@ -65,6 +65,7 @@ fn check_value(header: &str, value: &str) -> Result<(), BuildError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageBuilder {
     start: String,
+    status: Option<StatusCode>,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
@@ -75,6 +76,7 @@ impl MessageBuilder {
     pub fn request(method: &Method, uri: &Uri) -> MessageBuilder {
         MessageBuilder {
             start: format!("{} {} SIP/2.0", method.as_str(), uri.as_str()),
+            status: None,
             headers: Vec::with_capacity(12),
             body: Vec::new(),
         }
@@ -84,6 +86,7 @@ impl MessageBuilder {
     pub fn response(status: StatusCode) -> MessageBuilder {
         MessageBuilder {
             start: format!("SIP/2.0 {} {}", status.as_u16(), status.reason_phrase()),
+            status: Some(status),
             headers: Vec::with_capacity(12),
             body: Vec::new(),
         }
@@ -97,6 +100,7 @@ impl MessageBuilder {
         check_value("reason phrase", reason)?;
         Ok(MessageBuilder {
             start: format!("SIP/2.0 {} {reason}", status.as_u16()),
+            status: Some(status),
             headers: Vec::with_capacity(12),
             body: Vec::new(),
         })
@@ -136,6 +140,11 @@ impl MessageBuilder {
         self.header(name::CONTENT_TYPE.canonical, content_type)?;
         self.body = body;
         Ok(self)
+    }
+
+    /// The status of a response; `None` for a request.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
     }
 
     /// The headers added so far, canonical names.

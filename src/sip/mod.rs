@@ -24,8 +24,9 @@
 //! - [`validate`]: the policy checks of a UAS (RFC 3261 §8.2).
 //! - [`build`]: canonical serialization and responses to requests (§8.2.6).
 //! - [`status`]: status codes and reason phrases.
+//! - [`transaction`]: client and server transactions over a reliable transport (§17).
 //!
-//! Out of scope here: transactions (§17), dialogs (§12), SDP, authentication.
+//! Out of scope here: dialogs (§12), SDP, authentication.
 
 pub mod build;
 pub mod frame;
@@ -35,6 +36,7 @@ pub mod message;
 pub mod name;
 pub mod request;
 pub mod status;
+pub mod transaction;
 pub mod uri;
 pub mod validate;
 

@@ -46,7 +46,7 @@ fn dir() -> PathBuf {
     base.join("conformance/rfc4475")
 }
 
-fn load(file: &str) -> Vec<u8> {
+pub(super) fn load(file: &str) -> Vec<u8> {
     let path = dir().join(file);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
