@@ -1111,4 +1111,110 @@ mod tests {
             Some(ServerKey::Rfc2543 { .. })
         ));
     }
+
+    /// Moves everything `from` has to send through a stream framer, as the peer reads it.
+    fn transfer(from: &mut Transactions, to: &mut crate::sip::frame::Framer) -> Vec<Message> {
+        let mut wire = Vec::new();
+        while from.poll_transmit(&mut wire) {}
+        to.push(&wire);
+        let mut out = Vec::new();
+        while let Ok(Some(f)) = to.next_frame() {
+            match f {
+                crate::sip::frame::Frame::Message(m) => out.push(m),
+                other => panic!("{other:?}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_pair_on_a_simulated_clock() {
+        use crate::sip::frame::{FrameConfig, Framer};
+        let mut now = Instant::now();
+        let mut random = rng(42);
+        let (mut uac, mut uas) = (Transactions::new(), Transactions::new());
+        let (mut to_uac, mut to_uas) = (
+            Framer::new(FrameConfig::default()),
+            Framer::new(FrameConfig::default()),
+        );
+
+        // INVITE → 100 Trying, 486 → ACK (hop-by-hop, same branch).
+        let branch = new_branch(&mut random);
+        uac.send_request(now, request_bytes(Method::Invite, &branch))
+            .unwrap();
+        let got = transfer(&mut uac, &mut to_uas);
+        assert_eq!(got.len(), 1);
+        let RequestDisposition::New(key) =
+            uas.handle_request(now, Request::from_message(got[0].clone()).unwrap())
+        else {
+            panic!()
+        };
+        let req = uas.server(&key).unwrap().request().clone();
+        uas.respond(
+            now,
+            &key,
+            &response_to(&req, StatusCode::BUSY_HERE, Some("uas")).unwrap(),
+        )
+        .unwrap();
+        for m in transfer(&mut uas, &mut to_uac) {
+            assert!(uac
+                .handle_response(now, Response::from_message(m).unwrap())
+                .is_none());
+        }
+        let statuses: Vec<u16> = std::iter::from_fn(|| uac.poll_event())
+            .filter_map(|e| match e {
+                Event::Client(_, ClientEvent::Response(r)) => Some(r.status.as_u16()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(statuses, [100, 486]);
+        let acks = transfer(&mut uac, &mut to_uas);
+        assert_eq!(acks[0].method(), Some("ACK"));
+        let ack = Request::from_message(acks[0].clone()).unwrap();
+        assert_eq!(uas.handle_request(now, ack), RequestDisposition::Absorbed);
+        assert!(uac.is_empty() && uas.is_empty());
+
+        // MESSAGE → 200.
+        uac.send_request(
+            now,
+            request_bytes(Method::Message, &new_branch(&mut random)),
+        )
+        .unwrap();
+        let m = transfer(&mut uac, &mut to_uas).remove(0);
+        let RequestDisposition::New(key) =
+            uas.handle_request(now, Request::from_message(m).unwrap())
+        else {
+            panic!()
+        };
+        let req = uas.server(&key).unwrap().request().clone();
+        uas.respond(
+            now,
+            &key,
+            &response_to(&req, StatusCode::OK, Some("u2")).unwrap(),
+        )
+        .unwrap();
+        for m in transfer(&mut uas, &mut to_uac) {
+            uac.handle_response(now, Response::from_message(m).unwrap());
+        }
+        assert!(
+            matches!(uac.poll_event(), Some(Event::Client(_, ClientEvent::Response(r))) if r.status == StatusCode::OK)
+        );
+        assert!(uac.is_empty() && uas.is_empty());
+
+        // OPTIONS nobody answers: jump the clock to the next deadline.
+        uac.send_request(
+            now,
+            request_bytes(Method::Options, &new_branch(&mut random)),
+        )
+        .unwrap();
+        transfer(&mut uac, &mut to_uas);
+        while let Some(at) = uac.poll_timeout() {
+            now = at;
+            uac.handle_timeout(now);
+        }
+        assert!(matches!(
+            uac.poll_event(),
+            Some(Event::Client(_, ClientEvent::TimedOut(Timer::F)))
+        ));
+    }
 }
