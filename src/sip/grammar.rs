@@ -2,7 +2,7 @@
 //! header and URI parsers: tokens, quoted strings, LWS, generic parameters, comma lists.
 //!
 //! In scope: byte-level recognisers over one *unfolded* header value (see
-//! [`unfold`]). Out of scope: anything that knows what a header means.
+//! `unfold`). Out of scope: anything that knows what a header means.
 
 use std::borrow::Cow;
 

@@ -547,5 +547,13 @@ mod tests {
         assert_eq!(s.expires(), Some(600));
         let e = TokenParams::parse(b"presence;id=1").unwrap();
         assert_eq!(e.params.get("id"), Some("1"));
+        for t in [s, e] {
+            assert_eq!(TokenParams::parse(t.to_string().as_bytes()).unwrap(), t);
+        }
+        let t = TokenParams::parse(b"terminated ; reason = rejected").unwrap();
+        assert_eq!(t.to_string(), "terminated;reason=rejected");
+        assert!(TokenParams::parse(b"active;").is_err());
+        assert_eq!(Contact::parse(b" * ").unwrap(), Contact::Star);
+        assert_eq!(Contact::Star.to_string(), "*");
     }
 }

@@ -16,8 +16,8 @@
 //! ```
 //!
 //! Layers and scope:
-//! - [`grammar`], [`name`], [`uri`], [`header`]: RFC 3261 §25 grammar, header names, URIs,
-//!   typed header values.
+//! - `grammar` (private), [`name`], [`uri`], [`header`]: RFC 3261 §25 grammar, header
+//!   names, URIs, typed header values.
 //! - [`message`]: the lossless view and [`message::parse_message`] (datagram semantics,
 //!   fuzzing entry point); [`frame`]: stream framing by Content-Length and RFC 5626 keepalive.
 //! - [`request`]: validated [`request::Request`] / [`request::Response`].
@@ -30,7 +30,7 @@
 
 pub mod build;
 pub mod frame;
-pub mod grammar;
+mod grammar;
 pub mod header;
 pub mod message;
 pub mod name;
@@ -43,4 +43,14 @@ pub mod validate;
 #[cfg(test)]
 mod rfc4475_tests;
 
-pub use message::{parse_message, Message, ParseError};
+pub use build::{response_to, response_to_context, BuildError, MessageBuilder};
+pub use frame::{try_parse, Frame, FrameConfig, FrameError, Framer, KeepaliveRole};
+pub use grammar::{Param, Params, SyntaxError};
+pub use header::{CSeq, Contact, MediaType, NameAddr, TokenParams, Via};
+pub use message::{
+    parse_message, parse_message_with, AnswerContext, Limit, Limits, Message, ParseError,
+};
+pub use request::{HeaderError, Incoming, MessageError, Method, Request, Response};
+pub use status::StatusCode;
+pub use uri::{Scheme, Uri};
+pub use validate::{validate_request, Policy, Refusal};

@@ -712,6 +712,51 @@ hello";
     }
 
     #[test]
+    fn microsoft_headers_pass_in_order() {
+        let text = "SUBSCRIBE sip:alice@contoso.com SIP/2.0\r\nVia: SIP/2.0/TLS e;branch=z9hG4bK5\r\nFrom: <sip:b@c>;tag=1\r\nTo: <sip:alice@contoso.com>\r\ni: s1\r\nCSeq: 1 SUBSCRIBE\r\nms-keep-alive: UAS; hop-hop=yes\r\nSupported: ms-benotify, ms-piggyback-first-notify\r\nk: com.microsoft.autoextend\r\nMs-Conversation-ID: x\r\nEvent: presence\r\nAccept: application/pidf+xml, application/msrtc-event-categories+xml\r\nExpires: 3600\r\nl: 0\r\n\r\n";
+        let r = Request::from_message(parse_message(text.as_bytes()).unwrap()).unwrap();
+        let names: Vec<&str> = r.message().fields().map(|f| f.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "Via",
+                "From",
+                "To",
+                "i",
+                "CSeq",
+                "ms-keep-alive",
+                "Supported",
+                "k",
+                "Ms-Conversation-ID",
+                "Event",
+                "Accept",
+                "Expires",
+                "l"
+            ]
+        );
+        assert_eq!(
+            r.header("MS-KEEP-ALIVE").as_deref(),
+            Some("UAS; hop-hop=yes")
+        );
+        assert_eq!(
+            r.supported,
+            [
+                "ms-benotify",
+                "ms-piggyback-first-notify",
+                "com.microsoft.autoextend"
+            ]
+        );
+        assert_eq!(r.event.as_ref().unwrap().value, "presence");
+        assert_eq!(r.accept.as_ref().unwrap().len(), 2);
+        assert_eq!(r.expires, Some(3600));
+        let mut out = Vec::new();
+        r.message().write_canonical(&mut out);
+        let canonical = String::from_utf8(out).unwrap();
+        assert!(canonical.contains("\r\nms-keep-alive: UAS; hop-hop=yes\r\nSupported: ms-benotify, ms-piggyback-first-notify\r\nSupported: com.microsoft.autoextend\r\nMs-Conversation-ID: x\r\n"));
+        assert!(parse_message(canonical.as_bytes()).is_ok());
+    }
+
+    #[test]
     fn methods() {
         assert_eq!(Method::from_token("INVITE"), Some(Method::Invite));
         assert_eq!(
