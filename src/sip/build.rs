@@ -187,7 +187,7 @@ fn has_tag(to: &str) -> bool {
         .to_ascii_lowercase()
         .split(';')
         .skip(1)
-        .any(|p| p.trim_start().starts_with("tag"))
+        .any(|p| p.split('=').next().unwrap_or_default().trim() == "tag")
 }
 
 fn copy_dialog_headers(
@@ -324,6 +324,8 @@ l: 0\r\n\
         assert_eq!(resp.to.tag(), Some("old"));
         assert!(!has_tag("<sip:a@b;tag=x>"));
         assert!(has_tag("sip:a@b;TAG=x"));
+        assert!(has_tag("<sip:a@b> ; tag = x"));
+        assert!(!has_tag("<sip:a@b>;tagged=x"));
     }
 
     #[test]

@@ -307,14 +307,20 @@ pub(crate) fn unquote(raw: &[u8]) -> Result<String, SyntaxError> {
     String::from_utf8(out).map_err(|_| SyntaxError::NotUtf8)
 }
 
-/// Writes `text` as a quoted string, escaping `"` and `\`. CR, LF and NUL cannot be carried
-/// by a quoted string on the wire, so they are refused.
+/// Writes `text` as a quoted string, escaping `"`, `\` and the other control characters
+/// as quoted-pairs. CR and LF cannot be carried by a quoted string, and NUL is refused with
+/// them (a header value from elsewhere may hold none of the three).
 pub(crate) fn quote(text: &str, out: &mut String) -> Result<(), SyntaxError> {
     out.push('"');
     for (i, c) in text.char_indices() {
         match c {
             '\r' | '\n' | '\0' => return Err(SyntaxError::UnexpectedByte { at: i }),
             '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\t' => out.push(c),
+            c if c.is_ascii_control() => {
                 out.push('\\');
                 out.push(c);
             }
@@ -564,6 +570,14 @@ mod tests {
         quote("a\"b\\c", &mut s).unwrap();
         assert_eq!(s, r#""a\"b\\c""#);
         assert!(quote("a\r\nb", &mut String::new()).is_err());
+        let mut s = String::new();
+        quote("bel\x07 del\x7f tab\t", &mut s).unwrap();
+        assert_eq!(s, "\"bel\\\x07 del\\\x7f tab\t\"");
+        let mut c = Cursor::new(s.as_bytes());
+        assert_eq!(
+            unquote(c.quoted_raw().unwrap()).unwrap(),
+            "bel\x07 del\x7f tab\t"
+        );
     }
 
     #[test]

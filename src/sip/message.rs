@@ -865,7 +865,7 @@ pub fn parse_message_with(bytes: &[u8], limits: &Limits) -> Result<Message, Pars
         None => return Err(ParseError::UnterminatedHeaders),
     };
     let head = parse_head_section(bytes, head_len, limits)?;
-    let available = bytes.len() - head_len;
+    let available = bytes.len().saturating_sub(head_len);
     let body_len = match head.content_length {
         Some(n) if n > available => {
             return Err(ParseError::BodyTruncated {

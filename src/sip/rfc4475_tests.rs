@@ -737,3 +737,51 @@ fn seeded_mutations_never_panic() {
         exercise(&m);
     }
 }
+
+/// Whatever text a display name or user part holds, what the serializer writes stays on
+/// one line and parses back to the same value.
+#[test]
+fn serializer_never_splits_lines_and_round_trips() {
+    let mut rng = Rng(0x00C0_FFEE);
+    let alphabet: Vec<char> = "aZ9 \t\"\\<>;,:@%?&=+$/\r\n\0\x07\x7fé€😀[]#^`{|}'~!*()"
+        .chars()
+        .collect();
+    for _ in 0..3_000 {
+        let len = rng.below(12);
+        let text: String = (0..len)
+            .map(|_| alphabet[rng.below(alphabet.len())])
+            .collect();
+        let forbidden = text.contains(['\r', '\n', '\0']);
+        // Display name.
+        let uri = super::uri::Uri::parse("sip:a@example.com").unwrap();
+        let mut na = NameAddr::new(Some(&text), uri);
+        na.set_tag("t1").unwrap();
+        let written = na.to_string();
+        assert!(!written.contains(['\r', '\n', '\0']), "{written:?}");
+        let back =
+            NameAddr::parse(written.as_bytes()).unwrap_or_else(|e| panic!("{written:?}: {e}"));
+        if forbidden {
+            assert_eq!(back.display_name, None);
+        } else {
+            assert_eq!(back, na, "{written:?}");
+        }
+        // User part.
+        if !text.is_empty() {
+            let u = super::uri::Uri::sip(false, Some(&text), "example.com", Some(5061)).unwrap();
+            assert!(u.as_str().bytes().all(|b| b.is_ascii_graphic()), "{u}");
+            let back = super::uri::Uri::parse(u.as_str()).unwrap();
+            assert_eq!(&*back.user_decoded().unwrap(), text.as_bytes());
+            assert_eq!(back.host(), "example.com");
+        }
+        // Header value through the builder.
+        let mut b = MessageBuilder::response(StatusCode::OK);
+        match b.header("Subject", &text) {
+            Ok(_) => {
+                assert!(!forbidden);
+                let m = parse_message(&b.to_bytes()).unwrap();
+                assert_eq!(m.field_count(), 2);
+            }
+            Err(_) => assert!(forbidden),
+        }
+    }
+}
