@@ -1,4 +1,4 @@
-//! SIP toward the Access Edge: messages, framing, transactions, dialogs (RFC 3261).
+//! SIP toward the Access Edge: messages, framing, validation, transactions (RFC 3261); dialogs to come.
 //!
 //! This module is sans-IO: it turns octets into typed messages and typed messages into
 //! octets; it owns no socket, thread or clock.
@@ -12,7 +12,7 @@
 //!                     request::Request / Response (typed)
 //!                                        │  validate::validate_request  ── 505/483/416/405/420/415/406
 //!                                        ▼
-//!                                    the gateway ─▶ build::MessageBuilder ─▶ octets
+//!                     transaction::Transactions (§17) ◀─▶ the gateway ─▶ build::MessageBuilder ─▶ octets
 //! ```
 //!
 //! Layers and scope:
