@@ -17,8 +17,10 @@
 //! [`SHUTDOWN_GRACE`], and returns; [`Gateway::wait`] then joins every thread.
 
 mod connection;
+mod edge;
 mod listener;
 pub mod router;
+mod s2s;
 pub mod state;
 pub mod threads;
 

@@ -1,10 +1,10 @@
 //! TLS material for both legs: loading PEM certificates, keys and CA files, checking that a key
 //! matches its certificate, and reading what a certificate names (see [`x509`]).
 //!
-//! In scope: everything `xsgw check` and start-up need to know the files are usable.
-//! The rustls client/server configurations for the SIP and XMPP legs are built on top of
-//! [`Identity`] and [`load_roots`] by the connection code.
+//! In scope: everything `xsgw check` and start-up need to know the files are usable, and the
+//! rustls configurations of each leg ([`sip`]) built on [`Identity`] and [`load_roots`].
 
+pub mod sip;
 pub mod x509;
 
 use std::fmt;
@@ -187,54 +187,5 @@ pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
 pub fn system_roots() -> rustls::RootCertStore {
     rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    }
-}
-
-/// The server side of the SIP leg: TLS 1.2/1.3, our certificate, and a client certificate
-/// required and chained to `[sip] ca`. Names are checked after the handshake against
-/// `[sip] edge_names`, so the refusal can be logged with what was presented.
-pub fn sip_server_config(
-    credentials: &crate::config::Credentials,
-) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-    let provider = provider();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::clone(&credentials.sip_roots),
-        Arc::clone(&provider),
-    )
-    .build()
-    .map_err(|e| rustls::Error::General(format!("[sip] ca cannot verify clients: {e}")))?;
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(Arc::clone(
-            &credentials.sip.key,
-        ))));
-    Ok(Arc::new(config))
-}
-
-/// An operator-facing reason for a failed handshake on the SIP leg.
-pub fn describe_handshake_failure(error: &std::io::Error, ca: &Path) -> String {
-    let inner = error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>());
-    match inner {
-        Some(rustls::Error::NoCertificatesPresented) => {
-            "the peer presented no client certificate; the Edge must present its certificate (mutual TLS)".into()
-        }
-        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => format!(
-            "the peer's certificate is not issued by the CA in {} ([sip] ca)",
-            ca.display()
-        ),
-        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)) => {
-            "the peer's certificate has expired".into()
-        }
-        Some(other) => other.to_string(),
-        None => match error.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                "handshake not completed within [sip] connect_timeout".into()
-            }
-            std::io::ErrorKind::UnexpectedEof => "the peer closed the connection during the handshake".into(),
-            _ => error.to_string(),
-        },
     }
 }
