@@ -15,7 +15,7 @@ STATIC_BIN := target/$(MUSL)/release/xsgw
 MAX_STATIC := 4194304
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: all build static test test-deps unit-test testbed-test demo install clean
+.PHONY: all build static test test-deps unit-test testbed-test bench demo install clean
 
 all: build
 
@@ -42,12 +42,16 @@ test-deps:
 	$(PYTHON) tests/testbed/testbed.py install
 
 unit-test:
-	$(CARGO) test --all-targets
+	$(CARGO) test
 
 testbed-test:
 	$(PYTHON) tests/testbed/testbed.py selftest
 
 test: test-deps unit-test testbed-test
+
+# Throughput figures of the protocol cores (release build); compare ratios within one run.
+bench:
+	$(CARGO) bench --bench parsers
 
 demo: test-deps build
 	./tests/demo.sh

@@ -214,3 +214,22 @@ fn command_line_and_file_errors_have_sysadmin_exit_codes() {
     let out = run_xsgw(&["help"]);
     assert!(stdout(&out).contains("xsgw check [-c FILE]"));
 }
+
+#[test]
+fn certificate_problems_are_reported_alongside_typos() {
+    let pki = Pki::new("check-both");
+    let text = good(&pki)
+        .replace("fqdn = gw.contoso.test", "fqdn = xsgw.contoso.test")
+        .replace("stream_timeout = 3s", "stream_timout = 3s");
+    let (code, out) = check(&pki.write_config("x.ini", &text));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("[xmpp] stream_timout: unknown key in [xmpp]; did you mean `stream_timeout`?"),
+        "{out}"
+    );
+    assert!(
+        out.contains("names gw.contoso.test but not `xsgw.contoso.test`"),
+        "{out}"
+    );
+    assert!(out.contains("not usable: 2 errors"), "{out}");
+}

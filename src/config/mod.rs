@@ -314,6 +314,11 @@ impl std::error::Error for ConfigError {}
 
 /// Reads `path` and runs stage 1. On success the report holds the warnings found so far.
 pub fn load(path: &Path) -> Result<(Config, Report), ConfigError> {
+    let text = read(path)?;
+    parse(&text, path)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
     let len = std::fs::metadata(path)
         .map_err(|error| ConfigError::Unreadable {
             path: path.to_path_buf(),
@@ -327,24 +332,44 @@ pub fn load(path: &Path) -> Result<(Config, Report), ConfigError> {
             max: ini::MAX_FILE_LEN,
         });
     }
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
         path: path.to_path_buf(),
         error,
-    })?;
-    parse(&text, path)
+    })
 }
 
 /// Stage 1 on text already read; `source` names it in messages.
 pub fn parse(text: &str, source: &Path) -> Result<(Config, Report), ConfigError> {
+    match parse_lenient(text, source) {
+        (Some(config), report) if !report.has_errors() => Ok((config, report)),
+        (_, report) => Err(ConfigError::Invalid(report)),
+    }
+}
+
+/// Stage 1 that still returns the configuration when every key it needs could be typed,
+/// even if the file has other errors (an unknown key, a repeated section), so that stage 2
+/// can report its problems in the same run.
+fn parse_lenient(text: &str, source: &Path) -> (Option<Config>, Report) {
     let mut report = Report::new(source);
     let (sections, syntax_errors) = ini::parse(text);
     for e in syntax_errors {
         report.error(Some(e.line), "", e.message);
     }
-    let mut reader = Reader::new(&sections, &mut report);
-    let config = reader.build(source);
-    match config {
-        Some(config) if !report.has_errors() => Ok((config, report)),
+    let config = Reader::new(&sections, &mut report).build(source);
+    (config, report)
+}
+
+/// Both stages, as `xsgw check` and `xsgw run` use them: every problem that can be found in
+/// one pass, and the configuration with its credentials when there is no error.
+pub fn check_file(path: &Path) -> Result<(Config, Credentials, Report), ConfigError> {
+    let text = read(path)?;
+    let (config, mut report) = parse_lenient(&text, path);
+    let Some(config) = config else {
+        return Err(ConfigError::Invalid(report));
+    };
+    let credentials = validate(&config, &mut report);
+    match credentials {
+        Some(credentials) if !report.has_errors() => Ok((config, credentials, report)),
         _ => Err(ConfigError::Invalid(report)),
     }
 }

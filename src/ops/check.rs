@@ -9,8 +9,8 @@ use crate::tls::x509::format_date;
 use super::EXIT_FAILURE;
 
 pub fn check(path: &Path) -> i32 {
-    let (config, mut report) = match config::load(path) {
-        Ok(loaded) => loaded,
+    let (config, credentials, report) = match config::check_file(path) {
+        Ok(checked) => checked,
         Err(ConfigError::Invalid(report)) => {
             print_report(&report);
             return EXIT_FAILURE;
@@ -20,14 +20,7 @@ pub fn check(path: &Path) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    let credentials = config::validate(&config, &mut report);
     print_report(&report);
-    if report.has_errors() {
-        return EXIT_FAILURE;
-    }
-    let Some(credentials) = credentials else {
-        return EXIT_FAILURE;
-    };
     let gw = &config.gateway;
     println!(
         "  gateway     {} for SIP domains {}",

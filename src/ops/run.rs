@@ -13,8 +13,8 @@ use crate::gateway::{state, threads, Gateway, RouterEvent};
 use super::{logging, EXIT_FAILURE};
 
 pub fn run(path: &Path, pidfile: Option<&Path>) -> i32 {
-    let (config, mut report) = match config::load(path) {
-        Ok(loaded) => loaded,
+    let (config, credentials, report) = match config::check_file(path) {
+        Ok(checked) => checked,
         Err(ConfigError::Invalid(report)) => {
             logging::init(log::LevelFilter::Info);
             for line in report.lines() {
@@ -34,24 +34,9 @@ pub fn run(path: &Path, pidfile: Option<&Path>) -> i32 {
     };
     logging::init(config.log.level);
     threads::install_panic_hook();
-    let credentials = config::validate(&config, &mut report);
-    for problem in report.lines() {
-        if problem.contains(": error: ") {
-            log::error!("{problem}");
-        } else {
-            log::warn!("{problem}");
-        }
+    for warning in report.lines() {
+        log::warn!("{warning}");
     }
-    let credentials = match credentials {
-        Some(c) if !report.has_errors() => c,
-        _ => {
-            log::error!(
-                "not starting: fix the configuration (xsgw check -c {})",
-                path.display()
-            );
-            return EXIT_FAILURE;
-        }
-    };
     let _pidfile = match pidfile.map(Pidfile::create).transpose() {
         Ok(p) => p,
         Err(message) => {

@@ -1,0 +1,100 @@
+//! `make bench`: throughput of the protocol cores on one core, printed as figures.
+//!
+//! Figures on this shared 2-core machine are noisy: compare ratios within one run, not
+//! numbers across runs. The targets (DEVELOPERS.md): 50k messages/s each way on 2 cores with
+//! TLS on both legs, so each parser must stay well above that on one core.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use xsgw::sip::{Frame, FrameConfig, Framer, Request};
+use xsgw::xmpp::stream::{StreamEvent, StreamLimits, StreamParser};
+
+const SIP_MESSAGE: &[u8] = b"MESSAGE sip:alice@gmail.test SIP/2.0\r\n\
+Via: SIP/2.0/TLS 127.0.10.30:5061;branch=z9hG4bK776asdhds;rport\r\n\
+Via: SIP/2.0/UDP 127.0.10.40:5060;branch=z9hG4bK1a2b;received=127.0.10.40\r\n\
+Max-Forwards: 69\r\n\
+Record-Route: <sip:127.0.10.30:5061;transport=tls;r2=on;lr>\r\n\
+From: \"Bob\" <sip:bob@contoso.test>;tag=49583\r\n\
+To: <sip:alice@gmail.test>\r\n\
+Call-ID: asd88asd77a@127.0.10.40\r\n\
+CSeq: 2 MESSAGE\r\n\
+Content-Type: text/plain; charset=UTF-8\r\n\
+Ms-Conversation-ID: AdS1zQ2Jqkpe3cZMQWaa4H2hUUHcbA==\r\n\
+Content-Length: 38\r\n\
+\r\n\
+Hello Alice, are you there? & <yes> ok";
+
+const STANZA: &[u8] =
+    b"<message from='alice@gmail.test/phone' to='bob@contoso.test' type='chat' id='m1'>\
+<body>Wherefore art thou, Romeo? &amp; more text here to be realistic</body>\
+<active xmlns='http://jabber.org/protocol/chatstates'/></message>";
+
+const STREAM_HEADER: &[u8] = b"<stream:stream xmlns='jabber:server' \
+xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+to='contoso.test' from='gmail.test' version='1.0'>";
+
+fn report(what: &str, n: usize, started: Instant) -> f64 {
+    let secs = started.elapsed().as_secs_f64();
+    let rate = n as f64 / secs;
+    println!("{what:<44} {n:>9} in {secs:>6.3} s = {rate:>10.0} /s");
+    rate
+}
+
+fn sip_framed_and_typed(n: usize) -> f64 {
+    let batch: Vec<u8> = SIP_MESSAGE.repeat(1000);
+    let started = Instant::now();
+    let mut count = 0usize;
+    for _ in 0..n / 1000 {
+        let mut framer = Framer::new(FrameConfig::default());
+        for chunk in batch.chunks(16 * 1024) {
+            framer.push(chunk);
+            while let Ok(Some(frame)) = framer.next_frame() {
+                if let Frame::Message(m) = frame {
+                    let request = Request::from_message(m).expect("valid request");
+                    black_box(request.body().len());
+                    count += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(count, n, "every message framed");
+    report("SIP: requests framed and typed", n, started)
+}
+
+fn xmpp_stanzas(n: usize) -> f64 {
+    let batch: Vec<u8> = STANZA.repeat(100);
+    let mut parser = StreamParser::new(StreamLimits::default());
+    parser.feed(STREAM_HEADER).expect("header fits");
+    assert!(matches!(
+        parser.next_event(),
+        Ok(Some(StreamEvent::Start(_)))
+    ));
+    let started = Instant::now();
+    let mut count = 0usize;
+    for _ in 0..n / 100 {
+        for chunk in batch.chunks(4096) {
+            parser.feed(chunk).expect("within limits");
+            while let Some(event) = parser.next_event().expect("well-formed") {
+                if let StreamEvent::Stanza(stanza) = event {
+                    black_box(&stanza);
+                    count += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(count, n, "every stanza parsed");
+    report("XMPP: stanzas scanned and parsed", n, started)
+}
+
+fn main() {
+    println!("xsgw protocol cores, one thread each (noisy machine: compare ratios)");
+    let sip = sip_framed_and_typed(200_000);
+    let xmpp = xmpp_stanzas(200_000);
+    let target = 50_000.0;
+    println!(
+        "headroom over the 50k/s target: SIP {:.1}x, XMPP {:.1}x",
+        sip / target,
+        xmpp / target
+    );
+}
