@@ -15,7 +15,7 @@ STATIC_BIN := target/$(MUSL)/release/xsgw
 MAX_STATIC := 4194304
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: all build static test test-deps unit-test testbed-test bench demo install clean
+.PHONY: all build static test test-deps unit-test testbed-test install-test bench demo install clean
 
 all: build
 
@@ -47,7 +47,16 @@ unit-test:
 testbed-test:
 	$(PYTHON) tests/testbed/testbed.py selftest
 
-test: test-deps unit-test testbed-test
+test: test-deps unit-test testbed-test install-test
+
+# make install into a scratch DESTDIR with another PREFIX: every file lands, paths follow PREFIX.
+install-test:
+	@d=$$(mktemp -d); $(MAKE) --no-print-directory install DESTDIR=$$d PREFIX=/opt/xsgw >/dev/null && \
+	  for f in opt/xsgw/bin/xsgw etc/xsgw/xsgw.ini etc/init.d/xsgw opt/xsgw/lib/systemd/system/xsgw.service; do \
+	    [ -f $$d/$$f ] || { echo "install-test: $$f missing"; exit 1; }; done && \
+	  grep -q '^ExecStart=/opt/xsgw/bin/xsgw run' $$d/opt/xsgw/lib/systemd/system/xsgw.service && \
+	  grep -q '^DAEMON=/opt/xsgw/bin/xsgw' $$d/etc/init.d/xsgw && \
+	  $$d/opt/xsgw/bin/xsgw version && rm -rf $$d && echo "install-test: ok"
 
 # Throughput figures of the protocol cores (release build); compare ratios within one run.
 bench:
