@@ -22,6 +22,7 @@
 //! - [`tls`]: certificate and key loading, certificate names (CN/SAN), rustls configurations.
 //! - [`xmpp`]: XMPP server-to-server streams, stanzas, dialback.
 //! - [`sip`]: SIP messages, transactions and dialogs.
+//! - [`translate`]: XMPP ⇄ SIP mapping (addresses, errors, IM, typing, presence), pure.
 //! - [`gateway`]: threads, channels, router and process lifecycle.
 //! - [`ops`]: the command line and the operator commands (`check`, `version`).
 
@@ -33,4 +34,5 @@ pub mod gateway;
 pub mod ops;
 pub mod sip;
 pub mod tls;
+pub mod translate;
 pub mod xmpp;

@@ -2,7 +2,7 @@
 //! DNS subject alternative names and the validity period.
 //!
 //! rustls/webpki verify certificates; they do not list what a certificate names, which is what
-//! an error message must say ("certificate names other.example; [gateway] fqdn must appear in
+//! an error message must say ("certificate names other.example; `[gateway] fqdn` must appear in
 //! CN or SAN"). This is a minimal, bounded DER walker for that (RFC 5280 §4.1): it reads only
 //! the TBSCertificate fields it needs and fails cleanly on anything it does not understand.
 
@@ -11,7 +11,7 @@
 pub struct CertSummary {
     /// Subject commonName values (OID 2.5.4.3), as text.
     pub common_names: Vec<String>,
-    /// subjectAltName dNSName entries (OID 2.5.29.17, tag [2]).
+    /// subjectAltName dNSName entries (OID 2.5.29.17, tag `[2]`).
     pub dns_names: Vec<String>,
     /// notBefore / notAfter as seconds since the Unix epoch.
     pub not_before: i64,
