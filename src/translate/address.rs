@@ -25,7 +25,8 @@
 //! # XMPP → SIP (RFC 7247 §5.2)
 //!
 //! 1. The localpart is XEP-0106 unescaped, then %-encoded by [`Uri::sip`] for every byte a
-//!    SIP user part cannot hold (`# % [ \ ] ^ ` { | }`, `:`, `@`, space, non-ASCII UTF-8).
+//!    SIP user part cannot hold (`#%[\]^{|}`, the backquote, `:`, `@`, space, the
+//!    octets of non-ASCII UTF-8).
 //! 2. The domainpart (already case-folded by [`Jid`]) becomes the host; no port.
 //! 3. A JID without a localpart (a server) has no SIP user and is refused.
 //! 4. The resource is dropped by [`jid_to_sip`] (a SIP user is addressed as a whole, like a

@@ -48,7 +48,7 @@ use crate::xmpp::error::StanzaErrorCondition;
 use crate::xmpp::jid::Jid;
 
 use super::typing::{
-    ChatState, IsComposing, KeyboardActivity, TypingError, ISCOMPOSING_CONTENT_TYPE,
+    IsComposing, KeyboardActivity, TypingError, ISCOMPOSING_CONTENT_TYPE,
     KEYBOARD_ACTIVITY_CONTENT_TYPE,
 };
 
@@ -535,11 +535,6 @@ pub fn info_to_message(request: &Request, from: &Jid, to: &Jid) -> Result<Elemen
     Ok(base_message(from, to, request).with_child(activity.chat_state().to_element()))
 }
 
-/// The chat state a stanza built by this module carries (a convenience for the router).
-pub fn chat_state_of(stanza: &Element) -> Option<ChatState> {
-    ChatState::of_message(stanza)
-}
-
 // ---------------------------------------------------------------------------------------
 // SDP for IM sessions.
 
@@ -783,6 +778,7 @@ pub fn im_offer(address: IpAddr) -> String {
 mod tests {
     use super::*;
     use crate::sip::message::parse_message;
+    use crate::translate::typing::ChatState;
     use crate::xmpp::element::Node;
     use crate::xmpp::stream::parse_fragment;
     use std::net::Ipv4Addr;
@@ -1019,7 +1015,10 @@ mod tests {
             .with_attr("type", "chat")
             .with_child(ChatState::Composing.to_element());
         assert_eq!(send(&typing_only), Err(ImError::NoBody));
-        assert_eq!(chat_state_of(&typing_only), Some(ChatState::Composing));
+        assert_eq!(
+            ChatState::of_message(&typing_only),
+            Some(ChatState::Composing)
+        );
         assert_eq!(send(&xmpp_message("")), Err(ImError::NoBody));
         assert_eq!(
             send(&Element::new("presence", NS_SERVER)),
