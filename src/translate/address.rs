@@ -551,6 +551,44 @@ mod tests {
         );
     }
 
+    /// Seeded random user parts: never a panic; whatever maps, maps back to itself.
+    #[test]
+    fn seeded_random_users_round_trip_or_refuse() {
+        let mut state: u64 = 0x7247_0106;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        const PIECES: &[&str] = &[
+            "a", "Z", "0", " ", "\\", "\\20", "\\5c", "@", "/", ":", "&", "'", "\"", "<", ">", "%",
+            ";", "?", "\0", "\r", "\n", "é", "É", "ß", "İ", "\u{a0}", "😀", "]]>",
+        ];
+        let mut mapped = 0;
+        for _ in 0..5_000 {
+            let mut user = String::new();
+            for _ in 0..=(next() % 12) {
+                user.push_str(PIECES[(next() % PIECES.len() as u64) as usize]);
+            }
+            let u = Uri::sip(false, Some(&user), "example.com", None).unwrap();
+            match sip_to_jid(&u) {
+                Ok(j) => {
+                    mapped += 1;
+                    let back = jid_to_sip(&j).unwrap();
+                    assert_eq!(sip_to_jid(&back).as_ref(), Ok(&j), "{user:?}");
+                }
+                Err(e) => {
+                    assert!(
+                        matches!(e.sip_status().as_u16(), 404 | 414),
+                        "{user:?}: {e}"
+                    );
+                }
+            }
+        }
+        assert!(mapped > 500, "{mapped}");
+    }
+
     #[test]
     fn display_is_lowercase() {
         for e in [

@@ -1333,6 +1333,49 @@ a=accept-types:text/plain multipart/alternative image/gif text/rtf text/html app
         }
     }
 
+    /// Seeded mutations of a whole SIP MESSAGE: whatever the SIP parser accepts, the
+    /// translation answers with a stanza or a typed error, never a panic.
+    #[test]
+    fn sip_message_seeded_mutations_never_panic() {
+        let seed = {
+            let body = "héllo <&> ]]>";
+            let mut b = MessageBuilder::request(&Method::Message, &uri("sip:juliet@contoso.com"));
+            headers(&mut b, "c1@xsgw");
+            b.header("Subject", "s").unwrap();
+            b.body("text/plain; charset=UTF-8", body.as_bytes().to_vec())
+                .unwrap();
+            b.to_bytes()
+        };
+        let mut state: u64 = 0x3428_7572;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (from, to, limits) = (jid("a@b.c"), jid("d@e.f"), ImLimits { max_body: 64 });
+        let mut translated = 0;
+        for _ in 0..5_000 {
+            let mut v = seed.clone();
+            for _ in 0..(next() % 3 + 1) {
+                let at = (next() as usize) % v.len();
+                v[at] = (next() & 0xFF) as u8;
+            }
+            let Ok(m) = parse_message(&v) else { continue };
+            let Ok(req) = Request::from_message(m) else {
+                continue;
+            };
+            match sip_to_message(&req, &from, &to, &limits) {
+                Ok(FromSip::Message(e)) | Ok(FromSip::Typing { stanza: e, .. }) => {
+                    translated += 1;
+                    assert!(parse_fragment(e.to_stream_xml().as_bytes()).is_ok());
+                }
+                Err(e) => assert!(e.sip_status().as_u16() >= 400),
+            }
+        }
+        assert!(translated > 100, "{translated}");
+    }
+
     #[test]
     fn errors_display_lowercase() {
         for e in [
