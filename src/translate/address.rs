@@ -33,6 +33,9 @@
 //!    bare JID); [`jid_to_sip_gruu`] keeps it as `;gr=` for the cases where the router must
 //!    address one device (a reply inside a session with a full JID).
 //!
+//! SIP Contact addresses are never mapped: they locate a device for routing, while the
+//! identity is the From/To/Request-URI (a GRUU being the one device identity that is).
+//!
 //! Localparts are case-folded by [`Jid`] (RFC 7622 §3.3), so `sip:Alice@example.com` maps
 //! to `alice@example.com` and back to `sip:alice@example.com`.
 //!
