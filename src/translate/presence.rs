@@ -784,6 +784,31 @@ fn with_expires(state: &str, expires: Option<u32>) -> String {
     }
 }
 
+/// Whether an `Event` header names the presence package (RFC 6665 §8.2.1: compared
+/// case-sensitively by the spec, but Edges vary, so case is ignored; an `id` is allowed).
+pub fn is_presence_event(event: &TokenParams) -> bool {
+    event.value.eq_ignore_ascii_case(EVENT_PRESENCE)
+}
+
+/// The headers of a SUBSCRIBE for presence, for [`Action::SendSubscribe`]:
+/// `Event: presence`, `Accept: application/pidf+xml`, `Expires: N`.
+pub fn subscribe_headers(expires: u32) -> [(&'static str, String); 3] {
+    [
+        ("Event", EVENT_PRESENCE.to_owned()),
+        ("Accept", ACCEPT.to_owned()),
+        ("Expires", expires.to_string()),
+    ]
+}
+
+/// The headers of a NOTIFY for presence, for [`Action::SendNotify`]: `Event: presence`,
+/// `Subscription-State: …` (the body, if any, is `application/pidf+xml`).
+pub fn notify_headers(state: &NotifyState) -> [(&'static str, String); 2] {
+    [
+        ("Event", EVENT_PRESENCE.to_owned()),
+        ("Subscription-State", state.to_header_value()),
+    ]
+}
+
 /// Which way a subscription goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -977,6 +1002,17 @@ pub struct Subscription {
     pub dialog: String,
 }
 
+/// `now + d`, saturating: a far-future time is as good as an overflow-free one.
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(MAX_RETRY_DELAY))
+        .unwrap_or(now)
+}
+
+fn secs(n: u32) -> Duration {
+    Duration::from_secs(u64::from(n))
+}
+
 fn refresh_delay(expires: u32) -> Duration {
     Duration::from_millis(u64::from(expires) * REFRESH_PER_MILLE)
 }
@@ -1084,7 +1120,7 @@ impl Subscription {
         let shift = self.failures.min(7);
         self.failures = self.failures.saturating_add(1);
         let delay = RETRY_DELAY.saturating_mul(1 << shift).min(MAX_RETRY_DELAY);
-        self.set_timer(now + delay, out);
+        self.set_timer(after(now, delay), out);
     }
 
     fn outbound(&mut self, event: Event, now: Instant, out: &mut Vec<Action>) {
@@ -1198,8 +1234,8 @@ impl Subscription {
                 }
                 self.failures = 0;
                 self.next_dialog = DialogUse::Existing;
-                self.expires_at = Some(now + Duration::from_secs(u64::from(granted)));
-                self.set_timer(now + refresh_delay(granted), out);
+                self.expires_at = Some(after(now, secs(granted)));
+                self.set_timer(after(now, refresh_delay(granted)), out);
                 out.push(Action::Persist);
             }
             423 => {
@@ -1243,8 +1279,8 @@ impl Subscription {
                     out.push(Action::Persist);
                 }
                 if let Some(e) = expires.filter(|e| *e > 0) {
-                    self.expires_at = Some(now + Duration::from_secs(u64::from(e)));
-                    self.set_timer(now + refresh_delay(e), out);
+                    self.expires_at = Some(after(now, secs(e)));
+                    self.set_timer(after(now, refresh_delay(e)), out);
                 }
                 if has_body {
                     out.push(Action::ForwardPresence);
@@ -1272,7 +1308,7 @@ impl Subscription {
                     let delay = retry_after.map_or(RETRY_DELAY, |s| {
                         Duration::from_secs(u64::from(s)).min(MAX_RETRY_DELAY)
                     });
-                    self.set_timer(now + delay, out);
+                    self.set_timer(after(now, delay), out);
                     out.push(Action::Persist);
                 }
                 _ => {
@@ -1434,7 +1470,7 @@ impl Subscription {
             status: 200,
             expires: granted,
         });
-        let at = now + Duration::from_secs(u64::from(granted));
+        let at = after(now, secs(granted));
         self.expires_at = Some(at);
         match state {
             S::None | S::Pending | S::Unsubscribing => {
@@ -1476,7 +1512,9 @@ impl Subscription {
     /// that corresponds to `now`, so the expiry survives a restart.
     pub fn to_line(&self, now: Instant, unix_now: u64) -> String {
         let expires = match self.expires_at {
-            Some(at) => (unix_now + at.saturating_duration_since(now).as_secs()).to_string(),
+            Some(at) => unix_now
+                .saturating_add(at.saturating_duration_since(now).as_secs())
+                .to_string(),
             None => "-".to_owned(),
         };
         let direction = match self.direction {
@@ -1527,8 +1565,8 @@ impl Subscription {
                 let unix: u64 = digits
                     .parse()
                     .map_err(|_| LineError::BadField { field: "expires" })?;
-                let secs = unix.saturating_sub(unix_now).min(u64::from(u32::MAX));
-                Some(now + Duration::from_secs(secs))
+                let left = unix.saturating_sub(unix_now).min(u64::from(u32::MAX));
+                Some(after(now, Duration::from_secs(left)))
             }
             _ => return Err(LineError::BadField { field: "expires" }),
         };
@@ -2086,6 +2124,86 @@ mod tests {
             retry_after: None,
         };
         assert_eq!(odd.to_header_value(), "terminated");
+    }
+
+    #[test]
+    fn sip_headers_parse_back() {
+        use crate::sip::{parse_message, MessageBuilder, Method, Request, Uri};
+        let uri = Uri::parse("sip:alice@contoso.com").unwrap();
+        let common = [
+            ("Via", "SIP/2.0/TLS gw.example.com;branch=z9hG4bK1"),
+            ("From", "<sip:juliet@example.com>;tag=a"),
+            ("To", "<sip:alice@contoso.com>"),
+            ("Call-ID", "c1"),
+            ("Max-Forwards", "70"),
+        ];
+        let mut b = MessageBuilder::request(&Method::Subscribe, &uri);
+        for (n, v) in common {
+            b.header(n, v).unwrap();
+        }
+        b.header("CSeq", "1 SUBSCRIBE").unwrap();
+        for (n, v) in subscribe_headers(3600) {
+            b.header(n, &v).unwrap();
+        }
+        let r = Request::from_message(parse_message(&b.to_bytes()).unwrap()).unwrap();
+        assert!(is_presence_event(r.event.as_ref().unwrap()));
+        assert_eq!(r.expires, Some(3600));
+        assert!(r.accept.unwrap()[0].is("application", "pidf+xml"));
+
+        let state = NotifyState::Terminated {
+            reason: Some(Reason::Rejected),
+            retry_after: None,
+        };
+        let mut b = MessageBuilder::request(&Method::Notify, &uri);
+        for (n, v) in common {
+            b.header(n, v).unwrap();
+        }
+        b.header("CSeq", "2 NOTIFY").unwrap();
+        for (n, v) in notify_headers(&state) {
+            b.header(n, &v).unwrap();
+        }
+        let body = pidf_from_presence("pres:juliet@example.com", &[])
+            .to_xml()
+            .unwrap();
+        b.body(ACCEPT, body.into_bytes()).unwrap();
+        let r = Request::from_message(parse_message(&b.to_bytes()).unwrap()).unwrap();
+        assert_eq!(
+            NotifyState::from_header(r.subscription_state.as_ref().unwrap()),
+            state
+        );
+        let pidf = Pidf::parse(r.message().body()).unwrap();
+        assert_eq!(presence_from_pidf(&pidf).kind, PresenceKind::Unavailable);
+        assert!(!is_presence_event(&TokenParams::parse(b"dialog").unwrap()));
+        assert!(is_presence_event(
+            &TokenParams::parse(b"Presence;id=7").unwrap()
+        ));
+    }
+
+    #[test]
+    fn far_future_times_do_not_overflow() {
+        let t0 = Instant::now();
+        let mut s = Subscription::new(Direction::Inbound, "sip:a@b", "c@d");
+        s.handle(Event::XmppSubscribed, t0);
+        s.handle(
+            Event::SipSubscribe {
+                expires: u32::MAX,
+                new_dialog: true,
+            },
+            t0,
+        );
+        let line = s.to_line(t0, u64::MAX - 5);
+        assert!(line.contains(&u64::MAX.to_string()));
+        let r = Subscription::from_line(
+            &format!("xsgw-presence/1 in active {} a b -", u64::MAX),
+            t0,
+            0,
+        )
+        .unwrap();
+        assert!(r.expires_at().unwrap() > t0);
+        let mut o = active_outbound(t0);
+        o.handle(response(200, Some(u32::MAX)), t0);
+        o.handle(notify(active(u32::MAX), false), t0);
+        assert!(o.poll_timeout().unwrap() > t0);
     }
 
     fn active(expires: u32) -> NotifyState {
