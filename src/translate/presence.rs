@@ -74,8 +74,9 @@
 //! `noresource` or `invariant` ends it; `deactivated`, `timeout` (or none) re-subscribe at
 //! once, `probation` and `giveup` after `retry-after` (RFC 6665 §4.1.3).
 //!
-//! **No leak**: [`Action::ForwardPresence`] is only emitted in state `Active` for a NOTIFY
-//! that is itself not `pending`/`terminated`; [`Action::SendNotify`] with presence only when
+//! **No leak**: [`Action::ForwardPresence`] is only emitted in state `Active`, for a NOTIFY
+//! `active` of the subscription's dialog or a non-`pending` NOTIFY of a probe's fetch dialog
+//! (those end `terminated;reason=timeout`); [`Action::SendNotify`] with presence only when
 //! the XMPP user has approved (`Active`, or `Approved` for a final NOTIFY). A seeded random
 //! test checks this against an independent model for any order of events.
 
