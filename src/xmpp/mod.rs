@@ -23,5 +23,6 @@ pub mod element;
 pub mod error;
 mod fragment;
 pub mod jid;
+pub mod outbound;
 pub mod session;
 pub mod stream;
