@@ -240,3 +240,23 @@ fn sasl_external_both_ways_and_srv_priority_order() {
     assert_eq!(outbound.2, "127.0.10.5:5269".parse().unwrap());
     gw.stop();
 }
+
+#[test]
+fn dialback_in_the_clear_both_ways() {
+    let testbed = Testbed::up("s2s-dialback", &[]);
+    let gw = InProcess::start(&testbed, &["tls = disabled"]);
+    let (inbound, outbound) = both_directions(&testbed, &gw);
+    assert_eq!((inbound.0, inbound.1), (AuthMethod::Dialback, false));
+    assert_eq!((outbound.0, outbound.1), (AuthMethod::Dialback, false));
+    gw.stop();
+}
+
+#[test]
+fn starttls_and_dialback_both_ways() {
+    let testbed = Testbed::up("s2s-tls-dialback", &[]);
+    let gw = InProcess::start(&testbed, &["sasl = disabled"]);
+    let (inbound, outbound) = both_directions(&testbed, &gw);
+    assert_eq!((inbound.0, inbound.1), (AuthMethod::Dialback, true));
+    assert_eq!((outbound.0, outbound.1), (AuthMethod::Dialback, true));
+    gw.stop();
+}
