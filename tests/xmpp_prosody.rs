@@ -260,3 +260,33 @@ fn starttls_and_dialback_both_ways() {
     assert_eq!((outbound.0, outbound.1), (AuthMethod::Dialback, true));
     gw.stop();
 }
+
+#[test]
+fn peer_certificate_without_its_domain_gets_no_external_and_completes_dialback() {
+    // Prosody presents wrongname.pem (rogue.contoso.test, from the good CA) on s2s and tries
+    // SASL EXTERNAL first when offered.
+    let testbed = Testbed::up("s2s-wrongname", &["--prosody-s2s-cert", "wrongname"]);
+    let gw = InProcess::start(&testbed, &[]);
+    let (inbound, outbound) = both_directions(&testbed, &gw);
+    assert_eq!((inbound.0, inbound.1), (AuthMethod::Dialback, true));
+    assert_eq!((outbound.0, outbound.1), (AuthMethod::Dialback, true));
+    gw.stop();
+}
+
+#[test]
+fn srv_falls_back_to_the_next_target_when_priority_5_refuses() {
+    // Prosody listens on alt1 (127.0.10.21, priority 20) only: 127.0.10.5:5269 refuses.
+    let testbed = Testbed::up("s2s-fallback", &["--prosody-s2s", "127.0.10.21"]);
+    let gw = InProcess::start(&testbed, &[]);
+    let mut alice = User::login(&testbed.dir, "alice@gmail.test", None, 1);
+    gw.send_chat("carol@contoso.test", "alice@gmail.test", "via alt1");
+    let line = alice.next_message();
+    assert!(line.contains("via alt1"), "alice received it: {line}");
+    let mut seen = Vec::new();
+    let outbound = gw
+        .wait_for(&mut seen, WAIT, |n| authenticated(n, true).is_some())
+        .and_then(|n| authenticated(&n, true))
+        .expect("outbound authenticated");
+    assert_eq!(outbound.2, "127.0.10.21:5269".parse().unwrap());
+    gw.stop();
+}

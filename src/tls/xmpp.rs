@@ -13,7 +13,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
@@ -82,6 +82,57 @@ impl ClientCertVerifier for DeferredClientVerifier {
     }
 }
 
+/// The server-side twin of [`DeferredClientVerifier`]: the handshake completes with any
+/// certificate (signatures checked), and [`XmppTls::verify_server`] judges the chain and the
+/// name afterwards. Why: with `tls = optional`, an invalid certificate still gives an
+/// encrypted stream on which dialback (which does not rely on the certificate) can run, as
+/// Prosody and ejabberd do; SASL EXTERNAL is then not attempted, and `tls = required`
+/// refuses the stream.
+struct DeferredServerVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl fmt::Debug for DeferredServerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeferredServerVerifier")
+    }
+}
+
+impl ServerCertVerifier for DeferredServerVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// Both TLS sides of the XMPP leg, built once at start.
 #[derive(Clone)]
 pub struct XmppTls {
@@ -90,6 +141,7 @@ pub struct XmppTls {
     /// For outbound streams after `<proceed/>`.
     pub client: Arc<rustls::ClientConfig>,
     chain_verifier: Arc<dyn ClientCertVerifier>,
+    server_verifier: Arc<rustls::client::WebPkiServerVerifier>,
 }
 
 impl fmt::Debug for XmppTls {
@@ -120,9 +172,18 @@ impl XmppTls {
             .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(Arc::clone(
                 &identity.key,
             ))));
+        let server_verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::clone(&credentials.xmpp_roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(format!("[xmpp] ca cannot verify servers: {e}")))?;
         let client = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .with_root_certificates(Arc::clone(&credentials.xmpp_roots))
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(DeferredServerVerifier {
+                inner: Arc::clone(&server_verifier),
+            }))
             .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(Arc::clone(
                 &identity.key,
             ))));
@@ -130,6 +191,7 @@ impl XmppTls {
             server: Arc::new(server),
             client: Arc::new(client),
             chain_verifier,
+            server_verifier,
         }))
     }
 
@@ -138,6 +200,24 @@ impl XmppTls {
         let name = ServerName::try_from(domain.to_owned())
             .map_err(|e| rustls::Error::General(format!("{domain} is not a DNS name: {e}")))?;
         rustls::ClientConnection::new(Arc::clone(&self.client), name)
+    }
+
+    /// Whether a server's certificate chain verifies against `[xmpp] ca` and names `domain`
+    /// (RFC 6125 DNS-ID, wildcards in the leftmost label); `Err` says why not.
+    pub fn verify_server(
+        &self,
+        chain: Option<&[CertificateDer<'_>]>,
+        domain: &str,
+    ) -> Result<(), String> {
+        let Some((leaf, intermediates)) = chain.and_then(|c| c.split_first()) else {
+            return Err("no certificate presented".into());
+        };
+        let name = ServerName::try_from(domain.to_owned())
+            .map_err(|e| format!("{domain} is not a DNS name: {e}"))?;
+        self.server_verifier
+            .verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| format!("certificate not valid for {domain}: {e}"))
     }
 
     /// A server connection for an inbound stream.

@@ -167,6 +167,7 @@ pub struct OutboundSession {
     queue: VecDeque<Element>,
     stream_id: String,
     tls_active: bool,
+    cert_valid: bool,
     sasl_tried: bool,
     authenticated: Option<AuthMethod>,
     handshake_deadline: Option<Instant>,
@@ -191,6 +192,7 @@ impl OutboundSession {
             queue: VecDeque::new(),
             stream_id: String::new(),
             tls_active: false,
+            cert_valid: false,
             sasl_tried: false,
             authenticated: None,
         };
@@ -304,12 +306,21 @@ impl OutboundSession {
         self.parser.take_unconsumed()
     }
 
-    /// The TLS handshake succeeded (server certificate verified for the remote domain).
-    pub fn handle_tls_established(&mut self, _now: Instant) {
+    /// The TLS handshake succeeded; `cert_valid` says whether the server's certificate
+    /// verified for the remote domain. Without it SASL EXTERNAL is not attempted and
+    /// `tls = required` refuses the stream (an unauthenticated peer is not "TLS" for policy).
+    pub fn handle_tls_established(&mut self, _now: Instant, cert_valid: bool) {
         if self.state != State::ExpectTlsEstablished {
             return;
         }
         self.tls_active = true;
+        self.cert_valid = cert_valid;
+        if !cert_valid && self.config.tls == Want::Required {
+            return self.refuse(format!(
+                "TLS required but the certificate of {} is not valid for it",
+                self.config.remote
+            ));
+        }
         self.restart();
     }
 
@@ -430,7 +441,12 @@ impl OutboundSession {
         let external = features
             .child("mechanisms", NS_SASL)
             .is_some_and(|m| m.elements().any(|e| e.text().trim() == "EXTERNAL"));
-        if self.tls_active && external && !self.sasl_tried && self.config.sasl != Want::Disabled {
+        if self.tls_active
+            && self.cert_valid
+            && external
+            && !self.sasl_tried
+            && self.config.sasl != Want::Disabled
+        {
             self.sasl_tried = true;
             let authzid = base64_encode(self.config.local.as_bytes());
             self.write_raw(

@@ -655,7 +655,8 @@ def _up(d, args, s2s_ifaces):
         "LOG_DIR": logs, "RUN_DIR": run_dir,
         "CA_CERT": pki["ca"]["cert"], "EDGE_CERT": pki["edge"]["cert"],
         "EDGE_KEY": pki["edge"]["key"], "GMAIL_CERT": pki["gmail"]["cert"],
-        "GMAIL_KEY": pki["gmail"]["key"], "RESOLV_CONF": resolv,
+        "GMAIL_KEY": pki["gmail"]["key"], "S2S_CERT": pki[args.prosody_s2s_cert]["cert"],
+        "S2S_KEY": pki[args.prosody_s2s_cert]["key"], "RESOLV_CONF": resolv,
         "PROSODY_DATA": os.path.join(d, "prosody", "data"),
         "PROSODY_CERTS": os.path.join(d, "prosody", "certs"),
         "S2S_INTERFACES": "; ".join('"%s"' % a for a in s2s_ifaces),
@@ -733,6 +734,7 @@ def _up(d, args, s2s_ifaces):
             "settings": {
                 "s2s_require_encryption": args.s2s_require_encryption,
                 "s2s_secure_auth": args.s2s_secure_auth,
+                "s2s_cert": args.prosody_s2s_cert,
                 "dialback": args.dialback,
             },
             "config": services["prosody"]["config"],
@@ -2022,6 +2024,10 @@ def build_parser():
                     help="Prosody s2s_secure_auth (default off: dialback accepted)")
     up.add_argument("--dialback", action=argparse.BooleanOptionalAction, default=True,
                     help="load mod_dialback in Prosody (default on)")
+    up.add_argument("--prosody-s2s-cert", choices=["gmail", "wrongname", "other"], default="gmail",
+                    help="the PKI leaf Prosody presents on s2s for its domains (default gmail; "
+                         "wrongname names rogue.contoso.test; other is from the unrelated CA); "
+                         "c2s keeps gmail")
     up.add_argument("--ua-transport", choices=["udp", "tcp"], default="udp",
                     help="transport from the Edge to the SIP users at %s (default udp)" % UA_ADDR)
     up.add_argument("--ua-port", type=int, default=SIP_PORT)

@@ -105,8 +105,17 @@ fn drive(
                 let deadline = Instant::now() + context.config.xmpp.stream_timeout;
                 pipe.start_tls(conn, &early, deadline)
                     .map_err(|e| format!("TLS handshake with {remote} failed: {e}"))?;
-                log::debug!("{who}: TLS up, certificate valid for {remote}");
-                session.handle_tls_established(Instant::now());
+                let valid = match tls.verify_server(pipe.peer_certificates(), &remote) {
+                    Ok(()) => {
+                        log::debug!("{who}: TLS up, certificate valid for {remote}");
+                        true
+                    }
+                    Err(why) => {
+                        log::info!("{who}: TLS up but {why}: no SASL EXTERNAL, dialback only");
+                        false
+                    }
+                };
+                session.handle_tls_established(Instant::now(), valid);
                 continue;
             }
             on_event(&event);
