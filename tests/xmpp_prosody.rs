@@ -290,3 +290,217 @@ fn srv_falls_back_to_the_next_target_when_priority_5_refuses() {
     assert_eq!(outbound.2, "127.0.10.21:5269".parse().unwrap());
     gw.stop();
 }
+
+/// A hand-driven S2S peer toward the gateway, in the clear or over TLS.
+struct FakePeer {
+    plain: Option<std::net::TcpStream>,
+    tls: Option<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>,
+    seen: String,
+}
+
+const GATEWAY_XMPP: &str = "127.0.10.100:5269";
+
+fn header(from: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+         xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+         from='{from}' to='contoso.test' version='1.0'>"
+    )
+}
+
+impl FakePeer {
+    fn connect(from: &str) -> FakePeer {
+        let socket = std::net::TcpStream::connect(GATEWAY_XMPP).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut peer = FakePeer {
+            plain: Some(socket),
+            tls: None,
+            seen: String::new(),
+        };
+        peer.send(&header(from));
+        peer
+    }
+
+    fn send(&mut self, text: &str) {
+        use std::io::Write;
+        let result = match (&mut self.tls, &mut self.plain) {
+            (Some(tls), _) => tls.write_all(text.as_bytes()).and_then(|_| tls.flush()),
+            (None, Some(plain)) => plain.write_all(text.as_bytes()),
+            _ => unreachable!(),
+        };
+        result.unwrap();
+    }
+
+    /// Reads until `needle` appears in what was received since the last call; returns that.
+    fn read_until(&mut self, needle: &str) -> String {
+        use std::io::Read;
+        let deadline = Instant::now() + WAIT;
+        let mut buf = [0u8; 4096];
+        while !self.seen.contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` from the gateway; got: {}",
+                self.seen
+            );
+            let n = match (&mut self.tls, &mut self.plain) {
+                (Some(tls), _) => tls.read(&mut buf),
+                (None, Some(plain)) => plain.read(&mut buf),
+                _ => unreachable!(),
+            };
+            match n {
+                Ok(0) => break,
+                Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+        let end = self
+            .seen
+            .find(needle)
+            .map(|i| i + needle.len())
+            .unwrap_or_else(|| panic!("connection ended without `{needle}`: {}", self.seen));
+        let got = self.seen[..end].to_string();
+        self.seen.drain(..end);
+        got
+    }
+
+    /// STARTTLS with `cert` as client certificate, then the stream restart; returns features.
+    fn starttls(&mut self, testbed: &Testbed, cert: &str, from: &str) -> String {
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        self.read_until("<proceed");
+        self.read_until("/>");
+        let roots = xsgw::tls::load_roots(Path::new(testbed.get("PKI_CA_CERT"))).unwrap();
+        let certs =
+            xsgw::tls::load_certs(Path::new(testbed.get(&format!("PKI_{cert}_CERT")))).unwrap();
+        let key = xsgw::tls::load_key(Path::new(testbed.get(&format!("PKI_{cert}_KEY")))).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(xsgw::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .unwrap();
+        let conn =
+            rustls::ClientConnection::new(Arc::new(config), "contoso.test".try_into().unwrap())
+                .unwrap();
+        self.tls = Some(rustls::StreamOwned::new(conn, self.plain.take().unwrap()));
+        self.send(&header(from));
+        self.read_until("</stream:features>")
+    }
+}
+
+fn no_stanza_reached_the_sink(gw: &InProcess) {
+    std::thread::sleep(Duration::from_millis(200));
+    let stanzas: Vec<_> = gw
+        .notices
+        .try_iter()
+        .filter(|n| matches!(n, XmppNotice::Stanza(_)))
+        .collect();
+    assert!(stanzas.is_empty(), "nothing accepted: {stanzas:?}");
+}
+
+#[test]
+fn fake_and_lying_peers_get_nothing_accepted() {
+    let testbed = Testbed::up("s2s-fakes", &[]);
+    let gw = InProcess::start(&testbed, &[]);
+
+    // Claims gmail.test but cannot answer dialback: the gateway asks the real gmail.test
+    // (Prosody, found by SRV), which says invalid; a stanza after that ends the stream.
+    let mut fake = FakePeer::connect("gmail.test");
+    let features = fake.read_until("</stream:features>");
+    assert!(
+        features.contains("urn:xmpp:features:dialback"),
+        "{features}"
+    );
+    fake.send("<db:result from='gmail.test' to='contoso.test'>0123456789abcdef</db:result>");
+    let verdict = fake.read_until("/>");
+    assert!(
+        verdict.contains("<db:result") && verdict.contains("invalid"),
+        "{verdict}"
+    );
+    fake.send(
+        "<message from='mallory@gmail.test' to='carol@contoso.test'><body>forged</body></message>",
+    );
+    let end = fake.read_until("</stream:stream>");
+    assert!(end.contains("<not-authorized"), "{end}");
+
+    // A domain without a [partner] section (allowlist): refused at the stream header.
+    let mut stranger = FakePeer::connect("evil.test");
+    let end = stranger.read_until("</stream:stream>");
+    assert!(end.contains("<policy-violation"), "{end}");
+
+    // Authenticated as gmail.test by SASL EXTERNAL (it holds gmail.pem), then lies in 'from'.
+    let mut liar = FakePeer::connect("gmail.test");
+    liar.read_until("</stream:features>");
+    let features = liar.starttls(&testbed, "GMAIL", "gmail.test");
+    assert!(
+        features.contains("EXTERNAL"),
+        "valid certificate: EXTERNAL offered: {features}"
+    );
+    liar.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>");
+    liar.read_until("<success");
+    liar.send(&header("gmail.test"));
+    liar.read_until("</stream:features>");
+    liar.send(
+        "<message from='eve@evil.test' to='carol@contoso.test'><body>forged</body></message>",
+    );
+    let end = liar.read_until("</stream:stream>");
+    assert!(end.contains("<invalid-from"), "{end}");
+
+    // A certificate from the right CA that names another domain: no EXTERNAL, dialback still.
+    let mut rogue = FakePeer::connect("gmail.test");
+    rogue.read_until("</stream:features>");
+    let features = rogue.starttls(&testbed, "WRONGNAME", "gmail.test");
+    assert!(!features.contains("EXTERNAL"), "{features}");
+    assert!(
+        features.contains("urn:xmpp:features:dialback"),
+        "{features}"
+    );
+
+    no_stanza_reached_the_sink(&gw);
+    gw.stop();
+}
+
+#[test]
+fn required_and_disabled_policies_hold() {
+    let testbed = Testbed::up("s2s-policies", &[]);
+
+    // tls = required: STARTTLS is advertised as required and nothing else is accepted
+    // before it; real Prosody (which does STARTTLS) still gets through.
+    let gw = InProcess::start(&testbed, &["tls = required"]);
+    let mut fake = FakePeer::connect("gmail.test");
+    let features = fake.read_until("</stream:features>");
+    assert!(features.contains("<required"), "{features}");
+    assert!(
+        !features.contains("urn:xmpp:features:dialback"),
+        "{features}"
+    );
+    fake.send("<db:result from='gmail.test' to='contoso.test'>0123456789abcdef</db:result>");
+    let end = fake.read_until("</stream:stream>");
+    assert!(end.contains("<policy-violation"), "{end}");
+    fake.send("<message from='x@gmail.test' to='carol@contoso.test'><body>x</body></message>");
+    no_stanza_reached_the_sink(&gw);
+    let (inbound, outbound) = both_directions(&testbed, &gw);
+    assert!(inbound.1 && outbound.1, "TLS both ways");
+    gw.stop();
+
+    // dialback = disabled: not offered, and a db:result ends the stream.
+    let gw = InProcess::start(&testbed, &["dialback = disabled"]);
+    let mut fake = FakePeer::connect("gmail.test");
+    let features = fake.read_until("</stream:features>");
+    assert!(
+        !features.contains("urn:xmpp:features:dialback"),
+        "{features}"
+    );
+    fake.send("<db:result from='gmail.test' to='contoso.test'>0123456789abcdef</db:result>");
+    let end = fake.read_until("</stream:stream>");
+    assert!(!end.contains("valid"), "{end}");
+    assert!(end.contains("<stream:error>"), "{end}");
+    no_stanza_reached_the_sink(&gw);
+    gw.stop();
+}
