@@ -27,6 +27,11 @@ pub struct InProcess {
 impl InProcess {
     /// Starts xsgw with the testbed's configuration, `extra` lines added to `[xmpp]`.
     pub fn start(testbed: &Testbed, extra: &[&str]) -> InProcess {
+        InProcess::start_with(testbed, extra, "")
+    }
+
+    /// [`InProcess::start`] with `sections` appended to the configuration.
+    pub fn start_with(testbed: &Testbed, extra: &[&str], sections: &str) -> InProcess {
         let _ = env_logger::builder()
             .is_test(true)
             .filter_level(log::LevelFilter::Info)
@@ -39,6 +44,7 @@ impl InProcess {
             added.push('\n');
         }
         text = text.replacen("[xmpp]\n", &added, 1);
+        text.push_str(sections);
         let path = testbed.dir.join("xsgw.ini");
         std::fs::write(&path, &text).unwrap();
         let (config, mut report) = xsgw::config::parse(&text, &path).unwrap();
@@ -277,8 +283,8 @@ fn peer_certificate_without_its_domain_gets_no_external_and_completes_dialback()
 fn srv_falls_back_to_the_next_target_when_priority_5_refuses() {
     // Prosody listens on alt1 (127.0.10.21, priority 20) only: 127.0.10.5:5269 refuses.
     let testbed = Testbed::up("s2s-fallback", &["--prosody-s2s", "127.0.10.21"]);
-    let gw = InProcess::start(&testbed, &[]);
-    let mut alice = User::login(&testbed.dir, "alice@gmail.test", None, 1);
+    let gw = InProcess::start(&testbed, &["idle_timeout = 1s", "keepalive = 1s"]);
+    let mut alice = User::login(&testbed.dir, "alice@gmail.test", None, 2);
     gw.send_chat("carol@contoso.test", "alice@gmail.test", "via alt1");
     let line = alice.next_message();
     assert!(line.contains("via alt1"), "alice received it: {line}");
@@ -288,6 +294,17 @@ fn srv_falls_back_to_the_next_target_when_priority_5_refuses() {
         .and_then(|n| authenticated(&n, true))
         .expect("outbound authenticated");
     assert_eq!(outbound.2, "127.0.10.21:5269".parse().unwrap());
+
+    // idle_timeout closes the stream politely; the next stanza opens a new one.
+    std::thread::sleep(Duration::from_millis(1800));
+    gw.send_chat("carol@contoso.test", "alice@gmail.test", "after idle");
+    let line = alice.next_message();
+    assert!(line.contains("after idle"), "alice received it: {line}");
+    assert!(
+        gw.wait_for(&mut seen, WAIT, |n| authenticated(n, true).is_some())
+            .is_some(),
+        "a second outbound stream was authenticated"
+    );
     gw.stop();
 }
 
@@ -502,5 +519,59 @@ fn required_and_disabled_policies_hold() {
     assert!(!end.contains("valid"), "{end}");
     assert!(end.contains("<stream:error>"), "{end}");
     no_stanza_reached_the_sink(&gw);
+    gw.stop();
+}
+
+fn bounced(n: &XmppNotice, to: &str) -> Option<String> {
+    match n {
+        XmppNotice::Bounced(e) if e.attr("from") == Some(to) => Some(e.to_stream_xml()),
+        _ => None,
+    }
+}
+
+#[test]
+fn undeliverable_stanzas_bounce_to_their_sender() {
+    let testbed = Testbed::up("s2s-bounce", &[]);
+    // A server that accepts TCP and then says nothing (127.0.10.99), and a partner with no
+    // DNS records at all.
+    let silent = std::net::TcpListener::bind("127.0.10.99:5269").unwrap();
+    let sections = "\n[partner silent.test]\nroute = 127.0.10.99:5269\n\n[partner nowhere.test]\n";
+    let gw = InProcess::start_with(&testbed, &["stream_timeout = 2s"], sections);
+    let mut seen = Vec::new();
+
+    gw.send_chat("carol@contoso.test", "someone@nowhere.test", "one");
+    let b = gw
+        .wait_for(&mut seen, WAIT, |n| {
+            bounced(n, "someone@nowhere.test").is_some()
+        })
+        .and_then(|n| bounced(&n, "someone@nowhere.test"))
+        .expect("bounce from nowhere.test");
+    assert!(
+        b.contains("remote-server-not-found") && b.contains("to='carol@contoso.test'"),
+        "{b}"
+    );
+
+    for i in 0..3 {
+        gw.send_chat(
+            "carol@contoso.test",
+            "someone@silent.test",
+            &format!("queued {i}"),
+        );
+    }
+    let started = Instant::now();
+    for _ in 0..3 {
+        let b = gw
+            .wait_for(&mut seen, WAIT, |n| {
+                bounced(n, "someone@silent.test").is_some()
+            })
+            .and_then(|n| bounced(&n, "someone@silent.test"))
+            .expect("every queued stanza bounces");
+        assert!(b.contains("remote-server-timeout"), "{b}");
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "after stream_timeout"
+    );
+    drop(silent);
     gw.stop();
 }
