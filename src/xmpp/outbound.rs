@@ -594,3 +594,397 @@ fn base64_encode(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xmpp::element::NS_SERVER;
+    use crate::xmpp::session::{
+        DialbackVerdict, InboundConfig, InboundSession, SessionEvent, TlsPolicy,
+    };
+
+    const SECRET_A: &str = "secret-of-a-example";
+    const SECRET_B: &str = "secret-of-b-example";
+
+    /// b.example's answer to our stream header: header, then features offering dialback only.
+    const PEER_OPEN: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+        xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+        from='b.example' to='a.example' id='s1' version='1.0' xml:lang='en'>\
+        <stream:features><dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback>\
+        </stream:features>";
+    const PEER_VALID: &[u8] = b"<db:result from='b.example' to='a.example' type='valid'/>";
+    /// A stanza on our outbound stream (ignored), with a two-byte UTF-8 character to split.
+    const PEER_STRAY: &[u8] =
+        "<message from='x@b.example' to='y@a.example'><body>caf\u{e9}</body></message> ".as_bytes();
+    const PEER_TLS_OPEN: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+        xmlns:stream='http://etherx.jabber.org/streams' from='b.example' id='s2' version='1.0'>\
+        <stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\
+        <dialback xmlns='urn:xmpp:features:dialback'/></stream:features>";
+    const PEER_AFTER_TLS: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+        xmlns:stream='http://etherx.jabber.org/streams' from='b.example' id='s3' version='1.0'>\
+        <stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
+        <mechanism>EXTERNAL</mechanism></mechanisms>\
+        <dialback xmlns='urn:xmpp:features:dialback'/></stream:features>";
+    const PEER_AFTER_SASL: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+        xmlns:stream='http://etherx.jabber.org/streams' from='b.example' id='s4' version='1.0'>\
+        <stream:features/>";
+
+    fn config(tls: Want) -> OutboundConfig {
+        OutboundConfig {
+            local: "a.example".into(),
+            remote: "b.example".into(),
+            tls,
+            sasl: Want::Optional,
+            dialback: Want::Optional,
+            tls_available: true,
+            dialback_secret: DialbackSecret(SECRET_A.into()),
+            handshake_timeout: Duration::from_secs(60),
+            keepalive: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(600),
+            max_queue: 4,
+            limits: StreamLimits::default(),
+        }
+    }
+
+    fn chat(body: &str) -> Element {
+        Element::new("message", NS_SERVER)
+            .with_attr("from", "u@a.example")
+            .with_attr("to", "v@b.example")
+            .with_child(Element::new("body", NS_SERVER).with_text(body))
+    }
+
+    fn output(s: &mut OutboundSession) -> String {
+        let mut out = Vec::new();
+        s.poll_transmit(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn events(s: &mut OutboundSession) -> Vec<OutboundEvent> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    #[test]
+    fn dialback_with_every_split_of_the_peer_bytes() {
+        let all = [PEER_OPEN, PEER_VALID, PEER_STRAY].concat();
+        let key = dialback_key(SECRET_A, "b.example", "a.example", "s1");
+        for split in 0..=all.len() {
+            let now = Instant::now();
+            let mut s = OutboundSession::new(config(Want::Optional), OutboundPurpose::Stanzas, now);
+            s.send(now, chat("queued")).unwrap();
+            let opened = output(&mut s);
+            assert!(opened.contains("from='a.example'") && opened.contains("to='b.example'"));
+            let (first, rest) = all.split_at(split);
+            s.handle_input(now, first);
+            s.handle_input(now, rest);
+            let out = output(&mut s);
+            assert!(
+                out.contains(&format!(
+                    "<db:result from='a.example' to='b.example'>{key}</db:result>"
+                )),
+                "split {split}: {out}"
+            );
+            assert!(out.contains("<body>queued</body>"), "split {split}: {out}");
+            assert_eq!(
+                events(&mut s),
+                vec![OutboundEvent::Authenticated {
+                    method: AuthMethod::Dialback,
+                    tls: false
+                }],
+                "split {split}"
+            );
+            assert!(s.is_ready());
+        }
+        // One byte at a time, through the UTF-8 character of the stray stanza.
+        let now = Instant::now();
+        let mut s = OutboundSession::new(config(Want::Optional), OutboundPurpose::Stanzas, now);
+        for b in &all {
+            s.handle_input(now, std::slice::from_ref(b));
+        }
+        assert!(s.is_ready() && !s.is_closed());
+    }
+
+    #[test]
+    fn starttls_then_sasl_external_then_restart() {
+        let now = Instant::now();
+        let mut s = OutboundSession::new(config(Want::Optional), OutboundPurpose::Stanzas, now);
+        output(&mut s);
+        s.handle_input(now, PEER_TLS_OPEN);
+        assert!(output(&mut s).contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"));
+        s.handle_input(
+            now,
+            b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\x16\x03",
+        );
+        assert_eq!(events(&mut s), vec![OutboundEvent::StartTls]);
+        assert_eq!(
+            s.take_tls_bytes(),
+            b"\x16\x03",
+            "bytes after <proceed/> go to TLS"
+        );
+        s.handle_tls_established(now, true);
+        assert!(output(&mut s).starts_with("<?xml"), "stream restarted");
+        s.handle_input(now, PEER_AFTER_TLS);
+        let auth = output(&mut s);
+        // base64("a.example")
+        assert!(
+            auth.contains("mechanism='EXTERNAL'>YS5leGFtcGxl</auth>"),
+            "{auth}"
+        );
+        s.handle_input(now, b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+        assert!(output(&mut s).starts_with("<?xml"), "restart after SASL");
+        s.send(now, chat("hi")).unwrap();
+        assert!(
+            output(&mut s).is_empty(),
+            "not before the new stream's features"
+        );
+        s.handle_input(now, PEER_AFTER_SASL);
+        assert!(output(&mut s).contains("<body>hi</body>"));
+        assert_eq!(
+            events(&mut s),
+            vec![OutboundEvent::Authenticated {
+                method: AuthMethod::SaslExternal,
+                tls: true
+            }]
+        );
+    }
+
+    #[test]
+    fn invalid_server_certificate_means_dialback_and_required_tls_refuses() {
+        let now = Instant::now();
+        let mut s = OutboundSession::new(config(Want::Optional), OutboundPurpose::Stanzas, now);
+        s.handle_input(now, PEER_TLS_OPEN);
+        s.handle_input(now, b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        s.handle_tls_established(now, false);
+        output(&mut s);
+        s.handle_input(now, PEER_AFTER_TLS);
+        let out = output(&mut s);
+        assert!(
+            !out.contains("EXTERNAL") && out.contains("<db:result"),
+            "{out}"
+        );
+
+        let mut s = OutboundSession::new(config(Want::Required), OutboundPurpose::Stanzas, now);
+        s.send(now, chat("kept")).unwrap();
+        s.handle_input(now, PEER_TLS_OPEN);
+        s.handle_input(now, b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        s.handle_tls_established(now, false);
+        assert!(matches!(
+            events(&mut s).last(),
+            Some(OutboundEvent::Closed(OutboundClose::Refused(_)))
+        ));
+        assert_eq!(s.take_unsent().len(), 1, "handed back for bouncing");
+    }
+
+    #[test]
+    fn required_tls_without_starttls_offered_refuses() {
+        let now = Instant::now();
+        let mut s = OutboundSession::new(config(Want::Required), OutboundPurpose::Stanzas, now);
+        s.send(now, chat("kept")).unwrap();
+        s.handle_input(now, PEER_OPEN);
+        let out = output(&mut s);
+        assert!(!out.contains("<db:result"), "{out}");
+        assert!(out.ends_with("</stream:stream>"));
+        assert!(matches!(
+            events(&mut s).as_slice(),
+            [OutboundEvent::Closed(OutboundClose::Refused(_))]
+        ));
+        assert_eq!(s.take_unsent().len(), 1);
+        assert!(s.send(now, chat("late")).is_err(), "closed: handed back");
+    }
+
+    #[test]
+    fn dialback_invalid_or_error_refuses_and_keeps_the_queue() {
+        for answer in [
+            &b"<db:result from='b.example' to='a.example' type='invalid'/>"[..],
+            b"<db:result from='b.example' to='a.example' type='error'><error type='cancel'>\
+              <remote-server-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:result>",
+        ] {
+            let now = Instant::now();
+            let mut s =
+                OutboundSession::new(config(Want::Optional), OutboundPurpose::Stanzas, now);
+            s.send(now, chat("one")).unwrap();
+            s.handle_input(now, PEER_OPEN);
+            s.handle_input(now, answer);
+            assert!(matches!(
+                events(&mut s).as_slice(),
+                [OutboundEvent::Closed(OutboundClose::Refused(_))]
+            ));
+            assert_eq!(s.take_unsent().len(), 1);
+        }
+    }
+
+    #[test]
+    fn queue_is_bounded() {
+        let now = Instant::now();
+        let mut s = OutboundSession::new(config(Want::Optional), OutboundPurpose::Stanzas, now);
+        for i in 0..4 {
+            s.send(now, chat(&i.to_string())).unwrap();
+        }
+        assert!(s.send(now, chat("fifth")).is_err());
+    }
+
+    #[test]
+    fn timers_handshake_keepalive_idle() {
+        let t0 = Instant::now();
+        let mut s = OutboundSession::new(config(Want::Optional), OutboundPurpose::Stanzas, t0);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+        s.handle_timeout(t0 + Duration::from_secs(60));
+        assert_eq!(
+            events(&mut s),
+            vec![OutboundEvent::Closed(OutboundClose::HandshakeTimeout)]
+        );
+        assert!(output(&mut s).contains("<connection-timeout"));
+
+        let mut s = OutboundSession::new(config(Want::Optional), OutboundPurpose::Stanzas, t0);
+        s.handle_input(t0, PEER_OPEN);
+        s.handle_input(t0, PEER_VALID);
+        output(&mut s);
+        events(&mut s);
+        let keepalive = t0 + Duration::from_secs(300);
+        assert_eq!(s.poll_timeout(), Some(keepalive));
+        s.handle_timeout(keepalive);
+        assert_eq!(output(&mut s), " ", "whitespace keepalive");
+        s.handle_timeout(t0 + Duration::from_secs(600));
+        assert_eq!(
+            events(&mut s),
+            vec![OutboundEvent::Closed(OutboundClose::Idle)]
+        );
+        assert_eq!(output(&mut s), "</stream:stream>", "closed politely");
+    }
+
+    /// Moves bytes between an outbound and an inbound session until both are quiet.
+    fn transfer(out: &mut OutboundSession, inb: &mut InboundSession, now: Instant) {
+        loop {
+            let mut a = Vec::new();
+            out.poll_transmit(&mut a);
+            let mut b = Vec::new();
+            inb.poll_transmit(&mut b);
+            if a.is_empty() && b.is_empty() {
+                return;
+            }
+            inb.handle_input(now, &a);
+            out.handle_input(now, &b);
+        }
+    }
+
+    fn counter_ids(prefix: &'static str) -> Box<dyn FnMut() -> String + Send> {
+        let mut n = 0;
+        Box::new(move || {
+            n += 1;
+            format!("{prefix}{n}")
+        })
+    }
+
+    /// The XEP-0220 trio in memory: a.example (originating, this session) → b.example
+    /// (receiving, an InboundSession) which verifies with a.example's authoritative server
+    /// (an InboundSession holding a.example's secret) over a Verify-purpose OutboundSession.
+    #[test]
+    fn dialback_trio_in_memory() {
+        let now = Instant::now();
+        let mut originating =
+            OutboundSession::new(config(Want::Disabled), OutboundPurpose::Stanzas, now);
+        originating.send(now, chat("through")).unwrap();
+        let mut receiving_config =
+            InboundConfig::new(["b.example".to_owned()], SECRET_B.to_owned());
+        receiving_config.tls = TlsPolicy::NotSupported;
+        let mut receiving = InboundSession::new(receiving_config, now, counter_ids("in-"));
+        transfer(&mut originating, &mut receiving, now);
+        let verify = std::iter::from_fn(|| receiving.poll_event())
+            .find_map(|e| match e {
+                SessionEvent::VerifyDialback {
+                    local,
+                    remote,
+                    key,
+                    stream_id,
+                } => Some((local, remote, key, stream_id)),
+                _ => None,
+            })
+            .expect("the receiving server asks for verification");
+        assert_eq!(
+            (verify.0.as_str(), verify.1.as_str()),
+            ("b.example", "a.example")
+        );
+
+        // The receiving server's verification stream to a.example's authoritative server.
+        let mut verifier_config = config(Want::Disabled);
+        verifier_config.local = "b.example".into();
+        verifier_config.remote = "a.example".into();
+        verifier_config.dialback_secret = DialbackSecret(SECRET_B.into());
+        let mut verifier = OutboundSession::new(
+            verifier_config,
+            OutboundPurpose::Verify {
+                stream_id: verify.3.clone(),
+                key: verify.2.clone(),
+            },
+            now,
+        );
+        let mut authoritative_config =
+            InboundConfig::new(["a.example".to_owned()], SECRET_A.to_owned());
+        authoritative_config.tls = TlsPolicy::NotSupported;
+        let mut authoritative =
+            InboundSession::new(authoritative_config, now, counter_ids("auth-"));
+        transfer(&mut verifier, &mut authoritative, now);
+        let verdict = std::iter::from_fn(|| verifier.poll_event())
+            .find_map(|e| match e {
+                OutboundEvent::Verified(v) => Some(v),
+                _ => None,
+            })
+            .expect("an answer");
+        assert!(verdict, "a.example's own key is valid");
+
+        receiving.handle_dialback_verdict(&verify.0, &verify.1, DialbackVerdict::Valid);
+        transfer(&mut originating, &mut receiving, now);
+        assert!(originating.is_ready());
+        let stanza = std::iter::from_fn(|| receiving.poll_event()).find_map(|e| match e {
+            SessionEvent::Stanza { element, .. } => Some(element),
+            _ => None,
+        });
+        assert_eq!(
+            stanza.and_then(|e| e.child("body", NS_SERVER).map(Element::text)),
+            Some("through".to_owned())
+        );
+
+        // A key made with another secret is judged invalid by the authoritative server.
+        let mut forged = OutboundSession::new(
+            {
+                let mut c = config(Want::Disabled);
+                c.local = "b.example".into();
+                c.remote = "a.example".into();
+                c
+            },
+            OutboundPurpose::Verify {
+                stream_id: verify.3.clone(),
+                key: dialback_key("not-the-secret", "b.example", "a.example", &verify.3),
+            },
+            now,
+        );
+        let mut authoritative = InboundSession::new(
+            {
+                let mut c = InboundConfig::new(["a.example".to_owned()], SECRET_A.to_owned());
+                c.tls = TlsPolicy::NotSupported;
+                c
+            },
+            now,
+            counter_ids("auth2-"),
+        );
+        transfer(&mut forged, &mut authoritative, now);
+        assert!(
+            std::iter::from_fn(|| forged.poll_event()).any(|e| e == OutboundEvent::Verified(false))
+        );
+    }
+
+    #[test]
+    fn base64_vectors() {
+        // RFC 4648 §10.
+        for (raw, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(raw.as_bytes()), encoded);
+        }
+    }
+}

@@ -700,6 +700,12 @@ impl InboundSession {
                         "dialback disabled for this peer",
                     );
                 }
+                if self.tls_missing() {
+                    return self.fail(
+                        StreamErrorCondition::PolicyViolation,
+                        "TLS is required for this peer before dialback",
+                    );
+                }
                 if self.pairs.iter().any(|(l, r)| *l == local && *r == remote) {
                     let valid = DbResult {
                         from: local,
@@ -1373,5 +1379,61 @@ mod tests {
             s.handle_timeout(now + Duration::from_secs(3600));
             assert!(s.is_closed());
         }
+    }
+
+    fn with_policy(decide: fn(&str) -> PeerDecision) -> InboundSession {
+        let mut c = config(TlsPolicy::Optional);
+        c.peer_policy = Some(PeerPolicy(std::sync::Arc::new(decide)));
+        InboundSession::new(c, Instant::now(), Box::new(|| "id".to_owned()))
+    }
+
+    #[test]
+    fn peer_policy_refuses_at_the_header() {
+        let mut s = with_policy(|_| PeerDecision::Refuse(StreamErrorCondition::PolicyViolation));
+        s.handle_input(Instant::now(), PEER_HEADER.as_bytes());
+        let (out, events) = drain(&mut s);
+        assert!(out.contains("<policy-violation"), "{out}");
+        assert!(!out.contains("<stream:features"), "{out}");
+        assert!(matches!(events.as_slice(), [SessionEvent::Closed(_)]));
+    }
+
+    #[test]
+    fn peer_policy_sets_this_streams_features() {
+        let mut s = with_policy(|domain| {
+            assert_eq!(domain, "example.org");
+            PeerDecision::Accept {
+                tls: TlsPolicy::Required,
+                sasl: false,
+                dialback: false,
+            }
+        });
+        s.handle_input(Instant::now(), PEER_HEADER.as_bytes());
+        let (out, _) = drain(&mut s);
+        assert!(out.contains("<required/>"), "{out}");
+        assert!(!out.contains("urn:xmpp:features:dialback"), "{out}");
+        // A db:result for a domain the policy refuses ends the stream.
+        let mut s = with_policy(|domain| {
+            if domain == "example.org" {
+                PeerDecision::Accept {
+                    tls: TlsPolicy::Optional,
+                    sasl: true,
+                    dialback: true,
+                }
+            } else {
+                PeerDecision::Refuse(StreamErrorCondition::HostUnknown)
+            }
+        });
+        s.handle_input(
+            Instant::now(),
+            format!(
+                "{PEER_HEADER}<db:result from='blocked.example' to='xmpp.example.com'>k</db:result>"
+            )
+            .as_bytes(),
+        );
+        let (out, events) = drain(&mut s);
+        assert!(out.contains("<host-unknown"), "{out}");
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::VerifyDialback { .. })));
     }
 }
