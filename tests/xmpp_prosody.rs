@@ -520,6 +520,31 @@ fn required_and_disabled_policies_hold() {
     assert!(end.contains("<stream:error>"), "{end}");
     no_stanza_reached_the_sink(&gw);
     gw.stop();
+
+    // max_per_partner = 1: a second authenticated stream from gmail.test is refused, the
+    // first keeps working.
+    let gw = InProcess::start(&testbed, &["max_per_partner = 1"]);
+    let mut first = FakePeer::connect("gmail.test");
+    first.read_until("</stream:features>");
+    first.starttls(&testbed, "GMAIL", "gmail.test");
+    first.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>");
+    first.read_until("<success");
+    first.send(&header("gmail.test"));
+    first.read_until("</stream:features>");
+    let mut second = FakePeer::connect("gmail.test");
+    second.read_until("</stream:features>");
+    second.starttls(&testbed, "GMAIL", "gmail.test");
+    second.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>");
+    let end = second.read_until("</stream:stream>");
+    assert!(end.contains("<policy-violation"), "{end}");
+    first.send("<message from='a@gmail.test' to='carol@contoso.test'><body>still here</body></message>");
+    let mut seen = Vec::new();
+    assert!(
+        gw.wait_for(&mut seen, WAIT, |n| is_stanza_from(n, "gmail.test", "still here"))
+            .is_some(),
+        "the first stream still carries stanzas: {seen:?}"
+    );
+    gw.stop();
 }
 
 fn bounced(n: &XmppNotice, to: &str) -> Option<String> {

@@ -366,8 +366,8 @@ pub fn verify(
     key: &str,
 ) -> DialbackVerdict {
     let who = format!("xmpp dialback verify {local} → {remote}");
-    let route = match decide(&context.config, remote) {
-        Decision::Allow { route, .. } => route,
+    let (policy, route) = match decide(&context.config, remote) {
+        Decision::Allow { policy, route } => (policy, route),
         Decision::Refuse { .. } => {
             return DialbackVerdict::Error(StanzaErrorCondition::NotAllowed);
         }
@@ -387,8 +387,7 @@ pub fn verify(
                 continue;
             };
             answered = true;
-            // The verification stream follows our own policy for TLS; it carries no stanza.
-            let policy = context.config.xmpp.policy;
+            // The partner's TLS policy holds here too; the stream carries no stanza.
             let mut config = session_config(context, local, remote, policy);
             config.sasl = Want::Disabled;
             config.dialback = Want::Optional;
