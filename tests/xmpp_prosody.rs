@@ -537,11 +537,17 @@ fn required_and_disabled_policies_hold() {
     second.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>");
     let end = second.read_until("</stream:stream>");
     assert!(end.contains("<policy-violation"), "{end}");
-    first.send("<message from='a@gmail.test' to='carol@contoso.test'><body>still here</body></message>");
+    first.send(
+        "<message from='a@gmail.test' to='carol@contoso.test'><body>still here</body></message>",
+    );
     let mut seen = Vec::new();
     assert!(
-        gw.wait_for(&mut seen, WAIT, |n| is_stanza_from(n, "gmail.test", "still here"))
-            .is_some(),
+        gw.wait_for(&mut seen, WAIT, |n| is_stanza_from(
+            n,
+            "gmail.test",
+            "still here"
+        ))
+        .is_some(),
         "the first stream still carries stanzas: {seen:?}"
     );
     gw.stop();

@@ -1,22 +1,35 @@
 //! The XMPP server-to-server shell: the threads that run S2S streams around the sans-IO
 //! sessions of `crate::xmpp` ([`crate::xmpp::session::InboundSession`],
-//! [`crate::xmpp::outbound::OutboundSession`]), and the router's S2S table.
+//! [`crate::xmpp::outbound::OutboundSession`]), and the router's S2S table ([`XmppRoutes`]).
 //!
 //! ```text
 //!  xmpp-listen ─accept─▶ xmpp-in-N (inbound.rs): TCP ─▶ STARTTLS ─▶ InboundSession
-//!                              │ db:result from a peer: verify.rs-style inline outbound
-//!                              │ stream to the claimed domain's servers (SRV) with db:verify
+//!                              │ db:result from a peer: an outbound stream (outbound::verify,
+//!                              │ in this thread) to the claimed domain's servers, db:verify
 //!                              └─ authenticated stanzas ─▶ router ─▶ XmppRoutes ─▶ sink
-//!  router: XmppEvent::Send ─▶ XmppRoutes ─ stream for (from, to) domains? ─ no ─▶ spawn
-//!                              xmpp-out-N (outbound.rs): SRV order, connect, STARTTLS,
+//!  router: XmppEvent::Send ─▶ XmppRoutes ── stream for (from, to) domains? ── no ─▶ spawn
+//!                              xmpp-out-<domain> (outbound.rs): SRV order, connect, STARTTLS,
 //!                              SASL EXTERNAL or dialback, bounded queue, keepalive, idle close
 //!                              └─ on failure every queued stanza ─▶ XmppEvent::Bounce
 //! ```
 //!
-//! In scope: the federation policy (allowlist/open/block, per-partner tls/sasl/dialback,
-//! [`decide`]), `max_per_partner`, the timeouts from `[xmpp]`, registering every connection
-//! with the router so shutdown can wake it. Out of scope: translation (the router hands
-//! stanzas to the translator, or in tests to a sink, [`XmppNotice`]).
+//! In scope: the federation policy (allowlist/open/block, per-partner tls/sasl/dialback and
+//! route, [`decide`]), `max_per_partner`, the timeouts from `[xmpp]`, registering every
+//! connection with the router so shutdown can wake it. Out of scope: translation (the router
+//! hands stanzas to the translator, or until it exists to a sink, [`XmppNotice`]).
+//!
+//! Choices:
+//! - One outbound stream per (hosted domain, remote domain) pair, no dialback piggybacking
+//!   (see `crate::xmpp::outbound`).
+//! - Certificates are judged after the handshake (`crate::tls::xmpp`): a peer with an
+//!   unverifiable certificate still gets TLS and dialback (unless `tls = required`), and
+//!   SASL EXTERNAL only happens with a certificate valid for the domain.
+//! - An outbound thread waits on its socket and its queue by polling the queue every
+//!   [`OUTBOUND_POLL`] (a blocking socket cannot be woken by a channel); a gateway has few
+//!   outbound streams, so the wake-ups cost little, and a stanza waits at most that long.
+//! - Inbound dialback verification runs in the inbound thread: only that peer waits for it.
+//! - Without a translator, accepted inbound stanzas go to the sink or are logged and dropped
+//!   (issue 5 plugs the translator into [`XmppRoutes::handle`]).
 
 mod inbound;
 pub mod io;
@@ -449,4 +462,83 @@ pub(super) fn stream_error(condition: &str, text: &str) -> Vec<u8> {
          <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>{text}</text></stream:error></stream:stream>"
     )
     .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const BASE: &str = "[gateway]
+fqdn = gw.contoso.test
+sip_domains = contoso.test
+[xmpp]
+tls = optional
+[sip]
+edge = sip.contoso.test:5061
+edge_names = sip.contoso.test
+[partner gmail.test]
+aliases = googlemail.test
+tls = required
+sasl = disabled
+route = 192.0.2.7:5270
+";
+
+    fn config(extra: &str) -> Config {
+        let text = format!("{BASE}{extra}");
+        crate::config::parse(&text, Path::new("test.ini"))
+            .expect("parses")
+            .0
+    }
+
+    #[test]
+    fn partner_policy_and_route_by_name_or_alias() {
+        let c = config("");
+        for domain in ["gmail.test", "GoogleMail.test.", "gmail.test."] {
+            match decide(&c, domain) {
+                Decision::Allow { policy, route } => {
+                    assert_eq!(policy.tls, Requirement::Required, "{domain}");
+                    assert_eq!(policy.sasl, Requirement::Disabled, "{domain}");
+                    assert_eq!(policy.dialback, Requirement::Optional, "{domain}");
+                    assert_eq!(route, Some(("192.0.2.7".to_owned(), 5270)), "{domain}");
+                }
+                other => panic!("{domain}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn allowlist_open_and_block() {
+        let allowlist = config("");
+        assert!(matches!(
+            decide(&allowlist, "jabber.test"),
+            Decision::Refuse {
+                condition: StreamErrorCondition::PolicyViolation,
+                ..
+            }
+        ));
+        let open = config("[federation]\nmode = open\nblock = spam.test\n");
+        assert!(matches!(
+            decide(&open, "jabber.test"),
+            Decision::Allow { route: None, .. }
+        ));
+        assert!(matches!(
+            decide(&open, "SPAM.test"),
+            Decision::Refuse { .. }
+        ));
+        // The block list wins over a partner section.
+        let blocked = config("[federation]\nmode = open\nblock = gmail.test\n");
+        assert!(matches!(
+            decide(&blocked, "gmail.test"),
+            Decision::Refuse { .. }
+        ));
+    }
+
+    #[test]
+    fn stream_ids_are_random_hex() {
+        let (a, b) = (random_id(), random_id());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
 }
