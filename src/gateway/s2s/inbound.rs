@@ -34,7 +34,9 @@ fn session_config(context: &Arc<S2sContext>, peer: SocketAddr) -> InboundConfig 
     let mut config = InboundConfig::new(context.hosted.iter().cloned(), context.secret.0.clone());
     config.tls = tls_policy(xmpp.policy.tls, tls_available);
     config.sasl = requirement_enabled(xmpp.policy.sasl);
-    config.dialback = requirement_enabled(xmpp.policy.dialback);
+    // sasl = required: certificates only, so dialback is not offered.
+    config.dialback =
+        requirement_enabled(xmpp.policy.dialback) && xmpp.policy.sasl != Requirement::Required;
     config.handshake_timeout = xmpp.stream_timeout;
     config.idle_timeout = xmpp.idle_timeout;
     config.limits.max_stanza = xmpp.max_stanza;
@@ -48,7 +50,8 @@ fn session_config(context: &Arc<S2sContext>, peer: SocketAddr) -> InboundConfig 
             Decision::Allow { policy, .. } => PeerDecision::Accept {
                 tls: tls_policy(policy.tls, tls_available),
                 sasl: requirement_enabled(policy.sasl),
-                dialback: requirement_enabled(policy.dialback),
+                dialback: requirement_enabled(policy.dialback)
+                    && policy.sasl != Requirement::Required,
             },
         }
     })));
@@ -101,9 +104,20 @@ pub fn serve_inbound(stream: TcpStream, peer: SocketAddr, context: &Arc<S2sConte
                     local,
                     remote,
                     method,
-                } => match context.partner_slot(&remote) {
-                    Some(slot) => {
-                        slots.push(slot);
+                } => {
+                    // One slot per peer domain and stream, however many pairs it has.
+                    let counted = slots
+                        .iter()
+                        .any(|s: &super::PartnerSlot| s.domain == remote);
+                    let admitted = counted
+                        || match context.partner_slot(&remote) {
+                            Some(slot) => {
+                                slots.push(slot);
+                                true
+                            }
+                            None => false,
+                        };
+                    if admitted {
                         log::info!(
                             "{who}: {remote} authenticated toward {local} by {method:?} (TLS: {})",
                             pipe.is_tls()
@@ -118,15 +132,14 @@ pub fn serve_inbound(stream: TcpStream, peer: SocketAddr, context: &Arc<S2sConte
                                 tls: pipe.is_tls(),
                                 peer,
                             }));
-                    }
-                    None => {
+                    } else {
                         log::warn!(
                             "{who}: {remote} refused: more than [xmpp] max_per_partner = {} streams",
                             context.config.xmpp.max_per_partner
                         );
                         session.close(Some(StreamErrorCondition::PolicyViolation));
                     }
-                },
+                }
                 SessionEvent::VerifyDialback {
                     local,
                     remote,
