@@ -244,6 +244,23 @@ fn sasl_external_both_ways_and_srv_priority_order() {
     assert_eq!((outbound.0, outbound.1), (AuthMethod::SaslExternal, true));
     // Priority 5 (xmpp-server.l.gmail.test, 127.0.10.5) before the priority-20 alt hosts.
     assert_eq!(outbound.2, "127.0.10.5:5269".parse().unwrap());
+
+    // A second hosted domain gets its own stream to the same remote domain.
+    let mut bob = User::login(&testbed.dir, "bob@gmail.test", None, 1);
+    gw.send_chat("dave@fabrikam.test", "bob@gmail.test", "from fabrikam");
+    let line = bob.next_message();
+    assert!(
+        line.contains("from fabrikam") && line.contains("dave@fabrikam.test"),
+        "{line}"
+    );
+    let mut seen = Vec::new();
+    let second = gw.wait_for(&mut seen, WAIT, |n| {
+        matches!(n, XmppNotice::Authenticated { outbound: true, local, .. } if local == "fabrikam.test")
+    });
+    assert!(
+        second.is_some(),
+        "fabrikam.test → gmail.test authenticated: {seen:?}"
+    );
     gw.stop();
 }
 
