@@ -163,7 +163,13 @@ fn drive(
                 session.handle_input(Instant::now(), buf.get(..n).unwrap_or_default())
             }
             Ok(ReadOutcome::Deadline) => session.handle_timeout(Instant::now()),
-            Ok(ReadOutcome::Eof) => return Err("connection closed by the peer".into()),
+            Ok(ReadOutcome::Eof) => {
+                // The peer left, or shutdown woke our read: close our side politely.
+                session.close();
+                session.poll_transmit(&mut out);
+                let _ = pipe.write_all(&out);
+                return Err("connection closed".into());
+            }
             Err(e) => return Err(format!("read error: {e}")),
         }
     }
