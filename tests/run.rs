@@ -252,19 +252,29 @@ fn sip_listener_accepts_only_the_edge_certificate() {
 }
 
 #[test]
-fn xmpp_listener_answers_with_a_stream_error_until_the_engine_exists() {
+fn xmpp_listener_opens_a_stream_with_features_for_a_partner() {
     let pki = Pki::new("run-xmpp");
     let (mut gw, xmpp, _) = start_gateway(&pki);
     let mut tcp = TcpStream::connect(("127.0.0.1", xmpp)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    tcp.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='contoso.test' from='gmail.test' version='1.0'>").unwrap();
-    let mut reply = String::new();
-    tcp.read_to_string(&mut reply).unwrap();
-    assert!(
-        reply.contains("<stream:error><undefined-condition"),
-        "{reply}"
-    );
-    assert!(reply.ends_with("</stream:stream>"), "{reply}");
+    tcp.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' to='contoso.test' from='gmail.test' version='1.0'>").unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&reply).contains("</stream:features>") {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&reply));
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.contains("from='contoso.test'"), "{reply}");
+    assert!(reply.contains("urn:xmpp:features:dialback"), "{reply}");
+    // A stanza before authentication ends the stream with a stream error.
+    tcp.write_all(b"<message from='a@gmail.test' to='b@contoso.test'/>")
+        .unwrap();
+    let mut rest = String::new();
+    let _ = tcp.read_to_string(&mut rest);
+    assert!(rest.contains("<not-authorized"), "{rest}");
+    assert!(rest.ends_with("</stream:stream>"), "{rest}");
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(Duration::from_secs(10)), 0);
 }

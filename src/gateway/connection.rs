@@ -19,6 +19,8 @@ pub struct Context {
     pub config: Arc<Config>,
     pub events: Sender<RouterEvent>,
     pub sip_server: Arc<rustls::ServerConfig>,
+    /// What XMPP S2S threads share.
+    pub xmpp: Arc<super::s2s::S2sContext>,
 }
 
 impl Context {
@@ -26,12 +28,20 @@ impl Context {
         config: Arc<Config>,
         credentials: Credentials,
         events: Sender<RouterEvent>,
+        dialback_secret: String,
     ) -> Result<Self, rustls::Error> {
         let sip_server = tls::sip::sip_server_config(&credentials)?;
+        let xmpp = Arc::new(super::s2s::S2sContext::new(
+            Arc::clone(&config),
+            tls::xmpp::XmppTls::new(&credentials)?,
+            dialback_secret,
+            events.clone(),
+        ));
         Ok(Context {
             config,
             events,
             sip_server,
+            xmpp,
         })
     }
 }
@@ -74,7 +84,7 @@ pub fn serve_inbound(
     log::info!("{side} inbound connection {id} from {peer}");
     let outcome = match side {
         Side::Sip => super::edge::serve_inbound(stream, peer, context),
-        Side::Xmpp => super::s2s::serve_inbound(stream, context),
+        Side::Xmpp => super::s2s::serve_inbound(stream, peer, &context.xmpp),
     };
     log::info!("{side} inbound connection {id} from {peer} closed: {outcome}");
     let _ = context.events.send(RouterEvent::Disconnected { id });

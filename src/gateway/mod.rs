@@ -35,6 +35,7 @@ use crossbeam_channel::Sender;
 
 use crate::config::{Config, Credentials};
 pub use router::RouterEvent;
+pub use s2s::{InboundStanza, XmppEvent, XmppNotice};
 
 /// How long shutdown waits for connections to close before leaving anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -142,6 +143,28 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// Start-up options beyond the configuration (for embedding and in-process tests).
+#[derive(Debug, Default)]
+pub struct GatewayOptions {
+    /// Receives authenticated inbound XMPP stanzas, bounces and authentication notices
+    /// (until the translator exists; a full sink drops notices rather than block the router).
+    pub xmpp_sink: Option<Sender<XmppNotice>>,
+}
+
+/// Submits stanzas to remote XMPP domains through the router (as the translator will).
+#[derive(Debug, Clone)]
+pub struct XmppSender(Sender<RouterEvent>);
+
+impl XmppSender {
+    /// Queues `stanza` (its `from` a hosted domain, its `to` a remote one). `false` when the
+    /// gateway has stopped.
+    pub fn send(&self, stanza: crate::xmpp::element::Element) -> bool {
+        self.0
+            .send(RouterEvent::Xmpp(XmppEvent::Send(stanza)))
+            .is_ok()
+    }
+}
+
 /// A started gateway. Send [`RouterEvent::Shutdown`] through [`Gateway::events`] to stop it,
 /// then [`Gateway::wait`].
 pub struct Gateway {
@@ -157,8 +180,17 @@ impl Gateway {
     /// Prepares state, binds both listeners and starts the router and listener threads.
     /// Binding happens before any thread starts, so a busy port fails start-up cleanly.
     pub fn start(config: Arc<Config>, credentials: Credentials) -> Result<Gateway, RunError> {
+        Gateway::start_with(config, credentials, GatewayOptions::default())
+    }
+
+    /// [`Gateway::start`] with [`GatewayOptions`].
+    pub fn start_with(
+        config: Arc<Config>,
+        credentials: Credentials,
+        options: GatewayOptions,
+    ) -> Result<Gateway, RunError> {
         state::ensure_state_dir(&config.gateway.state_dir).map_err(RunError::State)?;
-        let (_secret, generated) =
+        let (secret, generated) =
             state::load_or_create_secret(&config.xmpp.dialback_secret).map_err(RunError::State)?;
         if generated {
             log::info!(
@@ -184,7 +216,7 @@ impl Gateway {
         let listener_addrs = vec![xmpp_addr, sip_addr];
 
         let context = Arc::new(
-            connection::Context::new(Arc::clone(&config), credentials, events.clone())
+            connection::Context::new(Arc::clone(&config), credentials, events.clone(), secret)
                 .map_err(|e| RunError::Tls(e.to_string()))?,
         );
         let mut listeners = Vec::new();
@@ -203,7 +235,9 @@ impl Gateway {
             listeners.push(handle);
         }
 
-        let router_state = router::Router::new(Arc::clone(&config), stopping, listener_addrs);
+        let xmpp_routes = s2s::XmppRoutes::new(Arc::clone(&context.xmpp), options.xmpp_sink);
+        let router_state = router::Router::new(Arc::clone(&config), stopping, listener_addrs)
+            .with_xmpp(xmpp_routes);
         let router = threads::spawn("router".into(), threads::SERVICE_STACK, move || {
             router_state.run(inbox)
         })
@@ -229,6 +263,11 @@ impl Gateway {
     /// A sender for lifecycle events (shutdown, reload) into the router.
     pub fn events(&self) -> Sender<RouterEvent> {
         self.events.clone()
+    }
+
+    /// A handle for sending stanzas to remote XMPP domains.
+    pub fn xmpp_sender(&self) -> XmppSender {
+        XmppSender(self.events.clone())
     }
 
     /// Waits until the router has finished shutting down, then joins the listeners.

@@ -31,6 +31,8 @@ pub enum RouterEvent {
     },
     /// The connection thread is finishing.
     Disconnected { id: ConnId },
+    /// The XMPP server-to-server side: stanzas in and out, bounces, stream lifecycle.
+    Xmpp(super::s2s::XmppEvent),
     /// SIGHUP: re-read the configuration (not yet supported: logged).
     Reload,
     /// SIGTERM/SIGINT: stop accepting, close connections politely, return.
@@ -50,6 +52,7 @@ pub struct Router {
     stopping: Arc<AtomicBool>,
     listener_addrs: Vec<SocketAddr>,
     connections: HashMap<ConnId, Connection>,
+    xmpp: Option<super::s2s::XmppRoutes>,
 }
 
 impl Router {
@@ -63,7 +66,14 @@ impl Router {
             stopping,
             listener_addrs,
             connections: HashMap::new(),
+            xmpp: None,
         }
+    }
+
+    /// Gives the router the XMPP S2S table (outbound streams, the stanza sink).
+    pub(super) fn with_xmpp(mut self, routes: super::s2s::XmppRoutes) -> Self {
+        self.xmpp = Some(routes);
+        self
     }
 
     /// Runs until [`RouterEvent::Shutdown`] (or every sender is gone), then shuts down.
@@ -107,6 +117,11 @@ impl Router {
                         c.peer,
                         c.since.elapsed()
                     );
+                }
+            }
+            RouterEvent::Xmpp(event) => {
+                if let Some(xmpp) = self.xmpp.as_mut() {
+                    xmpp.handle(event);
                 }
             }
             RouterEvent::Reload | RouterEvent::Shutdown => {}

@@ -6,6 +6,7 @@
 
 pub mod sip;
 pub mod x509;
+pub mod xmpp;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -11,11 +11,16 @@
 //!   elements, `error_reply`.
 //! - [`dialback`]: dialback keys (`dialback_key`, `verify_key`) and `db:result` / `db:verify`.
 //! - [`jid`]: addresses (RFC 7622) and XEP-0106 escaping.
-//! - [`session`]: `InboundSession`, the receiving side of an S2S stream (state machine).
+//! - [`session`]: `InboundSession`, the receiving side of an S2S stream (state machine),
+//!   with per-peer policy (`PeerPolicy`) applied at the stream header and each `db:result`.
+//! - [`outbound`]: `OutboundSession`, the initiating side: STARTTLS, SASL EXTERNAL or
+//!   dialback, the bounded queue, keepalive and idle close; also the receiving server's
+//!   `db:verify` stream (`OutboundPurpose::Verify`).
 //!
 //! ```text
 //!  shell thread: read ─▶ InboundSession::handle_input ─▶ StreamParser ─▶ fragment ─▶ Element
 //!                write ◀─ poll_transmit ◀─ Element::to_stream_xml     poll_event ─▶ router
+//!  router ─▶ OutboundSession::send ─▶ poll_transmit ─▶ write      (shells: crate::gateway::s2s)
 //! ```
 
 pub mod dialback;
@@ -23,5 +28,6 @@ pub mod element;
 pub mod error;
 mod fragment;
 pub mod jid;
+pub mod outbound;
 pub mod session;
 pub mod stream;

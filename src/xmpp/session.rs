@@ -83,6 +83,32 @@ impl fmt::Debug for DialbackSecret {
     }
 }
 
+/// What local policy says about a peer domain (federation mode, block list, partner policy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerDecision {
+    /// Refuse streams and dialback from this domain with this condition.
+    Refuse(StreamErrorCondition),
+    /// Accept, with this partner's policy.
+    Accept {
+        /// STARTTLS policy.
+        tls: TlsPolicy,
+        /// Whether SASL EXTERNAL may be offered.
+        sasl: bool,
+        /// Whether dialback is offered and accepted.
+        dialback: bool,
+    },
+}
+
+/// The policy lookup the shell gives the session (called with a lowercased domain).
+#[derive(Clone)]
+pub struct PeerPolicy(pub std::sync::Arc<dyn Fn(&str) -> PeerDecision + Send + Sync>);
+
+impl fmt::Debug for PeerPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PeerPolicy(..)")
+    }
+}
+
 /// Policy for inbound streams.
 #[derive(Debug, Clone)]
 pub struct InboundConfig {
@@ -92,6 +118,11 @@ pub struct InboundConfig {
     pub tls: TlsPolicy,
     /// Whether dialback is offered and accepted.
     pub dialback: bool,
+    /// Whether SASL EXTERNAL may be offered (still only for a certificate valid for the peer).
+    pub sasl: bool,
+    /// Per-peer policy, applied at the stream header's `from` and at each `db:result`'s
+    /// `from`; a refused domain gets the condition as a stream error. `None`: accept all.
+    pub peer_policy: Option<PeerPolicy>,
     /// Secret for answering `db:verify` as the authoritative server (XEP-0185).
     pub dialback_secret: DialbackSecret,
     /// Time from accept until the first domain pair is authenticated.
@@ -113,6 +144,8 @@ impl InboundConfig {
             hosted: hosted.into_iter().map(|d| d.to_ascii_lowercase()).collect(),
             tls: TlsPolicy::Optional,
             dialback: true,
+            sasl: true,
+            peer_policy: None,
             dialback_secret: DialbackSecret(secret),
             handshake_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(600),
@@ -460,6 +493,12 @@ impl InboundSession {
             }
             _ => {}
         }
+        if let Some(from) = self.header.as_ref().and_then(|h| h.from.as_deref()) {
+            let from = from.to_ascii_lowercase();
+            if let Err(condition) = self.apply_peer_policy(&from) {
+                return self.fail(condition, "peer domain refused by federation policy");
+            }
+        }
         if legacy && self.config.tls == TlsPolicy::Required {
             return self.fail(
                 StreamErrorCondition::PolicyViolation,
@@ -476,6 +515,29 @@ impl InboundSession {
         if !legacy {
             let features = self.features();
             self.send_element(&features);
+        }
+    }
+
+    /// Looks the peer up in the policy; on accept, its policy governs this stream.
+    fn apply_peer_policy(&mut self, domain: &str) -> Result<(), StreamErrorCondition> {
+        let Some(policy) = self.config.peer_policy.clone() else {
+            return Ok(());
+        };
+        match (policy.0)(domain.strip_suffix('.').unwrap_or(domain)) {
+            PeerDecision::Refuse(condition) => Err(condition),
+            PeerDecision::Accept {
+                tls,
+                sasl,
+                dialback,
+            } => {
+                // TLS already running stays running, whatever this peer's policy says.
+                if !self.tls_active {
+                    self.config.tls = tls;
+                }
+                self.config.sasl = sasl;
+                self.config.dialback = dialback;
+                Ok(())
+            }
         }
     }
 
@@ -498,6 +560,7 @@ impl InboundSession {
         }
         let from = self.header.as_ref().and_then(|h| h.from.clone());
         self.external_offered = self.tls_active
+            && self.config.sasl
             && !self.sasl_done
             && self.header.as_ref().is_some_and(|h| h.to.is_some())
             && from
@@ -627,6 +690,21 @@ impl InboundSession {
                 if Jid::from_domain(&remote).is_err() {
                     return self
                         .send_element(&error(StanzaErrorCondition::BadRequest).to_element());
+                }
+                if let Err(condition) = self.apply_peer_policy(&remote) {
+                    return self.fail(condition, "peer domain refused by federation policy");
+                }
+                if !self.config.dialback {
+                    return self.fail(
+                        StreamErrorCondition::PolicyViolation,
+                        "dialback disabled for this peer",
+                    );
+                }
+                if self.tls_missing() {
+                    return self.fail(
+                        StreamErrorCondition::PolicyViolation,
+                        "TLS is required for this peer before dialback",
+                    );
                 }
                 if self.pairs.iter().any(|(l, r)| *l == local && *r == remote) {
                     let valid = DbResult {
@@ -1301,5 +1379,61 @@ mod tests {
             s.handle_timeout(now + Duration::from_secs(3600));
             assert!(s.is_closed());
         }
+    }
+
+    fn with_policy(decide: fn(&str) -> PeerDecision) -> InboundSession {
+        let mut c = config(TlsPolicy::Optional);
+        c.peer_policy = Some(PeerPolicy(std::sync::Arc::new(decide)));
+        InboundSession::new(c, Instant::now(), Box::new(|| "id".to_owned()))
+    }
+
+    #[test]
+    fn peer_policy_refuses_at_the_header() {
+        let mut s = with_policy(|_| PeerDecision::Refuse(StreamErrorCondition::PolicyViolation));
+        s.handle_input(Instant::now(), PEER_HEADER.as_bytes());
+        let (out, events) = drain(&mut s);
+        assert!(out.contains("<policy-violation"), "{out}");
+        assert!(!out.contains("<stream:features"), "{out}");
+        assert!(matches!(events.as_slice(), [SessionEvent::Closed(_)]));
+    }
+
+    #[test]
+    fn peer_policy_sets_this_streams_features() {
+        let mut s = with_policy(|domain| {
+            assert_eq!(domain, "example.org");
+            PeerDecision::Accept {
+                tls: TlsPolicy::Required,
+                sasl: false,
+                dialback: false,
+            }
+        });
+        s.handle_input(Instant::now(), PEER_HEADER.as_bytes());
+        let (out, _) = drain(&mut s);
+        assert!(out.contains("<required/>"), "{out}");
+        assert!(!out.contains("urn:xmpp:features:dialback"), "{out}");
+        // A db:result for a domain the policy refuses ends the stream.
+        let mut s = with_policy(|domain| {
+            if domain == "example.org" {
+                PeerDecision::Accept {
+                    tls: TlsPolicy::Optional,
+                    sasl: true,
+                    dialback: true,
+                }
+            } else {
+                PeerDecision::Refuse(StreamErrorCondition::HostUnknown)
+            }
+        });
+        s.handle_input(
+            Instant::now(),
+            format!(
+                "{PEER_HEADER}<db:result from='blocked.example' to='xmpp.example.com'>k</db:result>"
+            )
+            .as_bytes(),
+        );
+        let (out, events) = drain(&mut s);
+        assert!(out.contains("<host-unknown"), "{out}");
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::VerifyDialback { .. })));
     }
 }

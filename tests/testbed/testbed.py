@@ -655,7 +655,8 @@ def _up(d, args, s2s_ifaces):
         "LOG_DIR": logs, "RUN_DIR": run_dir,
         "CA_CERT": pki["ca"]["cert"], "EDGE_CERT": pki["edge"]["cert"],
         "EDGE_KEY": pki["edge"]["key"], "GMAIL_CERT": pki["gmail"]["cert"],
-        "GMAIL_KEY": pki["gmail"]["key"], "RESOLV_CONF": resolv,
+        "GMAIL_KEY": pki["gmail"]["key"], "S2S_CERT": pki[args.prosody_s2s_cert]["cert"],
+        "S2S_KEY": pki[args.prosody_s2s_cert]["key"], "RESOLV_CONF": resolv,
         "PROSODY_DATA": os.path.join(d, "prosody", "data"),
         "PROSODY_CERTS": os.path.join(d, "prosody", "certs"),
         "S2S_INTERFACES": "; ".join('"%s"' % a for a in s2s_ifaces),
@@ -733,6 +734,7 @@ def _up(d, args, s2s_ifaces):
             "settings": {
                 "s2s_require_encryption": args.s2s_require_encryption,
                 "s2s_secure_auth": args.s2s_secure_auth,
+                "s2s_cert": args.prosody_s2s_cert,
                 "dialback": args.dialback,
             },
             "config": services["prosody"]["config"],
@@ -1171,6 +1173,86 @@ def cmd_xmpp_probe(args):
         result["error"] = "%s: %s" % (type(e).__name__, e)
     print(json.dumps(result))
     sys.stdout.flush()
+    os._exit(0)  # slixmpp may leave tasks behind; don't wait for them
+
+
+def cmd_xmpp_recv(args):
+    """Logs --user in, prints {"ready": true} (one line), then one JSON line per message
+    received (chat/normal/error, with its sender, type, body and error condition) until
+    --count messages or --timeout seconds; then {"done": true}."""
+    import asyncio
+    import logging
+
+    logging.basicConfig(level=logging.CRITICAL)
+    import slixmpp
+
+    with open(os.path.join(args.dir, "testbed.json")) as f:
+        info = json.load(f)
+    users = {u["jid"]: u["password"] for u in info["xmpp"]["users"]}
+    c2s = (info["xmpp"]["c2s"]["host"], info["xmpp"]["c2s"]["port"])
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+
+    def emit(obj):
+        print(json.dumps(obj))
+        sys.stdout.flush()
+
+    async def main():
+        c = slixmpp.ClientXMPP(args.user, users[args.user])
+        c.ca_certs = info["pki"]["ca"]["cert"]
+        c.reconnect_max_attempts = 0
+        ready = loop.create_future()
+        inbox = asyncio.Queue()
+
+        async def on_start(_event):
+            c.send_presence()
+            await c.get_roster()
+            if not ready.done():
+                ready.set_result(True)
+
+        def on_fail(event):
+            if not ready.done():
+                ready.set_result("failed: %s" % (event,))
+
+        def on_msg(msg):
+            inbox.put_nowait(msg)
+
+        c.add_event_handler("session_start", on_start)
+        c.add_event_handler("failed_auth", on_fail)
+        c.add_event_handler("connection_failed", on_fail)
+        c.add_event_handler("message", on_msg)
+        c.add_event_handler("message_error", on_msg)
+        c.connect(address=c2s)
+        r = await asyncio.wait_for(ready, 15)
+        emit({"ready": r})
+        if r is not True:
+            return
+        for to in args.send:
+            c.send_message(mto=to, mbody=args.body, mtype="chat")
+        got = 0
+        deadline = loop.time() + args.timeout
+        while got < args.count:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                msg = await asyncio.wait_for(inbox.get(), left)
+            except asyncio.TimeoutError:
+                break
+            entry = {"from": str(msg["from"]), "to": str(msg["to"]), "type": msg["type"],
+                     "body": msg["body"], "id": msg["id"]}
+            if msg["type"] == "error":
+                entry["condition"] = msg["error"]["condition"]
+            emit({"message": entry})
+            got += 1
+        c.disconnect()
+        await asyncio.sleep(0.2)
+
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), args.timeout + 20))
+    except Exception as e:
+        emit({"error": "%s: %s" % (type(e).__name__, e)})
+    emit({"done": True})
     os._exit(0)  # slixmpp may leave tasks behind; don't wait for them
 
 
@@ -1942,6 +2024,10 @@ def build_parser():
                     help="Prosody s2s_secure_auth (default off: dialback accepted)")
     up.add_argument("--dialback", action=argparse.BooleanOptionalAction, default=True,
                     help="load mod_dialback in Prosody (default on)")
+    up.add_argument("--prosody-s2s-cert", choices=["gmail", "wrongname", "other"], default="gmail",
+                    help="the PKI leaf Prosody presents on s2s for its domains (default gmail; "
+                         "wrongname names rogue.contoso.test; other is from the unrelated CA); "
+                         "c2s keeps gmail")
     up.add_argument("--ua-transport", choices=["udp", "tcp"], default="udp",
                     help="transport from the Edge to the SIP users at %s (default udp)" % UA_ADDR)
     up.add_argument("--ua-port", type=int, default=SIP_PORT)
@@ -1982,6 +2068,15 @@ def build_parser():
     xp.add_argument("--wait", type=float, default=0.5,
                     help="seconds to wait for error bounces of the --remote messages")
     xp.add_argument("--body", default="hello from the testbed")
+
+    xr = sub.add_parser("xmpp-recv", help="log in as --user, print {\"ready\": true}, then each "
+                        "message received as a JSON line (optionally sending --send first)")
+    xr.add_argument("--dir", required=True)
+    xr.add_argument("--user", required=True)
+    xr.add_argument("--send", action="append", default=[], help="JIDs to send --body to once logged in")
+    xr.add_argument("--body", default="hello from the testbed")
+    xr.add_argument("--count", type=int, default=1, help="messages to wait for (default 1)")
+    xr.add_argument("--timeout", type=float, default=15.0)
     return ap
 
 
@@ -1989,7 +2084,7 @@ def main(argv):
     args = build_parser().parse_args(argv)
     cmds = {"install": cmd_install, "up": cmd_up, "down": cmd_down, "restart": cmd_restart,
             "selftest": cmd_selftest, "gateway-config": cmd_gateway_config, "sip-send": cmd_sip_send,
-            "xmpp-send": cmd_xmpp_probe}
+            "xmpp-send": cmd_xmpp_probe, "xmpp-recv": cmd_xmpp_recv}
     try:
         return cmds[args.cmd](args)
     except TestbedError as e:

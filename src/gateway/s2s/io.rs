@@ -1,0 +1,176 @@
+//! The byte pipe under an S2S session: TCP, then TLS after STARTTLS, with deadlines.
+//!
+//! One thread owns the socket and the rustls `Connection` (sans-IO form: `read_tls`,
+//! `process_new_packets`, `write_tls`); reads end at a deadline the session core chose, so no
+//! timeout ever reaches the XML parser (it only sees bytes already read).
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+/// What a read produced.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    /// Bytes (plaintext) were read into the buffer.
+    Data(usize),
+    /// The deadline passed with nothing to read.
+    Deadline,
+    /// The peer closed the connection (or TLS with close_notify).
+    Eof,
+}
+
+/// Longest single write wait: a peer that stops reading is cut off.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// TCP, or TCP with TLS.
+pub struct Pipe {
+    socket: TcpStream,
+    tls: Option<rustls::Connection>,
+}
+
+impl Pipe {
+    pub fn new(socket: TcpStream) -> Self {
+        let _ = socket.set_nodelay(true);
+        let _ = socket.set_write_timeout(Some(WRITE_TIMEOUT));
+        Pipe { socket, tls: None }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The peer's certificate chain once TLS is up.
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        self.tls.as_ref().and_then(|c| c.peer_certificates())
+    }
+
+    /// Runs the TLS handshake on this socket, `early` being bytes already read that belong
+    /// to TLS, until done or `deadline`.
+    pub fn start_tls(
+        &mut self,
+        conn: impl Into<rustls::Connection>,
+        early: &[u8],
+        deadline: Instant,
+    ) -> io::Result<()> {
+        let mut conn = conn.into();
+        if !early.is_empty() {
+            let mut rest = early;
+            while !rest.is_empty() {
+                conn.read_tls(&mut rest)?;
+                conn.process_new_packets().map_err(invalid)?;
+            }
+        }
+        while conn.is_handshaking() {
+            set_deadline(&self.socket, deadline)?;
+            match conn.complete_io(&mut self.socket) {
+                Ok((0, 0)) if conn.is_handshaking() => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "peer closed during the TLS handshake",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Send the alert rustls queued, so the peer learns why.
+                    let _ = conn.write_tls(&mut self.socket);
+                    return Err(e);
+                }
+            }
+        }
+        while conn.wants_write() {
+            conn.write_tls(&mut self.socket)?;
+        }
+        self.tls = Some(conn);
+        Ok(())
+    }
+
+    /// Reads what is available, waiting until `deadline` at most.
+    pub fn read(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<ReadOutcome> {
+        loop {
+            let Some(conn) = self.tls.as_mut() else {
+                if set_deadline(&self.socket, deadline).is_err() {
+                    return Ok(ReadOutcome::Deadline);
+                }
+                return match self.socket.read(buf) {
+                    Ok(0) => Ok(ReadOutcome::Eof),
+                    Ok(n) => Ok(ReadOutcome::Data(n)),
+                    Err(e) if is_timeout(&e) => Ok(ReadOutcome::Deadline),
+                    Err(e) => Err(e),
+                };
+            };
+            match conn.reader().read(buf) {
+                Ok(0) => return Ok(ReadOutcome::Eof),
+                Ok(n) => return Ok(ReadOutcome::Data(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(ReadOutcome::Eof),
+                Err(e) => return Err(e),
+            }
+            while conn.wants_write() {
+                conn.write_tls(&mut self.socket)?;
+            }
+            if set_deadline(&self.socket, deadline).is_err() {
+                return Ok(ReadOutcome::Deadline);
+            }
+            match conn.read_tls(&mut self.socket) {
+                Ok(0) => return Ok(ReadOutcome::Eof),
+                Ok(_) => {
+                    if let Err(e) = conn.process_new_packets() {
+                        let _ = conn.write_tls(&mut self.socket);
+                        return Err(invalid(e));
+                    }
+                }
+                Err(e) if is_timeout(&e) => return Ok(ReadOutcome::Deadline),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes all of `bytes` (encrypted once TLS is up).
+    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        match self.tls.as_mut() {
+            None => self.socket.write_all(bytes),
+            Some(conn) => {
+                conn.writer().write_all(bytes)?;
+                while conn.wants_write() {
+                    conn.write_tls(&mut self.socket)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes politely: TLS close_notify, then the socket.
+    pub fn close(mut self) {
+        if let Some(conn) = self.tls.as_mut() {
+            conn.send_close_notify();
+            while conn.wants_write() {
+                if conn.write_tls(&mut self.socket).is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
+fn set_deadline(socket: &TcpStream, deadline: Instant) -> io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+    }
+    socket.set_read_timeout(Some(left))
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn invalid(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}

@@ -1,0 +1,544 @@
+//! The XMPP server-to-server shell: the threads that run S2S streams around the sans-IO
+//! sessions of `crate::xmpp` ([`crate::xmpp::session::InboundSession`],
+//! [`crate::xmpp::outbound::OutboundSession`]), and the router's S2S table ([`XmppRoutes`]).
+//!
+//! ```text
+//!  xmpp-listen ─accept─▶ xmpp-in-N (inbound.rs): TCP ─▶ STARTTLS ─▶ InboundSession
+//!                              │ db:result from a peer: an outbound stream (outbound::verify,
+//!                              │ in this thread) to the claimed domain's servers, db:verify
+//!                              └─ authenticated stanzas ─▶ router ─▶ XmppRoutes ─▶ sink
+//!  router: XmppEvent::Send ─▶ XmppRoutes ── stream for (from, to) domains? ── no ─▶ spawn
+//!                              xmpp-out-<domain> (outbound.rs): SRV order, connect, STARTTLS,
+//!                              SASL EXTERNAL or dialback, bounded queue, keepalive, idle close
+//!                              └─ on failure every queued stanza ─▶ XmppEvent::Bounce
+//! ```
+//!
+//! In scope: the federation policy (allowlist/open/block, per-partner tls/sasl/dialback and
+//! route, [`decide`]), `max_per_partner`, the timeouts from `[xmpp]`, registering every
+//! connection with the router so shutdown can wake it. Out of scope: translation (the router
+//! hands stanzas to the translator, or until it exists to a sink, [`XmppNotice`]).
+//!
+//! Choices:
+//! - One outbound stream per (hosted domain, remote domain) pair, no dialback piggybacking
+//!   (see `crate::xmpp::outbound`).
+//! - Certificates are judged after the handshake (`crate::tls::xmpp`): a peer with an
+//!   unverifiable certificate still gets TLS and dialback (unless `tls = required`), and
+//!   SASL EXTERNAL only happens with a certificate valid for the domain.
+//! - An outbound thread waits on its socket and its queue by polling the queue every
+//!   [`OUTBOUND_POLL`] (a blocking socket cannot be woken by a channel); a gateway has few
+//!   outbound streams, so the wake-ups cost little, and a stanza waits at most that long.
+//! - Inbound dialback verification runs in the inbound thread: only that peer waits for it.
+//! - Without a translator, accepted inbound stanzas go to the sink or are logged and dropped
+//!   (issue 5 plugs the translator into [`XmppRoutes::handle`]).
+
+mod inbound;
+pub mod io;
+mod outbound;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use super::router::RouterEvent;
+use crate::config::{AuthPolicy, Config, FederationMode, Requirement};
+use crate::dns::{Resolver, StaticHosts};
+use crate::tls::xmpp::XmppTls;
+use crate::xmpp::element::Element;
+use crate::xmpp::error::{error_reply, StanzaError, StanzaErrorCondition, StreamErrorCondition};
+use crate::xmpp::jid::Jid;
+use crate::xmpp::session::{AuthMethod, DialbackSecret};
+
+pub(super) use inbound::serve_inbound;
+
+/// A stanza that arrived on an authenticated inbound stream, addresses checked.
+#[derive(Debug, Clone)]
+pub struct InboundStanza {
+    /// Our domain it is addressed to.
+    pub local: String,
+    /// The authenticated peer domain it comes from.
+    pub remote: String,
+    /// The stanza.
+    pub stanza: Element,
+}
+
+/// What the S2S side tells the router.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum XmppEvent {
+    /// An authenticated stanza from a peer.
+    Inbound(InboundStanza),
+    /// A stanza to send to a remote domain (from the translator, or a test).
+    Send(Element),
+    /// A stanza that could not be delivered; its sender gets an error stanza.
+    Bounce {
+        /// The stanza as it was to be sent.
+        stanza: Element,
+        /// Why.
+        condition: StanzaErrorCondition,
+    },
+    /// A domain pair was authenticated on a stream.
+    Authenticated {
+        /// `true` for a stream we opened.
+        outbound: bool,
+        /// Our domain.
+        local: String,
+        /// The peer's domain.
+        remote: String,
+        /// How.
+        method: AuthMethod,
+        /// Whether the stream runs over TLS.
+        tls: bool,
+        /// The peer's address.
+        peer: SocketAddr,
+    },
+    /// An outbound stream thread stopped taking stanzas.
+    OutboundEnded {
+        /// Our domain.
+        local: String,
+        /// The peer's domain.
+        remote: String,
+        /// Which thread (the table may already hold a newer one).
+        stream: u64,
+    },
+}
+
+/// What the router hands on for the XMPP side while there is no translator (a test sink).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum XmppNotice {
+    /// An authenticated inbound stanza.
+    Stanza(InboundStanza),
+    /// The error stanza for an undeliverable stanza, addressed to its sender.
+    Bounced(Element),
+    /// A domain pair was authenticated (for observability and tests).
+    Authenticated {
+        /// `true` for a stream we opened.
+        outbound: bool,
+        /// Our domain.
+        local: String,
+        /// The peer's domain.
+        remote: String,
+        /// How.
+        method: AuthMethod,
+        /// Whether the stream runs over TLS.
+        tls: bool,
+        /// The peer's address.
+        peer: SocketAddr,
+    },
+}
+
+/// What every S2S thread shares, read-only but for two small counters.
+pub struct S2sContext {
+    pub config: Arc<Config>,
+    pub tls: Option<XmppTls>,
+    pub secret: DialbackSecret,
+    /// `[gateway] sip_domains`, lowercased: the domains served here.
+    pub hosted: HashSet<String>,
+    pub resolver: Resolver,
+    pub hosts: StaticHosts,
+    pub events: Sender<RouterEvent>,
+    /// Authenticated inbound streams per peer domain (`max_per_partner`).
+    per_partner: Mutex<HashMap<String, usize>>,
+    /// Domains whose refusal was logged at warn level already (logged once).
+    refused: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for S2sContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S2sContext")
+            .field("hosted", &self.hosted)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stanzas waiting for one outbound stream (the channel to its thread) are bounded by this.
+pub const OUTBOUND_QUEUE: usize = 256;
+/// How often an outbound thread looks at its queue while blocked on the socket.
+pub const OUTBOUND_POLL: Duration = Duration::from_millis(20);
+
+static NEXT_STREAM: AtomicU64 = AtomicU64::new(1 << 40);
+
+impl S2sContext {
+    pub fn new(
+        config: Arc<Config>,
+        tls: Option<XmppTls>,
+        secret: String,
+        events: Sender<RouterEvent>,
+    ) -> Self {
+        let resolver = if config.dns.servers.is_empty() {
+            Resolver::from_system().unwrap_or_else(|e| {
+                log::warn!("xmpp: no usable /etc/resolv.conf ({e}); asking 127.0.0.1");
+                Resolver::new(
+                    vec![SocketAddr::from(([127, 0, 0, 1], 53))],
+                    config.dns.timeout,
+                    2,
+                )
+            })
+        } else {
+            Resolver::new(config.dns.servers.clone(), config.dns.timeout, 2)
+        };
+        let mut hosts = StaticHosts::new();
+        for (name, addrs) in &config.hosts {
+            if let Err(e) = hosts.insert(name, addrs) {
+                log::warn!("[hosts] {name}: {e}");
+            }
+        }
+        S2sContext {
+            hosted: config
+                .gateway
+                .sip_domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+            tls,
+            secret: DialbackSecret(secret),
+            resolver,
+            hosts,
+            events,
+            per_partner: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashSet::new()),
+            config,
+        }
+    }
+
+    /// Logs a policy refusal at warn level the first time for a domain, then at debug.
+    fn log_refusal(&self, direction: &str, domain: &str, why: &str) {
+        let first = self
+            .refused
+            .lock()
+            .map(|mut set| set.len() < 10_000 && set.insert(domain.to_owned()))
+            .unwrap_or(true);
+        if first {
+            log::warn!("xmpp {direction} {domain}: refused: {why} (further refusals of {domain} logged at debug)");
+        } else {
+            log::debug!("xmpp {direction} {domain}: refused: {why}");
+        }
+    }
+
+    /// Counts an authenticated inbound stream from `domain`; `None` over `max_per_partner`.
+    fn partner_slot(self: &Arc<Self>, domain: &str) -> Option<PartnerSlot> {
+        let mut map = self.per_partner.lock().ok()?;
+        let n = map.entry(domain.to_owned()).or_insert(0);
+        if *n >= self.config.xmpp.max_per_partner {
+            return None;
+        }
+        *n += 1;
+        Some(PartnerSlot {
+            context: Arc::clone(self),
+            domain: domain.to_owned(),
+        })
+    }
+}
+
+/// One counted inbound stream of a partner; freed on drop.
+struct PartnerSlot {
+    context: Arc<S2sContext>,
+    domain: String,
+}
+
+impl Drop for PartnerSlot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.context.per_partner.lock() {
+            if let Some(n) = map.get_mut(&self.domain) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(&self.domain);
+                }
+            }
+        }
+    }
+}
+
+/// What local policy says about a peer domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Talk to it with this policy; `route` overrides DNS.
+    Allow {
+        policy: AuthPolicy,
+        route: Option<(String, u16)>,
+    },
+    /// Refuse, with the stream error to send and a reason for the log.
+    Refuse {
+        condition: StreamErrorCondition,
+        why: &'static str,
+    },
+}
+
+/// Federation policy for `domain` (lowercase, no trailing dot): `[federation] block` first,
+/// then a `[partner]` section (by name or alias), then `[federation] mode`.
+pub fn decide(config: &Config, domain: &str) -> Decision {
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    if config
+        .federation
+        .block
+        .iter()
+        .any(|b| b.eq_ignore_ascii_case(domain))
+    {
+        return Decision::Refuse {
+            condition: StreamErrorCondition::PolicyViolation,
+            why: "listed in [federation] block",
+        };
+    }
+    if let Some(partner) = config.partner(domain) {
+        return Decision::Allow {
+            policy: config.policy_for(partner),
+            route: partner.route.as_ref().map(|r| (r.host.clone(), r.port)),
+        };
+    }
+    match config.federation.mode {
+        FederationMode::Open => Decision::Allow {
+            policy: config.xmpp.policy,
+            route: None,
+        },
+        FederationMode::Allowlist => Decision::Refuse {
+            condition: StreamErrorCondition::PolicyViolation,
+            why: "no [partner] section and [federation] mode = allowlist",
+        },
+    }
+}
+
+fn requirement_enabled(r: Requirement) -> bool {
+    r != Requirement::Disabled
+}
+
+/// The router's S2S table: one outbound stream thread per (local, remote) domain pair.
+pub struct XmppRoutes {
+    context: Arc<S2sContext>,
+    sink: Option<Sender<XmppNotice>>,
+    streams: HashMap<(String, String), OutStream>,
+}
+
+struct OutStream {
+    id: u64,
+    queue: Sender<Element>,
+}
+
+impl XmppRoutes {
+    pub fn new(context: Arc<S2sContext>, sink: Option<Sender<XmppNotice>>) -> Self {
+        XmppRoutes {
+            context,
+            sink,
+            streams: HashMap::new(),
+        }
+    }
+
+    /// Handles one event in the router thread; never blocks.
+    pub fn handle(&mut self, event: XmppEvent) {
+        match event {
+            XmppEvent::Inbound(stanza) => {
+                if !self.notify(XmppNotice::Stanza(stanza.clone())) {
+                    log::info!(
+                        "xmpp inbound {}: <{}/> for {} accepted; no translator yet, dropped",
+                        stanza.remote,
+                        stanza.stanza.name,
+                        stanza.local
+                    );
+                }
+            }
+            XmppEvent::Send(stanza) => self.send(stanza),
+            XmppEvent::Bounce { stanza, condition } => self.bounce(stanza, condition),
+            XmppEvent::Authenticated {
+                outbound,
+                local,
+                remote,
+                method,
+                tls,
+                peer,
+            } => {
+                self.notify(XmppNotice::Authenticated {
+                    outbound,
+                    local,
+                    remote,
+                    method,
+                    tls,
+                    peer,
+                });
+            }
+            XmppEvent::OutboundEnded {
+                local,
+                remote,
+                stream,
+            } => {
+                let key = (local, remote);
+                if self.streams.get(&key).is_some_and(|s| s.id == stream) {
+                    // Dropping the sender lets the thread finish draining and exit.
+                    self.streams.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn notify(&self, notice: XmppNotice) -> bool {
+        match &self.sink {
+            Some(sink) => sink.try_send(notice).is_ok(),
+            None => false,
+        }
+    }
+
+    fn bounce(&self, stanza: Element, condition: StanzaErrorCondition) {
+        log::info!(
+            "xmpp: <{}/> from {} to {} bounced: {condition}",
+            stanza.name,
+            stanza.attr("from").unwrap_or("?"),
+            stanza.attr("to").unwrap_or("?")
+        );
+        if let Some(reply) = error_reply(&stanza, &StanzaError::new(condition)) {
+            self.notify(XmppNotice::Bounced(reply));
+        }
+    }
+
+    fn send(&mut self, stanza: Element) {
+        let domain_of = |attr: &str| {
+            stanza
+                .attr(attr)
+                .and_then(|v| v.parse::<Jid>().ok())
+                .map(|j| j.domain().to_ascii_lowercase())
+        };
+        let (Some(local), Some(remote)) = (domain_of("from"), domain_of("to")) else {
+            return self.bounce(stanza, StanzaErrorCondition::JidMalformed);
+        };
+        if !self.context.hosted.contains(&local) || self.context.hosted.contains(&remote) {
+            return self.bounce(stanza, StanzaErrorCondition::NotAllowed);
+        }
+        if let Decision::Refuse { why, .. } = decide(&self.context.config, &remote) {
+            self.context.log_refusal("outbound", &remote, why);
+            return self.bounce(stanza, StanzaErrorCondition::RemoteServerNotFound);
+        }
+        let key = (local, remote);
+        let stanza = match self.streams.get(&key) {
+            Some(stream) => match stream.queue.try_send(stanza) {
+                Ok(()) => return,
+                Err(TrySendError::Full(s)) => {
+                    return self.bounce(s, StanzaErrorCondition::ResourceConstraint)
+                }
+                Err(TrySendError::Disconnected(s)) => {
+                    self.streams.remove(&key);
+                    s
+                }
+            },
+            None => stanza,
+        };
+        let (tx, rx) = crossbeam_channel::bounded(OUTBOUND_QUEUE);
+        let id = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
+        let context = Arc::clone(&self.context);
+        let (local, remote) = key.clone();
+        let name = format!("xmpp-out-{remote}");
+        match super::threads::spawn(name, super::threads::CONNECTION_STACK, move || {
+            outbound::run(&context, &local, &remote, id, rx)
+        }) {
+            Ok(_) => {
+                // Cannot fail: the channel is new and the thread holds the receiver.
+                let _ = tx.try_send(stanza);
+                self.streams.insert(key, OutStream { id, queue: tx });
+            }
+            Err(error) => {
+                log::error!("xmpp outbound {}: cannot start a thread: {error}", key.1);
+                self.bounce(stanza, StanzaErrorCondition::ResourceConstraint);
+            }
+        }
+    }
+}
+
+/// A random stream id (XEP-0185 relies on it being unpredictable).
+fn random_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        // The system RNG failing is not survivable for dialback; a counter keeps ids unique.
+        return format!("xsgw-{}", NEXT_STREAM.fetch_add(1, Ordering::Relaxed));
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stream error in a stream of its own, for refusing before any session exists.
+pub(super) fn stream_error(condition: &str, text: &str) -> Vec<u8> {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>\
+         <stream:error><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+         <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>{text}</text></stream:error></stream:stream>"
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const BASE: &str = "[gateway]
+fqdn = gw.contoso.test
+sip_domains = contoso.test
+[xmpp]
+tls = optional
+[sip]
+edge = sip.contoso.test:5061
+edge_names = sip.contoso.test
+[partner gmail.test]
+aliases = googlemail.test
+tls = required
+sasl = disabled
+route = 192.0.2.7:5270
+";
+
+    fn config(extra: &str) -> Config {
+        let text = format!("{BASE}{extra}");
+        crate::config::parse(&text, Path::new("test.ini"))
+            .expect("parses")
+            .0
+    }
+
+    #[test]
+    fn partner_policy_and_route_by_name_or_alias() {
+        let c = config("");
+        for domain in ["gmail.test", "GoogleMail.test.", "gmail.test."] {
+            match decide(&c, domain) {
+                Decision::Allow { policy, route } => {
+                    assert_eq!(policy.tls, Requirement::Required, "{domain}");
+                    assert_eq!(policy.sasl, Requirement::Disabled, "{domain}");
+                    assert_eq!(policy.dialback, Requirement::Optional, "{domain}");
+                    assert_eq!(route, Some(("192.0.2.7".to_owned(), 5270)), "{domain}");
+                }
+                other => panic!("{domain}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn allowlist_open_and_block() {
+        let allowlist = config("");
+        assert!(matches!(
+            decide(&allowlist, "jabber.test"),
+            Decision::Refuse {
+                condition: StreamErrorCondition::PolicyViolation,
+                ..
+            }
+        ));
+        let open = config("[federation]\nmode = open\nblock = spam.test\n");
+        assert!(matches!(
+            decide(&open, "jabber.test"),
+            Decision::Allow { route: None, .. }
+        ));
+        assert!(matches!(
+            decide(&open, "SPAM.test"),
+            Decision::Refuse { .. }
+        ));
+        // The block list wins over a partner section.
+        let blocked = config("[federation]\nmode = open\nblock = gmail.test\n");
+        assert!(matches!(
+            decide(&blocked, "gmail.test"),
+            Decision::Refuse { .. }
+        ));
+    }
+
+    #[test]
+    fn stream_ids_are_random_hex() {
+        let (a, b) = (random_id(), random_id());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,418 @@
+//! Outbound S2S streams: the per-domain-pair thread that carries our stanzas, and the short
+//! verification stream an inbound dialback needs (XEP-0220 §2.1.2).
+//!
+//! Targets come from [`crate::dns::resolve_xmpp_server`] (route override, SRV in RFC 2782
+//! order, fallback to the domain on 5269); each address is tried in order with
+//! `[xmpp] connect_timeout`, and a target whose connection or set-up fails gives way to the
+//! next. Stanzas wait in the thread's bounded channel and the session's bounded queue; when
+//! no target works, every one of them is bounced (`remote-server-not-found` when nothing
+//! answered, `remote-server-timeout` when a server answered but the stream never came up).
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, TryRecvError};
+
+use super::io::{Pipe, ReadOutcome};
+use super::{decide, Decision, S2sContext, XmppEvent, OUTBOUND_POLL};
+use crate::config::{AuthPolicy, Requirement};
+use crate::dns::{resolve_xmpp_server, srv, Target};
+use crate::gateway::router::RouterEvent;
+use crate::gateway::Side;
+use crate::xmpp::element::Element;
+use crate::xmpp::error::StanzaErrorCondition;
+use crate::xmpp::outbound::{
+    OutboundClose, OutboundConfig, OutboundEvent, OutboundPurpose, OutboundSession, Want,
+};
+use crate::xmpp::session::DialbackVerdict;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1 << 48);
+
+fn want(r: Requirement) -> Want {
+    match r {
+        Requirement::Required => Want::Required,
+        Requirement::Optional => Want::Optional,
+        Requirement::Disabled => Want::Disabled,
+    }
+}
+
+fn session_config(
+    context: &S2sContext,
+    local: &str,
+    remote: &str,
+    policy: AuthPolicy,
+) -> OutboundConfig {
+    let xmpp = &context.config.xmpp;
+    let limits = crate::xmpp::stream::StreamLimits {
+        max_stanza: xmpp.max_stanza,
+        ..Default::default()
+    };
+    OutboundConfig {
+        local: local.to_owned(),
+        remote: remote.to_owned(),
+        tls: want(policy.tls),
+        sasl: want(policy.sasl),
+        dialback: want(policy.dialback),
+        tls_available: context.tls.is_some(),
+        dialback_secret: context.secret.clone(),
+        handshake_timeout: xmpp.stream_timeout,
+        keepalive: xmpp.keepalive,
+        idle_timeout: xmpp.idle_timeout,
+        max_queue: super::OUTBOUND_QUEUE,
+        limits,
+    }
+}
+
+fn targets(context: &S2sContext, remote: &str, route: Option<(String, u16)>) -> Vec<Target> {
+    let mut rng = srv::system_random();
+    let route = route.as_ref().map(|(h, p)| (h.as_str(), *p));
+    match resolve_xmpp_server(remote, route, &context.hosts, &context.resolver, &mut rng) {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!("xmpp outbound {remote}: no server found: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Runs `session` on `pipe` until it closes or the connection breaks. `queue` feeds stanzas
+/// while the stream runs; `on_event` sees every session event but `StartTls`.
+fn drive(
+    context: &S2sContext,
+    pipe: &mut Pipe,
+    session: &mut OutboundSession,
+    queue: Option<&Receiver<Element>>,
+    who: &str,
+    on_event: &mut dyn FnMut(&OutboundEvent),
+) -> Result<(), String> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut out = Vec::new();
+    let remote = session.remote().to_owned();
+    loop {
+        while let Some(event) = session.poll_event() {
+            if event == OutboundEvent::StartTls {
+                session.poll_transmit(&mut out);
+                pipe.write_all(&out)
+                    .map_err(|e| format!("write error: {e}"))?;
+                out.clear();
+                let Some(tls) = &context.tls else {
+                    return Err("STARTTLS without TLS configuration".into());
+                };
+                let conn = tls.connect(&remote).map_err(|e| format!("TLS: {e}"))?;
+                let early = session.take_tls_bytes();
+                let deadline = Instant::now() + context.config.xmpp.stream_timeout;
+                pipe.start_tls(conn, &early, deadline)
+                    .map_err(|e| format!("TLS handshake with {remote} failed: {e}"))?;
+                let valid = match tls.verify_server(pipe.peer_certificates(), &remote) {
+                    Ok(()) => {
+                        log::debug!("{who}: TLS up, certificate valid for {remote}");
+                        true
+                    }
+                    Err(why) => {
+                        log::info!("{who}: TLS up but {why}: no SASL EXTERNAL, dialback only");
+                        false
+                    }
+                };
+                session.handle_tls_established(Instant::now(), valid);
+                continue;
+            }
+            on_event(&event);
+            if let OutboundEvent::Closed(_) = event {
+                session.poll_transmit(&mut out);
+                let _ = pipe.write_all(&out);
+                return Ok(());
+            }
+        }
+        session.poll_transmit(&mut out);
+        pipe.write_all(&out)
+            .map_err(|e| format!("write error: {e}"))?;
+        out.clear();
+        let mut deadline = session
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + OUTBOUND_POLL);
+        if let Some(queue) = queue {
+            loop {
+                match queue.try_recv() {
+                    Ok(stanza) => {
+                        if let Err(stanza) = session.send(Instant::now(), stanza) {
+                            bounce(context, stanza, StanzaErrorCondition::ResourceConstraint);
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    // The router let go of this pair: finish politely.
+                    Err(TryRecvError::Disconnected) => {
+                        session.close();
+                        break;
+                    }
+                }
+            }
+            if session.is_closed() {
+                // Closed by the drain above: the top of the loop writes and reports it.
+                continue;
+            }
+            session.poll_transmit(&mut out);
+            pipe.write_all(&out)
+                .map_err(|e| format!("write error: {e}"))?;
+            out.clear();
+            deadline = deadline.min(Instant::now() + OUTBOUND_POLL);
+        }
+        match pipe.read(&mut buf, deadline) {
+            Ok(ReadOutcome::Data(n)) => {
+                session.handle_input(Instant::now(), buf.get(..n).unwrap_or_default())
+            }
+            Ok(ReadOutcome::Deadline) => session.handle_timeout(Instant::now()),
+            Ok(ReadOutcome::Eof) => {
+                // The peer left, or shutdown woke our read: close our side politely.
+                session.close();
+                session.poll_transmit(&mut out);
+                let _ = pipe.write_all(&out);
+                return Err("connection closed".into());
+            }
+            Err(e) => return Err(format!("read error: {e}")),
+        }
+    }
+}
+
+fn connect(context: &S2sContext, addr: SocketAddr, who: &str) -> Option<TcpStream> {
+    match TcpStream::connect_timeout(&addr, context.config.xmpp.connect_timeout) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::info!("{who}: cannot connect to {addr}: {e}");
+            None
+        }
+    }
+}
+
+fn register(context: &S2sContext, socket: &TcpStream, addr: SocketAddr) -> Option<u64> {
+    let waker = socket.try_clone().ok()?;
+    let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let _ = context.events.send(RouterEvent::Connected {
+        id,
+        side: Side::Xmpp,
+        peer: addr,
+        waker,
+    });
+    Some(id)
+}
+
+fn unregister(context: &S2sContext, id: Option<u64>) {
+    if let Some(id) = id {
+        let _ = context.events.send(RouterEvent::Disconnected { id });
+    }
+}
+
+fn bounce(context: &S2sContext, stanza: Element, condition: StanzaErrorCondition) {
+    let _ = context
+        .events
+        .send(RouterEvent::Xmpp(XmppEvent::Bounce { stanza, condition }));
+}
+
+/// The thread of the outbound stream `local` → `remote`, started by the router with its
+/// first stanza in `queue`.
+pub fn run(
+    context: &Arc<S2sContext>,
+    local: &str,
+    remote: &str,
+    stream: u64,
+    queue: Receiver<Element>,
+) {
+    let who = format!("xmpp outbound {local} → {remote}");
+    let (policy, route) = match decide(&context.config, remote) {
+        Decision::Allow { policy, route } => (policy, route),
+        Decision::Refuse { why, .. } => {
+            log::info!("{who}: refused by policy: {why}");
+            return finish(
+                context,
+                local,
+                remote,
+                stream,
+                queue,
+                false,
+                StanzaErrorCondition::RemoteServerNotFound,
+            );
+        }
+    };
+    let mut carried: Vec<Element> = Vec::new();
+    let mut answered = false;
+    let mut worked = false;
+    'targets: for target in targets(context, remote, route) {
+        for addr in target
+            .addrs
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, target.port))
+        {
+            let Some(socket) = connect(context, addr, &who) else {
+                continue;
+            };
+            answered = true;
+            let id = register(context, &socket, addr);
+            log::info!("{who}: connected to {} ({addr})", target.host);
+            let mut pipe = Pipe::new(socket);
+            let config = session_config(context, local, remote, policy);
+            let mut session =
+                OutboundSession::new(config, OutboundPurpose::Stanzas, Instant::now());
+            for stanza in carried.drain(..) {
+                if let Err(s) = session.send(Instant::now(), stanza) {
+                    bounce(context, s, StanzaErrorCondition::ResourceConstraint);
+                }
+            }
+            let mut authenticated = false;
+            let mut closed = None;
+            let result = drive(
+                context,
+                &mut pipe,
+                &mut session,
+                Some(&queue),
+                &who,
+                &mut |event| match event {
+                    OutboundEvent::Authenticated { method, tls } => {
+                        authenticated = true;
+                        log::info!("{who}: authenticated by {method:?} via {addr}");
+                        let _ = context
+                            .events
+                            .send(RouterEvent::Xmpp(XmppEvent::Authenticated {
+                                outbound: true,
+                                local: local.to_owned(),
+                                remote: remote.to_owned(),
+                                method: *method,
+                                tls: *tls,
+                                peer: addr,
+                            }));
+                    }
+                    OutboundEvent::Closed(reason) => closed = Some(reason.clone()),
+                    _ => {}
+                },
+            );
+            pipe.close();
+            unregister(context, id);
+            carried.extend(session.take_unsent());
+            match (&result, &closed) {
+                (Err(e), _) => log::info!("{who}: stream via {addr} ended: {e}"),
+                (Ok(()), Some(reason)) => log::info!("{who}: stream via {addr} closed: {reason:?}"),
+                _ => {}
+            }
+            if authenticated {
+                worked = true;
+                break 'targets;
+            }
+            if matches!(closed, Some(OutboundClose::LocalClose)) {
+                break 'targets;
+            }
+        }
+    }
+    for stanza in carried {
+        if worked {
+            resubmit(context, stanza);
+        } else {
+            bounce(context, stanza, condition_for(answered));
+        }
+    }
+    finish(
+        context,
+        local,
+        remote,
+        stream,
+        queue,
+        worked,
+        condition_for(answered),
+    );
+}
+
+fn condition_for(answered: bool) -> StanzaErrorCondition {
+    if answered {
+        StanzaErrorCondition::RemoteServerTimeout
+    } else {
+        StanzaErrorCondition::RemoteServerNotFound
+    }
+}
+
+fn resubmit(context: &S2sContext, stanza: Element) {
+    let _ = context
+        .events
+        .send(RouterEvent::Xmpp(XmppEvent::Send(stanza)));
+}
+
+/// Tells the router this thread takes no more stanzas, then hands back what is still queued:
+/// resubmitted after a stream that worked (the next one reopens), bounced after a failure.
+fn finish(
+    context: &S2sContext,
+    local: &str,
+    remote: &str,
+    stream: u64,
+    queue: Receiver<Element>,
+    worked: bool,
+    condition: StanzaErrorCondition,
+) {
+    let _ = context
+        .events
+        .send(RouterEvent::Xmpp(XmppEvent::OutboundEnded {
+            local: local.to_owned(),
+            remote: remote.to_owned(),
+            stream,
+        }));
+    // Ends when the router drops its sender (on OutboundEnded) or at shutdown.
+    while let Ok(stanza) = queue.recv() {
+        if worked {
+            resubmit(context, stanza);
+        } else {
+            bounce(context, stanza, condition);
+        }
+    }
+}
+
+/// Asks `remote`'s authoritative servers whether `key` is the one they gave for our inbound
+/// stream `stream_id` (we are `local`, the receiving server).
+pub fn verify(
+    context: &S2sContext,
+    local: &str,
+    remote: &str,
+    stream_id: &str,
+    key: &str,
+) -> DialbackVerdict {
+    let who = format!("xmpp dialback verify {local} → {remote}");
+    let (policy, route) = match decide(&context.config, remote) {
+        Decision::Allow { policy, route } => (policy, route),
+        Decision::Refuse { .. } => {
+            return DialbackVerdict::Error(StanzaErrorCondition::NotAllowed);
+        }
+    };
+    let purpose = OutboundPurpose::Verify {
+        stream_id: stream_id.to_owned(),
+        key: key.to_owned(),
+    };
+    let mut answered = false;
+    for target in targets(context, remote, route) {
+        for addr in target
+            .addrs
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, target.port))
+        {
+            let Some(socket) = connect(context, addr, &who) else {
+                continue;
+            };
+            answered = true;
+            // The partner's TLS policy holds here too; the stream carries no stanza.
+            let mut config = session_config(context, local, remote, policy);
+            config.sasl = Want::Disabled;
+            config.dialback = Want::Optional;
+            let mut pipe = Pipe::new(socket);
+            let mut session = OutboundSession::new(config, purpose.clone(), Instant::now());
+            let mut verdict = None;
+            let result = drive(context, &mut pipe, &mut session, None, &who, &mut |event| {
+                if let OutboundEvent::Verified(valid) = event {
+                    verdict = Some(*valid);
+                }
+            });
+            pipe.close();
+            match (verdict, result) {
+                (Some(true), _) => return DialbackVerdict::Valid,
+                (Some(false), _) => return DialbackVerdict::Invalid,
+                (None, Err(e)) => log::info!("{who}: via {addr}: {e}"),
+                (None, Ok(())) => log::info!("{who}: via {addr}: no answer"),
+            }
+        }
+    }
+    DialbackVerdict::Error(condition_for(answered))
+}
