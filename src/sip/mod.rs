@@ -32,6 +32,7 @@ pub mod build;
 pub mod frame;
 mod grammar;
 pub mod header;
+pub mod link;
 pub mod message;
 pub mod name;
 pub mod request;
