@@ -19,6 +19,10 @@ pub struct Context {
     pub config: Arc<Config>,
     pub events: Sender<RouterEvent>,
     pub sip_server: Arc<rustls::ServerConfig>,
+    /// The client side of the SIP leg (the gateway's connection to `[sip] edge`).
+    pub sip_client: Arc<rustls::ClientConfig>,
+    /// When set, requests from the Edge go here instead of the router (in-process tests).
+    pub sip_requests: Option<Sender<super::edge::InboundRequest>>,
 }
 
 impl Context {
@@ -28,10 +32,13 @@ impl Context {
         events: Sender<RouterEvent>,
     ) -> Result<Self, rustls::Error> {
         let sip_server = tls::sip::sip_server_config(&credentials)?;
+        let sip_client = tls::sip::sip_client_config(&credentials, &config.sip.edge_names)?;
         Ok(Context {
             config,
             events,
             sip_server,
+            sip_client,
+            sip_requests: None,
         })
     }
 }

@@ -34,7 +34,16 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use crate::config::{Config, Credentials};
+pub use edge::{ClientOutcome, ConnectionGone, EdgeHandle, InboundRequest};
 pub use router::RouterEvent;
+
+/// Options of [`Gateway::start_with`] beyond the configuration.
+#[derive(Debug, Default)]
+pub struct GatewayOptions {
+    /// Requests from the Edge go to this channel instead of the router (in-process tests
+    /// acting as the translator).
+    pub sip_requests: Option<Sender<InboundRequest>>,
+}
 
 /// How long shutdown waits for connections to close before leaving anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -151,12 +160,22 @@ pub struct Gateway {
     /// Where the listeners actually listen (useful with port 0 in tests).
     pub xmpp_addr: SocketAddr,
     pub sip_addr: SocketAddr,
+    edge: EdgeHandle,
 }
 
 impl Gateway {
     /// Prepares state, binds both listeners and starts the router and listener threads.
     /// Binding happens before any thread starts, so a busy port fails start-up cleanly.
     pub fn start(config: Arc<Config>, credentials: Credentials) -> Result<Gateway, RunError> {
+        Gateway::start_with(config, credentials, GatewayOptions::default())
+    }
+
+    /// [`Gateway::start`] with [`GatewayOptions`].
+    pub fn start_with(
+        config: Arc<Config>,
+        credentials: Credentials,
+        options: GatewayOptions,
+    ) -> Result<Gateway, RunError> {
         state::ensure_state_dir(&config.gateway.state_dir).map_err(RunError::State)?;
         let (_secret, generated) =
             state::load_or_create_secret(&config.xmpp.dialback_secret).map_err(RunError::State)?;
@@ -183,10 +202,11 @@ impl Gateway {
         let stopping = Arc::new(AtomicBool::new(false));
         let listener_addrs = vec![xmpp_addr, sip_addr];
 
-        let context = Arc::new(
+        let mut context =
             connection::Context::new(Arc::clone(&config), credentials, events.clone())
-                .map_err(|e| RunError::Tls(e.to_string()))?,
-        );
+                .map_err(|e| RunError::Tls(e.to_string()))?;
+        context.sip_requests = options.sip_requests;
+        let context = Arc::new(context);
         let mut listeners = Vec::new();
         for (side, socket, max) in [
             (Side::Xmpp, xmpp, config.xmpp.max_connections),
@@ -202,6 +222,15 @@ impl Gateway {
             .map_err(|error| RunError::Spawn { name, error })?;
             listeners.push(handle);
         }
+
+        let (edge, edge_thread) =
+            edge::outbound::start(Arc::clone(&context), Arc::clone(&stopping)).map_err(
+                |error| RunError::Spawn {
+                    name: "sip-edge-out".into(),
+                    error,
+                },
+            )?;
+        listeners.push(edge_thread);
 
         let router_state = router::Router::new(Arc::clone(&config), stopping, listener_addrs);
         let router = threads::spawn("router".into(), threads::SERVICE_STACK, move || {
@@ -223,7 +252,13 @@ impl Gateway {
             listeners,
             xmpp_addr,
             sip_addr,
+            edge,
         })
+    }
+
+    /// Sends requests to the Edge over the gateway's outbound connection.
+    pub fn edge(&self) -> EdgeHandle {
+        self.edge.clone()
     }
 
     /// A sender for lifecycle events (shutdown, reload) into the router.

@@ -31,6 +31,8 @@ pub enum RouterEvent {
     },
     /// The connection thread is finishing.
     Disconnected { id: ConnId },
+    /// A request from the Edge for the translator; answer it through the request itself.
+    SipRequest(Box<super::edge::InboundRequest>),
     /// SIGHUP: re-read the configuration (not yet supported: logged).
     Reload,
     /// SIGTERM/SIGINT: stop accepting, close connections politely, return.
@@ -108,6 +110,10 @@ impl Router {
                         c.since.elapsed()
                     );
                 }
+            }
+            // Until the translator (issue 5) takes these: a clear refusal, never a 200.
+            RouterEvent::SipRequest(inbound) => {
+                super::edge::answer_untranslated(&inbound, &self.config.gateway.fqdn)
             }
             RouterEvent::Reload | RouterEvent::Shutdown => {}
         }
