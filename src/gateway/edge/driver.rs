@@ -17,7 +17,7 @@ use super::{link_config, system_random, ClientOutcome, Command, RequestFront, Re
 use crate::gateway::connection::Context;
 use crate::gateway::threads;
 use crate::sip::link::{Link, LinkEvent};
-use crate::sip::transaction::ClientKey;
+use crate::sip::transaction::{ClientKey, ServerKey};
 
 /// A write that the peer does not take within this long ends the connection.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -193,10 +193,17 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
                 LinkEvent::Cancelled { .. } => {
                     log::debug!("sip {direction} {peer}: INVITE cancelled by the Edge")
                 }
-                LinkEvent::Ack(ack) => log::debug!(
-                    "sip {direction} {peer}: ACK for {} outside a transaction (no dialog holds it)",
-                    ack.call_id
-                ),
+                // The ACK of a 2xx belongs to the dialog: the transaction user's business.
+                LinkEvent::Ack(ack) => match ServerKey::of_request(&ack) {
+                    Some(key) => {
+                        let responder = Responder {
+                            commands: commands_tx.clone(),
+                            key,
+                        };
+                        front.handle(ack, false, responder);
+                    }
+                    None => log::debug!("sip {direction} {peer}: ACK without Via dropped"),
+                },
                 LinkEvent::Response { key, response } => {
                     let last = !response.status.is_provisional();
                     if let Some(reply) = pending.get(&key) {
