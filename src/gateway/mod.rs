@@ -39,6 +39,7 @@ pub use router::RouterEvent;
 
 /// Options of [`Gateway::start_with`] beyond the configuration.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct GatewayOptions {
     /// Requests from the Edge go to this channel instead of the router (in-process tests
     /// acting as the translator).
