@@ -98,72 +98,62 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
     let mut pending: HashMap<ClientKey, Sender<ClientOutcome>> = HashMap::new();
     let mut plaintext = vec![0u8; PLAINTEXT_CHUNK];
 
+    // The peer's first records may have arrived with its last handshake flight: rustls
+    // holds them already, and no new octets may come to wake us.
+    let mut first = Some(process(
+        &mut tls,
+        &mut tcp,
+        &mut link,
+        &mut plaintext,
+        pinging,
+    ));
     let outcome = loop {
         let timer = match link.poll_timeout() {
             Some(at) => crossbeam_channel::at(at),
             None => crossbeam_channel::never(),
         };
         let mut ended: Option<String> = None;
-        crossbeam_channel::select! {
-            recv(raw) -> item => match item {
-                Ok(Raw::Data(bytes)) => {
-                    let mut rest: &[u8] = &bytes;
-                    while !rest.is_empty() && ended.is_none() {
-                        if let Err(e) = tls.read_tls(&mut rest) {
-                            ended = Some(format!("TLS read failed: {e}"));
-                            break;
+        if let Some(early) = first.take() {
+            ended = early;
+        } else {
+            crossbeam_channel::select! {
+                recv(raw) -> item => match item {
+                    Ok(Raw::Data(bytes)) => {
+                        let mut rest: &[u8] = &bytes;
+                        while !rest.is_empty() && ended.is_none() {
+                            if let Err(e) = tls.read_tls(&mut rest) {
+                                ended = Some(format!("TLS read failed: {e}"));
+                                break;
+                            }
+                            ended = process(&mut tls, &mut tcp, &mut link, &mut plaintext, pinging);
                         }
-                        match tls.process_new_packets() {
-                            Ok(_) => loop {
-                                match tls.reader().read(&mut plaintext) {
-                                    Ok(0) => {
-                                        ended = Some("peer sent close_notify".into());
-                                        break;
-                                    }
-                                    Ok(n) => link.handle_input(
-                                        Instant::now(),
-                                        plaintext.get(..n).unwrap_or_default(),
-                                    ),
-                                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                                    Err(e) => {
-                                        ended = Some(format!("TLS stream ended: {e}"));
-                                        break;
-                                    }
-                                }
-                            },
-                            Err(e) => {
-                                // Flush the alert rustls queued, then close.
-                                let _ = tls.write_tls(&mut tcp);
-                                ended = Some(format!("TLS error: {e}"));
+                    }
+                    Ok(Raw::Eof) => ended = Some("peer closed the connection".into()),
+                    Ok(Raw::Error(e)) => ended = Some(format!("read failed: {e}")),
+                    Err(_) => ended = Some("reader thread ended".into()),
+                },
+                recv(commands) -> command => {
+                    let now = Instant::now();
+                    match command {
+                        Ok(Command::Respond { key, response }) => {
+                            if let Err(e) = link.respond(now, &key, &response) {
+                                log::debug!("sip {direction} {peer}: response not sent: {e}");
                             }
                         }
+                        Ok(Command::Send { request, reply }) => match link.send_request(now, *request) {
+                            Ok(key) => {
+                                pending.insert(key, reply);
+                            }
+                            Err(e) => {
+                                let _ = reply.send(ClientOutcome::Failed(e.to_string()));
+                            }
+                        },
+                        Ok(Command::Stateless { request }) => link.send_stateless(&request),
+                        Err(_) => {}
                     }
-                }
-                Ok(Raw::Eof) => ended = Some("peer closed the connection".into()),
-                Ok(Raw::Error(e)) => ended = Some(format!("read failed: {e}")),
-                Err(_) => ended = Some("reader thread ended".into()),
-            },
-            recv(commands) -> command => {
-                let now = Instant::now();
-                match command {
-                    Ok(Command::Respond { key, response }) => {
-                        if let Err(e) = link.respond(now, &key, &response) {
-                            log::debug!("sip {direction} {peer}: response not sent: {e}");
-                        }
-                    }
-                    Ok(Command::Send { request, reply }) => match link.send_request(now, *request) {
-                        Ok(key) => {
-                            pending.insert(key, reply);
-                        }
-                        Err(e) => {
-                            let _ = reply.send(ClientOutcome::Failed(e.to_string()));
-                        }
-                    },
-                    Ok(Command::Stateless { request }) => link.send_stateless(&request),
-                    Err(_) => {}
-                }
-            },
-            recv(timer) -> _ => link.handle_timeout(Instant::now()),
+                },
+                recv(timer) -> _ => link.handle_timeout(Instant::now()),
+            }
         }
 
         let mut out = Vec::new();
@@ -268,6 +258,40 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
     drop(raw);
     let _ = reader.join();
     outcome
+}
+
+/// Lets rustls process what it has read and feeds the plaintext to the link; `Some(why)`
+/// when the connection must end.
+fn process(
+    tls: &mut rustls::Connection,
+    tcp: &mut TcpStream,
+    link: &mut Link,
+    plaintext: &mut [u8],
+    pinging: bool,
+) -> Option<String> {
+    match tls.process_new_packets() {
+        Ok(_) => loop {
+            match tls.reader().read(plaintext) {
+                Ok(0) => return Some("peer sent close_notify".into()),
+                Ok(n) => link.handle_input(Instant::now(), plaintext.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                Err(e) => return Some(format!("TLS stream ended: {e}")),
+            }
+        },
+        Err(e) => {
+            // Flush the alert rustls queued, then close.
+            let _ = tls.write_tls(tcp);
+            let hint = match (&e, pinging) {
+                // TLS 1.3: the Edge's refusal of our certificate arrives as an alert after a
+                // handshake that looked complete.
+                (rustls::Error::AlertReceived(_), true) => {
+                    "; the Edge may not accept the gateway certificate ([sip] cert) or its CA"
+                }
+                _ => "",
+            };
+            Some(format!("TLS error: {e}{hint}"))
+        }
+    }
 }
 
 fn flush(tls: &mut rustls::Connection, tcp: &mut TcpStream) -> std::io::Result<()> {
