@@ -43,8 +43,16 @@ enum Raw {
     Error(std::io::Error),
 }
 
-/// Runs the link until the connection ends; returns why, for the log line.
-pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'_>) -> String {
+/// How a connection ended.
+pub(crate) struct Ended {
+    /// Why, for the log line.
+    pub why: String,
+    /// Whether the peer sent any SIP (or keepalive) octets: it accepted the connection.
+    pub heard: bool,
+}
+
+/// Runs the link until the connection ends.
+pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'_>) -> Ended {
     let Params {
         peer,
         direction,
@@ -77,11 +85,21 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
                 }
             },
         ),
-        Err(e) => return format!("cannot clone the socket for reading: {e}"),
+        Err(e) => {
+            return Ended {
+                why: format!("cannot clone the socket for reading: {e}"),
+                heard: false,
+            }
+        }
     };
     let reader = match reader {
         Ok(handle) => handle,
-        Err(e) => return format!("cannot start the reader thread: {e}"),
+        Err(e) => {
+            return Ended {
+                why: format!("cannot start the reader thread: {e}"),
+                heard: false,
+            }
+        }
     };
 
     let mut link = Link::new(
@@ -97,6 +115,7 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
     };
     let mut pending: HashMap<ClientKey, Sender<ClientOutcome>> = HashMap::new();
     let mut plaintext = vec![0u8; PLAINTEXT_CHUNK];
+    let mut plaintext_seen = false;
 
     // The peer's first records may have arrived with its last handshake flight: rustls
     // holds them already, and no new octets may come to wake us.
@@ -106,6 +125,7 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
         &mut link,
         &mut plaintext,
         pinging,
+        &mut plaintext_seen,
     ));
     let outcome = loop {
         let timer = match link.poll_timeout() {
@@ -125,7 +145,7 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
                                 ended = Some(format!("TLS read failed: {e}"));
                                 break;
                             }
-                            ended = process(&mut tls, &mut tcp, &mut link, &mut plaintext, pinging);
+                            ended = process(&mut tls, &mut tcp, &mut link, &mut plaintext, pinging, &mut plaintext_seen);
                         }
                     }
                     Ok(Raw::Eof) => ended = Some("peer closed the connection".into()),
@@ -257,7 +277,10 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
     let _ = tcp.shutdown(Shutdown::Both);
     drop(raw);
     let _ = reader.join();
-    outcome
+    Ended {
+        why: outcome,
+        heard: plaintext_seen,
+    }
 }
 
 /// Lets rustls process what it has read and feeds the plaintext to the link; `Some(why)`
@@ -268,12 +291,16 @@ fn process(
     link: &mut Link,
     plaintext: &mut [u8],
     pinging: bool,
+    seen: &mut bool,
 ) -> Option<String> {
     match tls.process_new_packets() {
         Ok(_) => loop {
             match tls.reader().read(plaintext) {
                 Ok(0) => return Some("peer sent close_notify".into()),
-                Ok(n) => link.handle_input(Instant::now(), plaintext.get(..n).unwrap_or_default()),
+                Ok(n) => {
+                    *seen = true;
+                    link.handle_input(Instant::now(), plaintext.get(..n).unwrap_or_default())
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
                 Err(e) => return Some(format!("TLS stream ended: {e}")),
             }

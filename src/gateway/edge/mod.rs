@@ -412,7 +412,7 @@ pub(super) fn serve_inbound(mut tcp: TcpStream, peer: SocketAddr, context: &Cont
         presented.all_names().join(", ")
     );
     let (commands_tx, commands) = crossbeam_channel::bounded(COMMAND_QUEUE);
-    driver::drive(
+    let ended = driver::drive(
         rustls::Connection::Server(tls),
         tcp,
         driver::Params {
@@ -423,7 +423,8 @@ pub(super) fn serve_inbound(mut tcp: TcpStream, peer: SocketAddr, context: &Cont
             commands: &commands,
             commands_tx,
         },
-    )
+    );
+    ended.why
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //!    └─ for each address: TCP connect (connect_timeout) ─ TLS, gateway certificate presented,
 //!       Edge certificate checked for the host or [sip] edge_names ─ driver::drive(Link)
 //!  all addresses failed ─▶ wait BACKOFF_START · 2ⁿ (≤ BACKOFF_MAX), logged; then again
-//!  connection ended     ─▶ reconnect at once, backoff reset
+//!  connection ended     ─▶ Edge sent something or after STABLE: reconnect at once,
+//!                          backoff reset;
+//!                          sooner (refused after the handshake): backoff as above
 //! ```
 //!
 //! While there is no connection, requests given to the [`EdgeHandle`] fail at once with
@@ -31,6 +33,9 @@ use crate::tls;
 pub const BACKOFF_START: Duration = Duration::from_millis(500);
 /// Longest wait between rounds.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A connection that lasted this long, or on which the Edge sent anything, resets the
+/// backoff: the Edge accepted us.
+pub const STABLE: Duration = Duration::from_secs(10);
 /// CRLF keepalive interval on the connection xsgw opened (RFC 5626 §4.4.1 suggests
 /// 95–120 s for connection-oriented transports; Edges drop idle TLS after a few minutes).
 pub const KEEPALIVE: Duration = Duration::from_secs(95);
@@ -120,8 +125,7 @@ fn run(
             match connect(context, &client_config, &edge.host, addr) {
                 Ok((tls, tcp)) => {
                     served = true;
-                    backoff = BACKOFF_START;
-                    round = 0;
+                    let since = Instant::now();
                     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
                     if let Ok(waker) = tcp.try_clone() {
                         let _ = context.events.send(RouterEvent::Connected {
@@ -132,7 +136,7 @@ fn run(
                         });
                     }
                     connected.store(true, Ordering::SeqCst);
-                    let outcome = driver::drive(
+                    let ended = driver::drive(
                         rustls::Connection::Client(tls),
                         tcp,
                         driver::Params {
@@ -145,15 +149,28 @@ fn run(
                         },
                     );
                     connected.store(false, Ordering::SeqCst);
+                    let outcome = ended.why;
                     let _ = context.events.send(RouterEvent::Disconnected { id });
                     if stopping.load(Ordering::SeqCst) {
                         log::info!(
                             "sip outbound {addr}: connection to the Edge closed for shutdown"
                         );
-                    } else {
+                    } else if ended.heard || since.elapsed() >= STABLE {
+                        backoff = BACKOFF_START;
+                        round = 0;
                         log::warn!(
                             "sip outbound {addr}: connection to the Edge ended: {outcome}; reconnecting"
                         );
+                    } else {
+                        // Refused right after the handshake (e.g. the Edge rejects our
+                        // certificate under TLS 1.3): no reconnection storm.
+                        log::warn!(
+                            "sip outbound {addr}: connection to the Edge ended after {} ms: {outcome}; next attempt in {} ms",
+                            since.elapsed().as_millis(),
+                            backoff.as_millis()
+                        );
+                        wait_refusing(commands, stopping, backoff);
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
                     break;
                 }
