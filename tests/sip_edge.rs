@@ -404,3 +404,190 @@ fn rfc4475_through_a_real_tls_connection() {
     }
     assert!(gw.stop());
 }
+
+/// A stand-in Edge accepting the gateway's outbound connection: mutual TLS with the Edge's
+/// certificate, client certificate required from the internal CA.
+fn fake_edge_accept(
+    pki: &Pki,
+    listener: &std::net::TcpListener,
+) -> rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.dir.path("internal-ca.pem")).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from_pem_file(pki.dir.path("edge.pem")).unwrap()],
+            PrivateKeyDer::from_pem_file(pki.dir.path("edge.key")).unwrap(),
+        )
+        .unwrap();
+    let (mut tcp, _) = listener.accept().unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while conn.is_handshaking() {
+        match conn.complete_io(&mut tcp) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) && std::time::Instant::now() < deadline => {}
+            Err(e) => panic!("fake Edge handshake: {e}"),
+        }
+    }
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Reads the next frame from the fake Edge's stream.
+fn fake_edge_frame(
+    s: &mut rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>,
+    framer: &mut xsgw::sip::Framer,
+) -> Frame {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + T;
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(f) = framer.next_frame().unwrap() {
+            return f;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing from the gateway"
+        );
+        match s.read(&mut buf) {
+            Ok(0) => panic!("the gateway closed"),
+            Ok(n) => framer.push(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+#[test]
+fn outbound_connection_fails_over_backs_off_and_routes_responses_back() {
+    use std::io::Write;
+    use xsgw::gateway::ClientOutcome;
+    use xsgw::sip::{MessageBuilder, Request, Uri};
+
+    let pki = Pki::new("sip-outbound");
+    let edge_port = free_port();
+    let mut config = pki.config(
+        &format!("127.0.0.1:{}", free_port()),
+        &format!("127.0.0.1:{}", free_port()),
+        &format!("sip.contoso.test:{edge_port}"),
+    );
+    // Two addresses for the Edge name: nothing listens on the first.
+    config.push_str("\n[hosts]\nsip.contoso.test = 127.0.0.2, 127.0.0.1\n");
+    let mark = log_mark();
+    let gw = InProcess::start(&config, &pki.dir.0, true);
+    let edge = gw.gw().edge();
+    wait_log(
+        mark,
+        &[&format!("the Edge sip.contoso.test:{edge_port} is unreachable (2 address(es) tried, attempt 1); next attempt in 500 ms")],
+        T,
+    );
+    wait_log(mark, &["attempt 2); next attempt in 1000 ms"], T);
+    // Meanwhile a request fails at once instead of waiting.
+    let mut options = MessageBuilder::request(
+        &Method::Options,
+        &Uri::parse("sip:sip.contoso.test").unwrap(),
+    );
+    options
+        .header("From", "<sip:gw.contoso.test>;tag=g1")
+        .unwrap()
+        .header("To", "<sip:sip.contoso.test>")
+        .unwrap()
+        .header("Call-ID", "out1")
+        .unwrap()
+        .header("CSeq", "1 OPTIONS")
+        .unwrap();
+    match edge.send(options.clone()).recv_timeout(T).unwrap() {
+        ClientOutcome::Failed(why) => assert!(why.contains("not connected"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+
+    // The Edge comes up on the second address.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", edge_port)).unwrap();
+    let mut s = fake_edge_accept(&pki, &listener);
+    let line = wait_log(
+        mark,
+        &["connected to the Edge sip.contoso.test over mutual TLS"],
+        T,
+    );
+    assert!(line.contains(&format!("127.0.0.1:{edge_port}")), "{line}");
+    wait_log(
+        mark,
+        &[&format!(
+            "sip outbound 127.0.0.2:{edge_port}: cannot connect"
+        )],
+        T,
+    );
+    // It pings too, so it takes a lone CRLF as the pong.
+    let mut framer = xsgw::sip::Framer::new(xsgw::sip::FrameConfig {
+        keepalive: xsgw::sip::KeepaliveRole::Client,
+        ..xsgw::sip::FrameConfig::default()
+    });
+
+    // A request from the gateway: Via with its name and a fresh branch; the response
+    // comes back to whoever asked.
+    let outcomes = edge.send(options);
+    let Frame::Message(m) = fake_edge_frame(&mut s, &mut framer) else {
+        panic!()
+    };
+    let req = Request::from_message(m).unwrap();
+    assert_eq!(
+        req.top_via().unwrap().sent_by(),
+        format!("gw.contoso.test:{}", gw.gw().sip_addr.port())
+    );
+    assert!(req.branch().unwrap().starts_with("z9hG4bK"));
+    s.write_all(
+        &response_to(&req, StatusCode::OK, Some("e1"))
+            .unwrap()
+            .to_bytes(),
+    )
+    .unwrap();
+    match outcomes.recv_timeout(T).unwrap() {
+        ClientOutcome::Final(r) => assert_eq!(r.status, StatusCode::OK),
+        other => panic!("{other:?}"),
+    }
+
+    // The Edge may send requests over the gateway's connection too; and pings.
+    s.write_all(&request(
+        "MESSAGE",
+        "sip:alice@gmail.test",
+        "in1",
+        "Content-Type: text/plain\r\n",
+        "hi",
+    ))
+    .unwrap();
+    let got = gw.next_request(T);
+    got.respond(response_to(&got.request, StatusCode::OK, Some("gw")).unwrap())
+        .unwrap();
+    let Frame::Message(m) = fake_edge_frame(&mut s, &mut framer) else {
+        panic!()
+    };
+    assert_eq!(m.status(), Some(200));
+    s.write_all(b"\r\n\r\n").unwrap();
+    assert_eq!(fake_edge_frame(&mut s, &mut framer), Frame::Pong);
+    drop(s);
+    wait_log(mark, &["connection to the Edge ended"], T);
+}
