@@ -21,7 +21,7 @@ use common::testbed::Testbed;
 use sip_common::{log_mark, wait_log, InProcess};
 use xsgw::gateway::{ClientOutcome, EdgeHandle};
 use xsgw::sip::dialog::Dialog;
-use xsgw::sip::{response_to, MessageBuilder, Method, StatusCode, Uri};
+use xsgw::sip::{parse_message, response_to, MessageBuilder, Method, Request, StatusCode, Uri};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -233,6 +233,48 @@ fn kamailio_as_the_edge() {
     uac(&testbed, "uac-session.xml", "sipp-uac-session");
     uac(&testbed, "uac-subscribe.xml", "sipp-uac-subscribe");
 
+    // A subscription the gateway makes (RFC 6665): SUBSCRIBE through the Edge, the user's
+    // NOTIFY comes back in the dialog along the Record-Route set, and the gateway ends it
+    // with an in-dialog SUBSCRIBE that follows the route set.
+    let uas = sipp(&testbed, "sipp-uas-subscribe", &["uas-subscribe.xml"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut sub = request(Method::Subscribe, "sip:bob@contoso.test", "sub1");
+    sub.header("Contact", "<sip:gw.contoso.test:5061;transport=tls>")
+        .unwrap()
+        .header("Event", "presence")
+        .unwrap()
+        .header("Accept", "application/pidf+xml")
+        .unwrap()
+        .header("Expires", "3600")
+        .unwrap();
+    let notify_mark = log_mark();
+    let outcomes = edge.send(sub.clone());
+    let response = loop {
+        match outcomes.recv_timeout(T).unwrap() {
+            ClientOutcome::Provisional(_) => continue,
+            ClientOutcome::Final(r) => break r,
+            ClientOutcome::Failed(why) => panic!("SUBSCRIBE failed: {why}"),
+        }
+    };
+    assert_eq!(response.status, StatusCode::OK);
+    let mut sent = sub.clone();
+    sent.prepend_header("Via", "SIP/2.0/TLS gw.contoso.test;branch=z9hG4bKsub1")
+        .unwrap();
+    let sent = Request::from_message(parse_message(&sent.to_bytes()).unwrap()).unwrap();
+    let mut dialog = Dialog::uac(&sent, &response).unwrap();
+    assert!(!dialog.route_set.is_empty(), "Kamailio record-routes");
+    wait_log(notify_mark, &["NOTIFY", "to the transaction user"], T);
+    let mut unsub = dialog.request(&Method::Subscribe).unwrap();
+    unsub
+        .header("Contact", "<sip:gw.contoso.test:5061;transport=tls>")
+        .unwrap()
+        .header("Event", "presence")
+        .unwrap()
+        .header("Expires", "0")
+        .unwrap();
+    assert_eq!(final_status(&edge, unsub), Ok(200));
+    sipp_ok(&testbed, uas, "sipp-uas-subscribe");
+
     // Kamailio restarted under traffic: the gateway notices, reconnects by itself, and later
     // requests go through both ways.
     let sent = Arc::new(AtomicUsize::new(0));
@@ -315,7 +357,15 @@ fn kamailio_as_the_edge() {
 
     stop.store(true, Ordering::SeqCst);
     let seen = answerer.join().unwrap();
-    for method in ["MESSAGE", "INVITE", "ACK", "INFO", "BYE", "SUBSCRIBE"] {
+    for method in [
+        "MESSAGE",
+        "INVITE",
+        "ACK",
+        "INFO",
+        "BYE",
+        "SUBSCRIBE",
+        "NOTIFY",
+    ] {
         assert!(
             seen.iter().any(|m| m == method),
             "{method} reached the user: {seen:?}"
