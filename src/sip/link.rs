@@ -12,7 +12,9 @@
 //!   absorbed, 100 Trying goes out for INVITE, Timers B/F/H fire;
 //! - CANCEL (§9.2): 200 to the CANCEL and 487 to the INVITE it matches, 481 when none does;
 //!   an ACK that matches nothing is dropped (an ACK is never answered);
-//! - BENOTIFY (MS-SIPRE): handed on without a server transaction, never answered.
+//! - BENOTIFY (MS-SIPRE): handed on without a server transaction, never answered;
+//! - a request the transaction user leaves unanswered is answered 408 after
+//!   [`TU_TIMEOUT`] ([`TU_INVITE_TIMEOUT`] for INVITE): nothing waits forever.
 //!
 //! What it hands on as [`LinkEvent`]s: every new request that passed those checks (the
 //! transaction user answers it through [`Link::respond`]; target checks, OPTIONS, dialogs and
@@ -33,7 +35,7 @@
 //! sleep until `poll_timeout`. After [`LinkEvent::Closed`] the caller writes what
 //! `poll_transmit` still gives and closes the connection.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -56,6 +58,11 @@ pub const BENOTIFY: &str = "BENOTIFY";
 pub const MAX_PENDING_SERVER: usize = 1024;
 /// At most this many client transactions run on one link.
 pub const MAX_PENDING_CLIENT: usize = 4096;
+/// A non-INVITE request the transaction user has not answered within this long is answered
+/// 408 by the link (the peer's Timer F fires at 32 s; an answer must come before).
+pub const TU_TIMEOUT: Duration = Duration::from_secs(30);
+/// The same for INVITE (a session the far side may take time to accept).
+pub const TU_INVITE_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long the pinging side waits for the pong (RFC 5626 §4.4.1 says 10 s).
 pub const PONG_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -211,6 +218,9 @@ pub struct Link {
     random: RandomSource,
     next_ping: Option<Instant>,
     pong_deadline: Option<Instant>,
+    /// Server transactions handed to the transaction user, with the time by which it must
+    /// have answered finally.
+    awaiting_user: HashMap<ServerKey, Instant>,
     closed: bool,
 }
 
@@ -235,6 +245,7 @@ impl Link {
             events: VecDeque::new(),
             random,
             pong_deadline: None,
+            awaiting_user: HashMap::new(),
             closed: false,
         }
     }
@@ -405,6 +416,12 @@ impl Link {
                 }
                 if let Some(t) = self.transactions.server(&key) {
                     let request = Box::new(t.request().clone());
+                    let wait = if request.method == Method::Invite {
+                        TU_INVITE_TIMEOUT
+                    } else {
+                        TU_TIMEOUT
+                    };
+                    self.awaiting_user.insert(key.clone(), now + wait);
                     self.events.push_back(LinkEvent::Request {
                         key,
                         request,
@@ -440,6 +457,7 @@ impl Link {
                     let _ = self.transactions.respond(now, &key, &b);
                 }
                 if let Ok(b) = response_to(&invite, StatusCode::REQUEST_TERMINATED, Some(&tag)) {
+                    self.awaiting_user.remove(&invite_key);
                     if self.transactions.respond(now, &invite_key, &b).is_ok() {
                         self.events
                             .push_back(LinkEvent::Cancelled { key: invite_key });
@@ -467,6 +485,9 @@ impl Link {
         response: &MessageBuilder,
     ) -> Result<(), TransactionError> {
         let r = self.transactions.respond(now, key, response);
+        if response.status().is_some_and(|s| !s.is_provisional()) {
+            self.awaiting_user.remove(key);
+        }
         self.drain(now);
         r
     }
@@ -524,6 +545,7 @@ impl Link {
     /// The transport failed: client transactions fail, the link is closed.
     pub fn handle_transport_error(&mut self, now: Instant) {
         self.closed = true;
+        self.awaiting_user.clear();
         self.transactions.handle_transport_error();
         self.drain(now);
     }
@@ -534,6 +556,28 @@ impl Link {
             return;
         }
         self.transactions.handle_timeout(now);
+        let overdue: Vec<ServerKey> = self
+            .awaiting_user
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in overdue {
+            self.awaiting_user.remove(&key);
+            let Some(req) = self.transactions.server(&key).map(|t| t.request().clone()) else {
+                continue;
+            };
+            let tag = self.new_tag();
+            if let Ok(b) = response_to(&req, StatusCode::REQUEST_TIMEOUT, Some(&tag)) {
+                if self.transactions.respond(now, &key, &b).is_ok() {
+                    self.refuse(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the transaction user did not answer in time".into(),
+                        format!("{} {}", req.method, req.call_id),
+                    );
+                }
+            }
+        }
         if self.pong_deadline.is_some_and(|d| d <= now) {
             self.pong_deadline = None;
             self.close(LinkError::KeepaliveTimeout);
@@ -558,6 +602,7 @@ impl Link {
             self.transactions.poll_timeout(),
             self.next_ping,
             self.pong_deadline,
+            self.awaiting_user.values().min().copied(),
         ]
         .into_iter()
         .flatten()

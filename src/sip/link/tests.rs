@@ -282,3 +282,26 @@ fn any_split_gives_the_same_answers() {
         assert_eq!(got.1, whole.1, "cut at {cut}");
     }
 }
+
+#[test]
+fn unanswered_requests_get_408_in_time() {
+    let now = Instant::now();
+    let mut link = Link::new(now, config(None), rng());
+    link.handle_input(
+        now,
+        &request("MESSAGE", "Content-Type: text/plain\r\n", "hi"),
+    );
+    link.handle_input(now, &request("INVITE", "", ""));
+    assert_eq!(statuses(&mut link), vec![100]);
+    let _ = events(&mut link);
+    assert_eq!(link.poll_timeout(), Some(now + TU_TIMEOUT));
+    link.handle_timeout(now + TU_TIMEOUT);
+    assert_eq!(statuses(&mut link), vec![408]);
+    assert_eq!(link.poll_timeout(), Some(now + TU_INVITE_TIMEOUT));
+    link.handle_timeout(now + TU_INVITE_TIMEOUT);
+    assert_eq!(statuses(&mut link), vec![408]);
+    assert!(matches!(
+        events(&mut link)[..],
+        [LinkEvent::Refused { .. }, LinkEvent::Refused { .. }]
+    ));
+}
