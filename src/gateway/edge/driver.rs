@@ -217,12 +217,14 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
                 LinkEvent::Response { key, response } => {
                     let last = !response.status.is_provisional();
                     if let Some(reply) = pending.get(&key) {
-                        let outcome = if last {
-                            ClientOutcome::Final(response)
-                        } else {
-                            ClientOutcome::Provisional(response)
-                        };
-                        let _ = reply.try_send(outcome);
+                        // Provisional responses never take the last slot: the final one
+                        // always fits, even when the requester reads nothing until then.
+                        let room = reply.capacity().unwrap_or(usize::MAX);
+                        if last {
+                            let _ = reply.try_send(ClientOutcome::Final(response));
+                        } else if reply.len() + 1 < room {
+                            let _ = reply.try_send(ClientOutcome::Provisional(response));
+                        }
                     }
                     if last {
                         pending.remove(&key);

@@ -210,6 +210,9 @@ pub fn answer_untranslated(inbound: &InboundRequest, fqdn: &str) {
     }
 }
 
+/// At most this many refused domains are remembered per connection for the once-only log.
+const MAX_LOGGED_DOMAINS: usize = 1024;
+
 /// A random tag or id: 16 hex digits from the system's random source.
 pub fn random_tag() -> String {
     let mut b = [0u8; 8];
@@ -266,6 +269,12 @@ pub(crate) struct RequestFront<'a> {
 }
 
 impl RequestFront<'_> {
+    /// True the first time `what` is seen (and while fewer than [`MAX_LOGGED_DOMAINS`] are
+    /// remembered: beyond, the log would be flooded anyway, so nothing more is logged).
+    fn first_time(&mut self, what: String) -> bool {
+        self.logged.len() < MAX_LOGGED_DOMAINS && self.logged.insert(what)
+    }
+
     pub fn handle(&mut self, request: Box<Request>, expects_response: bool, responder: Responder) {
         let peer = self.peer;
         let dir = self.direction;
@@ -289,7 +298,7 @@ impl RequestFront<'_> {
         };
         match target::classify(&request.uri, &self.context.config) {
             Target::Sips(domain) => {
-                if self.logged.insert(format!("sips:{domain}")) {
+                if self.first_time(format!("sips:{domain}")) {
                     log::warn!(
                         "sip {dir} {peer}: refused {} for sips:…@{domain} with 403: xsgw cannot keep sips end to end over XMPP (logged once per domain)",
                         request.method
@@ -298,7 +307,7 @@ impl RequestFront<'_> {
                 refuse(StatusCode::FORBIDDEN, "sips targets are not served");
             }
             Target::Unknown(domain) => {
-                if self.logged.insert(domain.clone()) {
+                if self.first_time(domain.clone()) {
                     log::warn!(
                         "sip {dir} {peer}: refused {} for domain `{domain}` with 404: not a federated XMPP domain (check [partner] sections and the Edge's routes; logged once per domain)",
                         request.method
