@@ -6,6 +6,8 @@
 //!                                 │ owns: connection registry, (later) routes, sessions,
 //!                                 │       subscriptions
 //!  xmpp-listen / sip-listen ──accept──▶ spawn connection thread (one per socket)
+//!  sip-edge-out ──▶ the gateway's own connection to [sip] edge (reconnects with backoff)
+//!  Edge requests ──RouterEvent::SipRequest──▶ router (translator) or GatewayOptions sink
 //! ```
 //!
 //! Ownership: the router owns every piece of gateway state; a connection thread owns its
