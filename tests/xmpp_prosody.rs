@@ -56,6 +56,7 @@ impl InProcess {
             credentials.expect("credentials load"),
             GatewayOptions {
                 xmpp_sink: Some(sink),
+                ..GatewayOptions::default()
             },
         )
         .expect("gateway starts");

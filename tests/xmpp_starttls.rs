@@ -55,6 +55,7 @@ fn pipelined_client_hello_and_sasl_external_reach_the_sink() {
         credentials,
         GatewayOptions {
             xmpp_sink: Some(sink),
+            ..GatewayOptions::default()
         },
     )
     .unwrap();

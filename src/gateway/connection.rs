@@ -21,6 +21,10 @@ pub struct Context {
     pub sip_server: Arc<rustls::ServerConfig>,
     /// What XMPP S2S threads share.
     pub xmpp: Arc<super::s2s::S2sContext>,
+    /// The client side of the SIP leg (the gateway's connection to `[sip] edge`).
+    pub sip_client: Arc<rustls::ClientConfig>,
+    /// When set, requests from the Edge go here instead of the router (in-process tests).
+    pub sip_requests: Option<Sender<super::edge::InboundRequest>>,
 }
 
 impl Context {
@@ -37,11 +41,14 @@ impl Context {
             dialback_secret,
             events.clone(),
         ));
+        let sip_client = tls::sip::sip_client_config(&credentials, &config.sip.edge_names)?;
         Ok(Context {
             config,
             events,
             sip_server,
             xmpp,
+            sip_client,
+            sip_requests: None,
         })
     }
 }

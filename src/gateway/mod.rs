@@ -6,6 +6,8 @@
 //!                                 │ owns: connection registry, (later) routes, sessions,
 //!                                 │       subscriptions
 //!  xmpp-listen / sip-listen ──accept──▶ spawn connection thread (one per socket)
+//!  sip-edge-out ──▶ the gateway's own connection to [sip] edge (reconnects with backoff)
+//!  Edge requests ──RouterEvent::SipRequest──▶ router (translator) or GatewayOptions sink
 //! ```
 //!
 //! Ownership: the router owns every piece of gateway state; a connection thread owns its
@@ -34,6 +36,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use crate::config::{Config, Credentials};
+pub use edge::{ClientOutcome, ConnectionGone, EdgeHandle, InboundRequest};
 pub use router::RouterEvent;
 pub use s2s::{InboundStanza, XmppEvent, XmppNotice};
 
@@ -149,6 +152,9 @@ pub struct GatewayOptions {
     /// Receives authenticated inbound XMPP stanzas, bounces and authentication notices
     /// (until the translator exists; a full sink drops notices rather than block the router).
     pub xmpp_sink: Option<Sender<XmppNotice>>,
+    /// Requests from the Edge go to this channel instead of the router (in-process tests
+    /// acting as the translator).
+    pub sip_requests: Option<Sender<InboundRequest>>,
 }
 
 /// Submits stanzas to remote XMPP domains through the router (as the translator will).
@@ -174,6 +180,7 @@ pub struct Gateway {
     /// Where the listeners actually listen (useful with port 0 in tests).
     pub xmpp_addr: SocketAddr,
     pub sip_addr: SocketAddr,
+    edge: EdgeHandle,
 }
 
 impl Gateway {
@@ -215,10 +222,11 @@ impl Gateway {
         let stopping = Arc::new(AtomicBool::new(false));
         let listener_addrs = vec![xmpp_addr, sip_addr];
 
-        let context = Arc::new(
+        let mut context =
             connection::Context::new(Arc::clone(&config), credentials, events.clone(), secret)
-                .map_err(|e| RunError::Tls(e.to_string()))?,
-        );
+                .map_err(|e| RunError::Tls(e.to_string()))?;
+        context.sip_requests = options.sip_requests;
+        let context = Arc::new(context);
         let mut listeners = Vec::new();
         for (side, socket, max) in [
             (Side::Xmpp, xmpp, config.xmpp.max_connections),
@@ -236,6 +244,15 @@ impl Gateway {
         }
 
         let xmpp_routes = s2s::XmppRoutes::new(Arc::clone(&context.xmpp), options.xmpp_sink);
+        let (edge, edge_thread) =
+            edge::outbound::start(Arc::clone(&context), Arc::clone(&stopping)).map_err(
+                |error| RunError::Spawn {
+                    name: "sip-edge-out".into(),
+                    error,
+                },
+            )?;
+        listeners.push(edge_thread);
+
         let router_state = router::Router::new(Arc::clone(&config), stopping, listener_addrs)
             .with_xmpp(xmpp_routes);
         let router = threads::spawn("router".into(), threads::SERVICE_STACK, move || {
@@ -257,7 +274,13 @@ impl Gateway {
             listeners,
             xmpp_addr,
             sip_addr,
+            edge,
         })
+    }
+
+    /// Sends requests to the Edge over the gateway's outbound connection.
+    pub fn edge(&self) -> EdgeHandle {
+        self.edge.clone()
     }
 
     /// A sender for lifecycle events (shutdown, reload) into the router.

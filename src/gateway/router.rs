@@ -33,6 +33,8 @@ pub enum RouterEvent {
     Disconnected { id: ConnId },
     /// The XMPP server-to-server side: stanzas in and out, bounces, stream lifecycle.
     Xmpp(super::s2s::XmppEvent),
+    /// A request from the Edge for the translator; answer it through the request itself.
+    SipRequest(Box<super::edge::InboundRequest>),
     /// SIGHUP: re-read the configuration (not yet supported: logged).
     Reload,
     /// SIGTERM/SIGINT: stop accepting, close connections politely, return.
@@ -123,6 +125,10 @@ impl Router {
                 if let Some(xmpp) = self.xmpp.as_mut() {
                     xmpp.handle(event);
                 }
+            }
+            // Until the translator (issue 5) takes these: a clear refusal, never a 200.
+            RouterEvent::SipRequest(inbound) => {
+                super::edge::answer_untranslated(&inbound, &self.config.gateway.fqdn)
             }
             RouterEvent::Reload | RouterEvent::Shutdown => {}
         }

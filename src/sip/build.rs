@@ -124,6 +124,15 @@ impl MessageBuilder {
         Ok(self)
     }
 
+    /// Inserts a header before every other (a Via added by the transport side goes on top).
+    pub fn prepend_header(&mut self, name: &str, value: &str) -> Result<&mut Self, BuildError> {
+        self.header(name, value)?;
+        if let Some(last) = self.headers.pop() {
+            self.headers.insert(0, last);
+        }
+        Ok(self)
+    }
+
     /// Appends a header whose value is a typed value's canonical form.
     pub fn header_display(
         &mut self,

@@ -452,6 +452,15 @@ impl AnswerContext {
         }
     }
 
+    /// Whether the salvaged CSeq names ACK (an ACK is never answered, RFC 3261 §17.2.1).
+    pub fn is_ack(&self) -> bool {
+        self.cseq.as_deref().is_some_and(|c| {
+            c.split_ascii_whitespace()
+                .nth(1)
+                .is_some_and(|m| m.eq_ignore_ascii_case("ACK"))
+        })
+    }
+
     /// The top Via value (first element of the first Via field).
     pub fn top_via(&self) -> Option<&str> {
         let first = self.via.first()?;

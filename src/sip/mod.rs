@@ -1,4 +1,5 @@
-//! SIP toward the Access Edge: messages, framing, validation, transactions (RFC 3261); dialogs to come.
+//! SIP toward the Access Edge: messages, framing, validation, transactions, dialogs (RFC 3261),
+//! and the sans-IO connection ([`link`]) that ties them together.
 //!
 //! This module is sans-IO: it turns octets into typed messages and typed messages into
 //! octets; it owns no socket, thread or clock.
@@ -25,13 +26,17 @@
 //! - [`build`]: canonical serialization and responses to requests (§8.2.6).
 //! - [`status`]: status codes and reason phrases.
 //! - [`transaction`]: client and server transactions over a reliable transport (§17).
+//! - [`dialog`]: dialogs for INVITE sessions and subscriptions (§12, RFC 6665).
+//! - [`link`]: one connection with the Edge: framing, keepalive, refusals, transactions.
 //!
-//! Out of scope here: dialogs (§12), SDP, authentication.
+//! Out of scope here: SDP, authentication, proxying.
 
 pub mod build;
+pub mod dialog;
 pub mod frame;
 mod grammar;
 pub mod header;
+pub mod link;
 pub mod message;
 pub mod name;
 pub mod request;
