@@ -94,8 +94,10 @@ impl InProcess {
         let credentials = xsgw::config::validate(&config, &mut report);
         assert!(!report.has_errors(), "{:?}", report.lines());
         let (tx, rx) = crossbeam_channel::bounded(64);
-        let mut options = GatewayOptions::default();
-        options.sip_requests = sink.then_some(tx);
+        let options = GatewayOptions {
+            sip_requests: sink.then_some(tx),
+            ..GatewayOptions::default()
+        };
         let gateway = Gateway::start_with(Arc::new(config), credentials.unwrap(), options).unwrap();
         InProcess {
             gateway: Some(gateway),
