@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +73,7 @@ pub fn serve_inbound(
     peer: SocketAddr,
     slot: ConnectionSlot,
     context: &Context,
+    stopping: &AtomicBool,
 ) {
     let _slot = slot;
     match stream.try_clone() {
@@ -87,6 +89,11 @@ pub fn serve_inbound(
             log::warn!("{side} inbound {peer}: cannot register connection: {error}");
             return;
         }
+    }
+    // Registered after shutdown began: the router may never wake this thread.
+    if stopping.load(Ordering::SeqCst) {
+        let _ = context.events.send(RouterEvent::Disconnected { id });
+        return;
     }
     log::info!("{side} inbound connection {id} from {peer}");
     let outcome = match side {

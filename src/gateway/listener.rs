@@ -2,13 +2,11 @@
 //! Nothing slow happens here: TLS and stream set-up run in the connection thread.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::connection::{self, Context};
 use super::{threads, ConnectionCount, RunError, Side};
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 pub fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, RunError> {
     TcpListener::bind(addr).map_err(|error| RunError::Bind { key, addr, error })
@@ -19,7 +17,7 @@ pub fn accept_loop(
     listener: TcpListener,
     max: usize,
     context: &Arc<Context>,
-    stopping: &AtomicBool,
+    stopping: &Arc<AtomicBool>,
 ) {
     let count = Arc::new(ConnectionCount::default());
     loop {
@@ -43,11 +41,12 @@ pub fn accept_loop(
             connection::refuse_over_limit(side, stream);
             continue;
         };
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = super::router::next_connection_id();
         let name = format!("{side}-in-{id}");
         let context = Arc::clone(context);
+        let stopping = Arc::clone(stopping);
         if let Err(error) = threads::spawn(name.clone(), threads::CONNECTION_STACK, move || {
-            connection::serve_inbound(side, id, stream, peer, slot, &context)
+            connection::serve_inbound(side, id, stream, peer, slot, &context, &stopping)
         }) {
             log::error!("{side} inbound from {peer} dropped: cannot start {name}: {error}");
         }

@@ -17,6 +17,14 @@ use crate::config::Config;
 /// Identifies one connection for the life of the process.
 pub type ConnId = u64;
 
+static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A fresh connection id. One allocator for every kind of connection (inbound, outbound,
+/// XMPP, SIP): the router's registry is keyed by it, so two kinds must never share a range.
+pub fn next_connection_id() -> ConnId {
+    NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed)
+}
+
 /// What the router is told.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -144,6 +152,12 @@ impl Router {
         for addr in &self.listener_addrs {
             wake_listener(*addr);
         }
+        // A thread that registered before `stopping` was set may still have its `Connected`
+        // in the queue: take everything queued now, so no connection is left unwoken.
+        // (One that registers after `stopping` was set sees the flag and closes itself.)
+        for event in inbox.try_iter().collect::<Vec<_>>() {
+            self.track(event);
+        }
         for c in self.connections.values() {
             // Wakes the owner thread's blocked read; it then closes its stream itself.
             let _ = c.waker.shutdown(Shutdown::Read);
@@ -152,6 +166,9 @@ impl Router {
         while !self.connections.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             match inbox.recv_timeout(left) {
+                Ok(RouterEvent::Connected { waker, .. }) => {
+                    let _ = waker.shutdown(Shutdown::Read);
+                }
                 Ok(event) => self.track(event),
                 Err(RecvTimeoutError::Timeout) => {
                     log::warn!(

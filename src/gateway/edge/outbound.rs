@@ -14,7 +14,7 @@
 //! [`ClientOutcome::Failed`] (their sender bounces them): nothing waits silently.
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,10 +39,6 @@ pub const STABLE: Duration = Duration::from_secs(10);
 /// CRLF keepalive interval on the connection xsgw opened (RFC 5626 §4.4.1 suggests
 /// 95–120 s for connection-oriented transports; Edges drop idle TLS after a few minutes).
 pub const KEEPALIVE: Duration = Duration::from_secs(95);
-/// Connection ids of outbound Edge connections start here (inbound ids count from 1).
-const OUTBOUND_IDS: u64 = 1 << 48;
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(OUTBOUND_IDS);
 
 /// Starts `sip-edge-out`. It stops when `stopping` is set (checked between attempts and
 /// woken by the router closing the connection's socket at shutdown).
@@ -126,7 +122,7 @@ fn run(
                 Ok((tls, tcp)) => {
                     served = true;
                     let since = Instant::now();
-                    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+                    let id = crate::gateway::router::next_connection_id();
                     if let Ok(waker) = tcp.try_clone() {
                         let _ = context.events.send(RouterEvent::Connected {
                             id,
@@ -134,6 +130,11 @@ fn run(
                             peer: addr,
                             waker,
                         });
+                    }
+                    // Registered after shutdown began: the router may never wake us.
+                    if stopping.load(Ordering::SeqCst) {
+                        let _ = context.events.send(RouterEvent::Disconnected { id });
+                        break;
                     }
                     connected.store(true, Ordering::SeqCst);
                     let ended = driver::drive(

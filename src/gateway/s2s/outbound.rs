@@ -9,7 +9,6 @@
 //! answered, `remote-server-timeout` when a server answered but the stream never came up).
 
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,8 +26,6 @@ use crate::xmpp::outbound::{
     OutboundClose, OutboundConfig, OutboundEvent, OutboundPurpose, OutboundSession, Want,
 };
 use crate::xmpp::session::DialbackVerdict;
-
-static NEXT_CONN: AtomicU64 = AtomicU64::new(1 << 48);
 
 fn want(r: Requirement) -> Want {
     match r {
@@ -187,7 +184,7 @@ fn connect(context: &S2sContext, addr: SocketAddr, who: &str) -> Option<TcpStrea
 
 fn register(context: &S2sContext, socket: &TcpStream, addr: SocketAddr) -> Option<u64> {
     let waker = socket.try_clone().ok()?;
-    let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let id = crate::gateway::router::next_connection_id();
     let _ = context.events.send(RouterEvent::Connected {
         id,
         side: Side::Xmpp,
