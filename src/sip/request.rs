@@ -628,8 +628,6 @@ Content-Length: 5\r\n\
 \r\n\
 hello";
 
-    pub(super) const MESSAGE_FOR_BENCH: &[u8] = MESSAGE;
-
     #[test]
     fn typed_request() {
         let r = Request::from_message(parse_message(MESSAGE).unwrap()).unwrap();
@@ -764,45 +762,5 @@ hello";
             Some(Method::Other("invite".into()))
         );
         assert_eq!(Method::from_token("BAD METHOD"), None);
-    }
-}
-
-#[cfg(test)]
-mod throughput {
-    use super::*;
-    use crate::sip::frame::{FrameConfig, Framer};
-
-    /// `cargo test --release --lib sip::request::throughput -- --ignored --nocapture`
-    #[test]
-    #[ignore = "timing, run by hand in release"]
-    fn frame_parse_and_type_messages() {
-        let one = tests::MESSAGE_FOR_BENCH;
-        let n = 200_000;
-        let stream: Vec<u8> = one.repeat(1000);
-        let start = std::time::Instant::now();
-        let mut count = 0;
-        for _ in 0..n / 1000 {
-            let mut f = Framer::new(FrameConfig::default());
-            f.push(&stream);
-            while let Ok(Some(crate::sip::frame::Frame::Message(m))) = f.next_frame() {
-                let r = Request::from_message(m).unwrap();
-                count += r.body().len();
-            }
-        }
-        let secs = start.elapsed().as_secs_f64();
-        println!(
-            "{:.0} messages/s framed and typed ({count})",
-            f64::from(n) / secs
-        );
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            let m = crate::sip::message::parse_message(one).unwrap();
-            count += m.body().len();
-        }
-        let secs = start.elapsed().as_secs_f64();
-        println!(
-            "{:.0} messages/s parsed only ({count})",
-            f64::from(n) / secs
-        );
     }
 }
