@@ -32,6 +32,17 @@ impl InProcess {
 
     /// [`InProcess::start`] with `sections` appended to the configuration.
     pub fn start_with(testbed: &Testbed, extra: &[&str], sections: &str) -> InProcess {
+        InProcess::start_edited(testbed, extra, |text| text + sections, true)
+    }
+
+    /// [`InProcess::start`] with the configuration text passed through `edit`; with
+    /// `with_sink` false the gateway runs as `Gateway::start` leaves it: no sink installed.
+    pub fn start_edited(
+        testbed: &Testbed,
+        extra: &[&str],
+        edit: impl FnOnce(String) -> String,
+        with_sink: bool,
+    ) -> InProcess {
         let _ = env_logger::builder()
             .is_test(true)
             .filter_level(log::LevelFilter::Info)
@@ -43,22 +54,26 @@ impl InProcess {
             added.push_str(line);
             added.push('\n');
         }
-        text = text.replacen("[xmpp]\n", &added, 1);
-        text.push_str(sections);
+        text = edit(text.replacen("[xmpp]\n", &added, 1));
         let path = testbed.dir.join("xsgw.ini");
         std::fs::write(&path, &text).unwrap();
         let (config, mut report) = xsgw::config::parse(&text, &path).unwrap();
         let credentials = xsgw::config::validate(&config, &mut report);
         assert!(!report.has_errors(), "{:?}", report.lines());
         let (sink, notices) = crossbeam_channel::bounded(1024);
-        let gateway = Gateway::start_with(
-            Arc::new(config),
-            credentials.expect("credentials load"),
-            GatewayOptions {
-                xmpp_sink: Some(sink),
-                ..GatewayOptions::default()
-            },
-        )
+        let credentials = credentials.expect("credentials load");
+        let gateway = if with_sink {
+            Gateway::start_with(
+                Arc::new(config),
+                credentials,
+                GatewayOptions {
+                    xmpp_sink: Some(sink),
+                    ..GatewayOptions::default()
+                },
+            )
+        } else {
+            Gateway::start(Arc::new(config), credentials)
+        }
         .expect("gateway starts");
         InProcess {
             gateway: Some(gateway),
@@ -279,6 +294,28 @@ fn dialback_in_the_clear_both_ways() {
 fn starttls_and_dialback_both_ways() {
     let testbed = Testbed::up("s2s-tls-dialback", &[]);
     let gw = InProcess::start(&testbed, &["sasl = disabled"]);
+    let (inbound, outbound) = both_directions(&testbed, &gw);
+    assert_eq!((inbound.0, inbound.1), (AuthMethod::Dialback, true));
+    assert_eq!((outbound.0, outbound.1), (AuthMethod::Dialback, true));
+    gw.stop();
+}
+
+#[test]
+fn dialback_required_for_a_partner_is_used_though_external_would_work() {
+    // The default testbed, where SASL EXTERNAL is used both ways (see above).
+    let testbed = Testbed::up("s2s-dialback-required", &[]);
+    let gw = InProcess::start_edited(
+        &testbed,
+        &[],
+        |text| {
+            text.replacen(
+                "[partner gmail.test]\n",
+                "[partner gmail.test]\ndialback = required\n",
+                1,
+            )
+        },
+        true,
+    );
     let (inbound, outbound) = both_directions(&testbed, &gw);
     assert_eq!((inbound.0, inbound.1), (AuthMethod::Dialback, true));
     assert_eq!((outbound.0, outbound.1), (AuthMethod::Dialback, true));

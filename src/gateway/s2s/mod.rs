@@ -28,6 +28,12 @@
 //!   [`OUTBOUND_POLL`] (a blocking socket cannot be woken by a channel); a gateway has few
 //!   outbound streams, so the wake-ups cost little, and a stanza waits at most that long.
 //! - Inbound dialback verification runs in the inbound thread: only that peer waits for it.
+//! - `dialback = required` (per partner or in `[xmpp]`) means what the Lync/Skype knob means:
+//!   every domain pair is authenticated with Server Dialback, and SASL EXTERNAL alone does
+//!   not satisfy it. Inbound, SASL EXTERNAL is not offered to such a partner; outbound,
+//!   dialback is used even when the peer offers EXTERNAL. `sasl = required` means the
+//!   opposite (certificates only, no dialback), so the two together are refused by config
+//!   validation rather than given a "both must pass" meaning no common server implements.
 //! - Without a translator, accepted inbound stanzas go to the sink or are logged and dropped
 //!   (issue 5 plugs the translator into [`XmppRoutes::handle`]).
 
