@@ -323,6 +323,33 @@ fn dialback_required_for_a_partner_is_used_though_external_would_work() {
 }
 
 #[test]
+fn without_a_sink_an_inbound_message_is_answered_with_service_unavailable() {
+    let testbed = Testbed::up("s2s-no-sink", &[]);
+    let gw = InProcess::start_edited(&testbed, &[], |text| text, false);
+    let out = testbed.command(&[
+        "xmpp-send",
+        "--sender",
+        "alice@gmail.test",
+        "--receiver",
+        "bob@gmail.test",
+        "--remote",
+        "someone@contoso.test",
+        "--wait",
+        "5",
+    ]);
+    let json = String::from_utf8_lossy(&out.stdout);
+    let errors = json.split("\"errors\": [").nth(1).unwrap_or("");
+    assert!(
+        errors.contains("\"from\": \"someone@contoso.test\"")
+            && errors.contains("service-unavailable")
+            && errors.contains("cannot deliver"),
+        "alice got her message back as an error: {json}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gw.stop();
+}
+
+#[test]
 fn peer_certificate_without_its_domain_gets_no_external_and_completes_dialback() {
     // Prosody presents wrongname.pem (rogue.contoso.test, from the good CA) on s2s and tries
     // SASL EXTERNAL first when offered.

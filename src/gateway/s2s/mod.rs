@@ -34,8 +34,12 @@
 //!   dialback is used even when the peer offers EXTERNAL. `sasl = required` means the
 //!   opposite (certificates only, no dialback), so the two together are refused by config
 //!   validation rather than given a "both must pass" meaning no common server implements.
-//! - Without a translator, accepted inbound stanzas go to the sink or are logged and dropped
-//!   (issue 5 plugs the translator into [`XmppRoutes::handle`]).
+//! - Without a translator, accepted inbound stanzas go to the sink; with no sink installed (or
+//!   a full one) a stanza is never dropped in silence: its sender gets `<service-unavailable/>`
+//!   (type cancel; `<resource-constraint/>` when the sink is full) with a text, sent over an
+//!   outbound stream to the sender's domain like any other stanza. Error stanzas and IQ
+//!   results are never answered (RFC 6120 §8.3.1, §8.2.3). Issue 5 plugs the translator into
+//!   [`XmppRoutes::handle`].
 
 mod inbound;
 pub mod io;
@@ -336,14 +340,12 @@ impl XmppRoutes {
     pub fn handle(&mut self, event: XmppEvent) {
         match event {
             XmppEvent::Inbound(stanza) => {
-                if !self.notify(XmppNotice::Stanza(stanza.clone())) {
-                    log::info!(
-                        "xmpp inbound {}: <{}/> for {} accepted; no translator yet, dropped",
-                        stanza.remote,
-                        stanza.stanza.name,
-                        stanza.local
-                    );
-                }
+                let condition = match &self.sink {
+                    None => StanzaErrorCondition::ServiceUnavailable,
+                    Some(_) if self.notify(XmppNotice::Stanza(stanza.clone())) => return,
+                    Some(_) => StanzaErrorCondition::ResourceConstraint,
+                };
+                self.refuse_undeliverable(stanza, condition);
             }
             XmppEvent::Send(stanza) => self.send(stanza),
             XmppEvent::Bounce { stanza, condition } => self.bounce(stanza, condition),
@@ -382,6 +384,39 @@ impl XmppRoutes {
         match &self.sink {
             Some(sink) => sink.try_send(notice).is_ok(),
             None => false,
+        }
+    }
+
+    /// An authenticated inbound stanza nobody can take: never dropped in silence, its sender
+    /// gets an error stanza over our outbound stream to its domain (RFC 6120 §8.3).
+    fn refuse_undeliverable(&mut self, inbound: InboundStanza, condition: StanzaErrorCondition) {
+        let stanza = &inbound.stanza;
+        let why = if condition == StanzaErrorCondition::ServiceUnavailable {
+            "the gateway cannot deliver this yet: no translator is running"
+        } else {
+            "the gateway is too busy to take this now"
+        };
+        let reply = if answerable(stanza) {
+            let error = StanzaError::new(condition)
+                .with_text(why)
+                .with_by(inbound.local.as_str());
+            error_reply(stanza, &error)
+        } else {
+            None
+        };
+        log::info!(
+            "xmpp inbound {}: <{}/> for {} not delivered ({why}); {}",
+            inbound.remote,
+            stanza.name,
+            inbound.local,
+            if reply.is_some() {
+                "answered with an error"
+            } else {
+                "not answerable (an error or iq result), dropped"
+            }
+        );
+        if let Some(reply) = reply {
+            self.send(reply);
         }
     }
 
@@ -449,6 +484,21 @@ impl XmppRoutes {
     }
 }
 
+/// Whether an error stanza may answer `stanza` (RFC 6120 §8.3.1, §8.2.3): never an error
+/// (`type='error'`, or anything carrying an `<error/>`), and of IQs only requests (`get`/`set`):
+/// a `result` is not answered either.
+fn answerable(stanza: &Element) -> bool {
+    let kind = stanza.attr("type");
+    if kind == Some("error") || stanza.elements().any(|e| e.name == "error") {
+        return false;
+    }
+    match stanza.name.as_str() {
+        "iq" => matches!(kind, Some("get") | Some("set")),
+        "message" | "presence" => true,
+        _ => false,
+    }
+}
+
 /// A random stream id (XEP-0185 relies on it being unpredictable).
 fn random_id() -> String {
     use ring::rand::SecureRandom;
@@ -495,6 +545,34 @@ route = 192.0.2.7:5270
         crate::config::parse(&text, Path::new("test.ini"))
             .expect("parses")
             .0
+    }
+
+    #[test]
+    fn only_requests_and_non_errors_are_answered_with_errors() {
+        use crate::xmpp::element::NS_SERVER;
+        let stanza = |name: &str, kind: Option<&str>| {
+            Element::new(name, NS_SERVER)
+                .with_attr("from", "a@gmail.test")
+                .with_attr("to", "b@contoso.test")
+                .with_opt_attr("type", kind)
+        };
+        for (name, kind, want) in [
+            ("message", None, true),
+            ("message", Some("chat"), true),
+            ("message", Some("error"), false),
+            ("presence", None, true),
+            ("presence", Some("subscribe"), true),
+            ("presence", Some("error"), false),
+            ("iq", Some("get"), true),
+            ("iq", Some("set"), true),
+            ("iq", Some("result"), false),
+            ("iq", Some("error"), false),
+            ("iq", None, false),
+        ] {
+            assert_eq!(answerable(&stanza(name, kind)), want, "{name} {kind:?}");
+        }
+        let with_error = stanza("message", None).with_child(Element::new("error", NS_SERVER));
+        assert!(!answerable(&with_error));
     }
 
     #[test]
