@@ -349,6 +349,64 @@ fn without_a_sink_an_inbound_message_is_answered_with_service_unavailable() {
     gw.stop();
 }
 
+/// Names of this process's threads whose name starts with `prefix` (/proc/self/task/*/comm).
+fn threads_named(prefix: &str) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| name.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn shutdown_joins_every_s2s_thread_within_the_grace_period() {
+    let testbed = Testbed::up("s2s-shutdown", &[]);
+    // slow.test's authoritative server accepts and never answers: a dialback verification
+    // toward it keeps an inbound thread waiting on a stream the router does not know of.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut gw = InProcess::start_with(
+        &testbed,
+        &[],
+        &format!("\n[partner slow.test]\nroute = 127.0.0.1:{port}\n"),
+    );
+    both_directions(&testbed, &gw);
+    let mut fake = FakePeer::connect("slow.test");
+    fake.read_until("</stream:features>");
+    fake.send("<db:result from='slow.test' to='contoso.test'>0123456789abcdef</db:result>");
+    silent.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let _verifying = loop {
+        match silent.accept() {
+            Ok((socket, _)) => break socket,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("no verification stream toward slow.test: {e}"),
+        }
+    };
+    let running = threads_named("xmpp-");
+    assert!(
+        running.iter().any(|n| n.starts_with("xmpp-in-"))
+            && running.iter().any(|n| n.starts_with("xmpp-out-")),
+        "inbound and outbound stream threads run: {running:?}"
+    );
+    let gateway = gw.gateway.take().unwrap();
+    let started = Instant::now();
+    let _ = gateway.events().send(RouterEvent::Shutdown);
+    let clean = gateway.wait();
+    let took = started.elapsed();
+    let left = threads_named("xmpp-");
+    assert!(left.is_empty(), "xmpp threads left after wait(): {left:?}");
+    assert!(
+        took < xsgw::gateway::SHUTDOWN_GRACE,
+        "wait() returned after {took:?}"
+    );
+    assert!(clean, "every gateway thread ended cleanly");
+    drop(fake);
+}
+
 #[test]
 fn peer_certificate_without_its_domain_gets_no_external_and_completes_dialback() {
     // Prosody presents wrongname.pem (rogue.contoso.test, from the good CA) on s2s and tries

@@ -47,13 +47,14 @@ mod outbound;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::router::RouterEvent;
+use super::threads::ThreadSet;
 use crate::config::{AuthPolicy, Config, FederationMode, Requirement};
 use crate::dns::{Resolver, StaticHosts};
 use crate::tls::xmpp::XmppTls;
@@ -155,6 +156,15 @@ pub struct S2sContext {
     per_partner: Mutex<HashMap<String, usize>>,
     /// Domains whose refusal was logged at warn level already (logged once).
     refused: Mutex<HashSet<String>>,
+    lifecycle: Lifecycle,
+}
+
+/// What S2S threads share with the gateway's lifecycle.
+pub struct Lifecycle {
+    /// Set when shutdown begins: outbound threads stop trying targets and close their stream.
+    pub stopping: Arc<AtomicBool>,
+    /// Where outbound stream threads are kept for `Gateway::wait` to join.
+    pub threads: Arc<ThreadSet>,
 }
 
 impl std::fmt::Debug for S2sContext {
@@ -178,6 +188,7 @@ impl S2sContext {
         tls: Option<XmppTls>,
         secret: String,
         events: Sender<RouterEvent>,
+        lifecycle: Lifecycle,
     ) -> Self {
         let resolver = if config.dns.servers.is_empty() {
             Resolver::from_system().unwrap_or_else(|e| {
@@ -212,7 +223,13 @@ impl S2sContext {
             per_partner: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashSet::new()),
             config,
+            lifecycle,
         }
+    }
+
+    /// Whether gateway shutdown has begun.
+    fn stopping(&self) -> bool {
+        self.lifecycle.stopping.load(Ordering::SeqCst)
     }
 
     /// Logs a policy refusal at warn level the first time for a domain, then at debug.
@@ -471,7 +488,8 @@ impl XmppRoutes {
         match super::threads::spawn(name, super::threads::CONNECTION_STACK, move || {
             outbound::run(&context, &local, &remote, id, rx)
         }) {
-            Ok(_) => {
+            Ok(handle) => {
+                self.context.lifecycle.threads.add(handle);
                 // Cannot fail: the channel is new and the thread holds the receiver.
                 let _ = tx.try_send(stanza);
                 self.streams.insert(key, OutStream { id, queue: tx });
