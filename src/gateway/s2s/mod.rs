@@ -28,6 +28,12 @@
 //!   [`OUTBOUND_POLL`] (a blocking socket cannot be woken by a channel); a gateway has few
 //!   outbound streams, so the wake-ups cost little, and a stanza waits at most that long.
 //! - Inbound dialback verification runs in the inbound thread: only that peer waits for it.
+//! - Shutdown: every outbound stream (stanza or verification) looks at the gateway's stop
+//!   flag ([`Lifecycle`]) at least every [`OUTBOUND_POLL`], closes politely and tries no
+//!   further target, so a verification the router cannot wake (it does not register its
+//!   socket) still ends; outbound threads go into the gateway's `ThreadSet`, which
+//!   `Gateway::wait` joins. Still bounded only by its own timeout: a thread inside
+//!   `connect_timeout` or a DNS query (`[dns] timeout`) at shutdown.
 //! - `dialback = required` (per partner or in `[xmpp]`) means what the Lync/Skype knob means:
 //!   every domain pair is authenticated with Server Dialback, and SASL EXTERNAL alone does
 //!   not satisfy it. Inbound, SASL EXTERNAL is not offered to such a partner; outbound,
