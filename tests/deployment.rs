@@ -133,13 +133,15 @@ fn real_peers_reach_the_gateway_on_both_legs() {
     );
     gw.wait_for("xmpp inbound connection");
     // Prosody authenticates (SASL EXTERNAL with the test CA's gmail.pem) and its stanza is
-    // accepted by the router; no translator yet, so it stops there, and nothing bounces.
+    // accepted by the router; no translator yet, so alice gets it back as an error (never
+    // dropped in silence), over xsgw's own outbound stream to gmail.test.
     let line = gw.wait_for("gmail.test authenticated toward contoso.test");
     assert!(line.contains("SaslExternal"), "{line}");
-    gw.wait_for("xmpp inbound gmail.test: <message/> for contoso.test accepted");
+    gw.wait_for("xmpp inbound gmail.test: <message/> for contoso.test not delivered");
     assert!(
-        result.contains("\"errors\": []"),
-        "nothing came back to alice: {result}"
+        result.contains("\"from\": \"carol@contoso.test\"")
+            && result.contains("service-unavailable"),
+        "alice got her message back as an error: {result}"
     );
     assert_eq!(gw.stop(), 0);
 }

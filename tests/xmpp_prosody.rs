@@ -32,6 +32,17 @@ impl InProcess {
 
     /// [`InProcess::start`] with `sections` appended to the configuration.
     pub fn start_with(testbed: &Testbed, extra: &[&str], sections: &str) -> InProcess {
+        InProcess::start_edited(testbed, extra, |text| text + sections, true)
+    }
+
+    /// [`InProcess::start`] with the configuration text passed through `edit`; with
+    /// `with_sink` false the gateway runs as `Gateway::start` leaves it: no sink installed.
+    pub fn start_edited(
+        testbed: &Testbed,
+        extra: &[&str],
+        edit: impl FnOnce(String) -> String,
+        with_sink: bool,
+    ) -> InProcess {
         let _ = env_logger::builder()
             .is_test(true)
             .filter_level(log::LevelFilter::Info)
@@ -43,22 +54,26 @@ impl InProcess {
             added.push_str(line);
             added.push('\n');
         }
-        text = text.replacen("[xmpp]\n", &added, 1);
-        text.push_str(sections);
+        text = edit(text.replacen("[xmpp]\n", &added, 1));
         let path = testbed.dir.join("xsgw.ini");
         std::fs::write(&path, &text).unwrap();
         let (config, mut report) = xsgw::config::parse(&text, &path).unwrap();
         let credentials = xsgw::config::validate(&config, &mut report);
         assert!(!report.has_errors(), "{:?}", report.lines());
         let (sink, notices) = crossbeam_channel::bounded(1024);
-        let gateway = Gateway::start_with(
-            Arc::new(config),
-            credentials.expect("credentials load"),
-            GatewayOptions {
-                xmpp_sink: Some(sink),
-                ..GatewayOptions::default()
-            },
-        )
+        let credentials = credentials.expect("credentials load");
+        let gateway = if with_sink {
+            Gateway::start_with(
+                Arc::new(config),
+                credentials,
+                GatewayOptions {
+                    xmpp_sink: Some(sink),
+                    ..GatewayOptions::default()
+                },
+            )
+        } else {
+            Gateway::start(Arc::new(config), credentials)
+        }
         .expect("gateway starts");
         InProcess {
             gateway: Some(gateway),
@@ -283,6 +298,113 @@ fn starttls_and_dialback_both_ways() {
     assert_eq!((inbound.0, inbound.1), (AuthMethod::Dialback, true));
     assert_eq!((outbound.0, outbound.1), (AuthMethod::Dialback, true));
     gw.stop();
+}
+
+#[test]
+fn dialback_required_for_a_partner_is_used_though_external_would_work() {
+    // The default testbed, where SASL EXTERNAL is used both ways (see above).
+    let testbed = Testbed::up("s2s-dialback-required", &[]);
+    let gw = InProcess::start_edited(
+        &testbed,
+        &[],
+        |text| {
+            text.replacen(
+                "[partner gmail.test]\n",
+                "[partner gmail.test]\ndialback = required\n",
+                1,
+            )
+        },
+        true,
+    );
+    let (inbound, outbound) = both_directions(&testbed, &gw);
+    assert_eq!((inbound.0, inbound.1), (AuthMethod::Dialback, true));
+    assert_eq!((outbound.0, outbound.1), (AuthMethod::Dialback, true));
+    gw.stop();
+}
+
+#[test]
+fn without_a_sink_an_inbound_message_is_answered_with_service_unavailable() {
+    let testbed = Testbed::up("s2s-no-sink", &[]);
+    let gw = InProcess::start_edited(&testbed, &[], |text| text, false);
+    let out = testbed.command(&[
+        "xmpp-send",
+        "--sender",
+        "alice@gmail.test",
+        "--receiver",
+        "bob@gmail.test",
+        "--remote",
+        "someone@contoso.test",
+        "--wait",
+        "5",
+    ]);
+    let json = String::from_utf8_lossy(&out.stdout);
+    let errors = json.split("\"errors\": [").nth(1).unwrap_or("");
+    assert!(
+        errors.contains("\"from\": \"someone@contoso.test\"")
+            && errors.contains("service-unavailable")
+            && errors.contains("cannot deliver"),
+        "alice got her message back as an error: {json}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gw.stop();
+}
+
+/// Names of this process's threads whose name starts with `prefix` (/proc/self/task/*/comm).
+fn threads_named(prefix: &str) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| name.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn shutdown_joins_every_s2s_thread_within_the_grace_period() {
+    let testbed = Testbed::up("s2s-shutdown", &[]);
+    // slow.test's authoritative server accepts and never answers: a dialback verification
+    // toward it keeps an inbound thread waiting on a stream the router does not know of.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut gw = InProcess::start_with(
+        &testbed,
+        &[],
+        &format!("\n[partner slow.test]\nroute = 127.0.0.1:{port}\n"),
+    );
+    both_directions(&testbed, &gw);
+    let mut fake = FakePeer::connect("slow.test");
+    fake.read_until("</stream:features>");
+    fake.send("<db:result from='slow.test' to='contoso.test'>0123456789abcdef</db:result>");
+    silent.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let _verifying = loop {
+        match silent.accept() {
+            Ok((socket, _)) => break socket,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("no verification stream toward slow.test: {e}"),
+        }
+    };
+    let running = threads_named("xmpp-");
+    assert!(
+        running.iter().any(|n| n.starts_with("xmpp-in-"))
+            && running.iter().any(|n| n.starts_with("xmpp-out-")),
+        "inbound and outbound stream threads run: {running:?}"
+    );
+    let gateway = gw.gateway.take().unwrap();
+    let started = Instant::now();
+    let _ = gateway.events().send(RouterEvent::Shutdown);
+    let clean = gateway.wait();
+    let took = started.elapsed();
+    let left = threads_named("xmpp-");
+    assert!(left.is_empty(), "xmpp threads left after wait(): {left:?}");
+    assert!(
+        took < xsgw::gateway::SHUTDOWN_GRACE,
+        "wait() returned after {took:?}"
+    );
+    assert!(clean, "every gateway thread ended cleanly");
+    drop(fake);
 }
 
 #[test]

@@ -275,3 +275,17 @@ fn sample_file_documents_every_key_with_its_default() {
         );
     }
 }
+
+#[test]
+fn sasl_and_dialback_both_required_is_refused() {
+    let text = format!("{MINIMAL}sasl = required\ndialback = required\n");
+    let config = parse_text(&text).unwrap();
+    let mut report = Report::default();
+    let _ = super::validate(&config, &mut report);
+    let lines = report.lines().join("\n");
+    assert!(
+        lines.contains("[partner gmail.test]: sasl and dialback are both required"),
+        "{lines}"
+    );
+    assert!(report.has_errors());
+}

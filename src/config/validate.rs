@@ -70,10 +70,10 @@ fn check_policy(policy: AuthPolicy, place: &str, line: Option<usize>, report: &m
         );
     }
     if policy.sasl == Required && policy.dialback == Required {
-        report.warning(
+        report.error(
             line,
             place,
-            "sasl and dialback are both required: a partner must pass both; most servers do one or the other",
+            "sasl and dialback are both required, but they exclude each other: sasl = required authenticates with certificates only, dialback = required with dialback only; set one of them to optional",
         );
     }
 }

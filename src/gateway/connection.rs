@@ -26,6 +26,8 @@ pub struct Context {
     pub sip_client: Arc<rustls::ClientConfig>,
     /// When set, requests from the Edge go here instead of the router (in-process tests).
     pub sip_requests: Option<Sender<super::edge::InboundRequest>>,
+    /// Every connection thread started, joined by `Gateway::wait`.
+    pub threads: Arc<super::threads::ThreadSet>,
 }
 
 impl Context {
@@ -34,13 +36,19 @@ impl Context {
         credentials: Credentials,
         events: Sender<RouterEvent>,
         dialback_secret: String,
+        stopping: Arc<AtomicBool>,
     ) -> Result<Self, rustls::Error> {
         let sip_server = tls::sip::sip_server_config(&credentials)?;
+        let threads = Arc::new(super::threads::ThreadSet::default());
         let xmpp = Arc::new(super::s2s::S2sContext::new(
             Arc::clone(&config),
             tls::xmpp::XmppTls::new(&credentials)?,
             dialback_secret,
             events.clone(),
+            super::s2s::Lifecycle {
+                stopping,
+                threads: Arc::clone(&threads),
+            },
         ));
         let sip_client = tls::sip::sip_client_config(&credentials, &config.sip.edge_names)?;
         Ok(Context {
@@ -50,6 +58,7 @@ impl Context {
             xmpp,
             sip_client,
             sip_requests: None,
+            threads,
         })
     }
 }

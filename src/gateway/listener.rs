@@ -45,10 +45,14 @@ pub fn accept_loop(
         let name = format!("{side}-in-{id}");
         let context = Arc::clone(context);
         let stopping = Arc::clone(stopping);
-        if let Err(error) = threads::spawn(name.clone(), threads::CONNECTION_STACK, move || {
+        let threads = Arc::clone(&context.threads);
+        match threads::spawn(name.clone(), threads::CONNECTION_STACK, move || {
             connection::serve_inbound(side, id, stream, peer, slot, &context, &stopping)
         }) {
-            log::error!("{side} inbound from {peer} dropped: cannot start {name}: {error}");
+            Ok(handle) => threads.add(handle),
+            Err(error) => {
+                log::error!("{side} inbound from {peer} dropped: cannot start {name}: {error}")
+            }
         }
     }
     log::info!(

@@ -16,7 +16,9 @@
 //!
 //! Shutdown: the router stops the listeners (flag, then a connection to each to wake its
 //! blocked `accept`), asks every connection to close, waits for them up to
-//! [`SHUTDOWN_GRACE`], and returns; [`Gateway::wait`] then joins every thread.
+//! [`SHUTDOWN_GRACE`], and returns; [`Gateway::wait`] then joins every thread: router,
+//! listeners, and (from a `threads::ThreadSet`) every connection thread and XMPP outbound
+//! stream thread, which see the stop flag and end within another [`SHUTDOWN_GRACE`].
 
 mod connection;
 mod edge;
@@ -181,6 +183,8 @@ pub struct Gateway {
     pub xmpp_addr: SocketAddr,
     pub sip_addr: SocketAddr,
     edge: EdgeHandle,
+    /// Connection threads (both sides) and XMPP outbound stream threads.
+    threads: Arc<threads::ThreadSet>,
 }
 
 impl Gateway {
@@ -222,9 +226,14 @@ impl Gateway {
         let stopping = Arc::new(AtomicBool::new(false));
         let listener_addrs = vec![xmpp_addr, sip_addr];
 
-        let mut context =
-            connection::Context::new(Arc::clone(&config), credentials, events.clone(), secret)
-                .map_err(|e| RunError::Tls(e.to_string()))?;
+        let mut context = connection::Context::new(
+            Arc::clone(&config),
+            credentials,
+            events.clone(),
+            secret,
+            Arc::clone(&stopping),
+        )
+        .map_err(|e| RunError::Tls(e.to_string()))?;
         context.sip_requests = options.sip_requests;
         let context = Arc::new(context);
         let mut listeners = Vec::new();
@@ -275,6 +284,7 @@ impl Gateway {
             xmpp_addr,
             sip_addr,
             edge,
+            threads: Arc::clone(&context.threads),
         })
     }
 
@@ -293,14 +303,19 @@ impl Gateway {
         XmppSender(self.events.clone())
     }
 
-    /// Waits until the router has finished shutting down, then joins the listeners.
-    /// Returns `false` when a thread ended by a bug.
+    /// Waits until the router has finished shutting down, then joins the listeners and every
+    /// connection and XMPP outbound thread, waiting for those at most [`SHUTDOWN_GRACE`] more.
+    /// Returns `false` when a thread ended by a bug or was still running at that deadline.
     pub fn wait(self) -> bool {
         drop(self.events);
         let mut clean = matches!(self.router.join(), Ok(Ok(())));
         for listener in self.listeners {
             clean &= matches!(listener.join(), Ok(Ok(())));
         }
+        // The listeners and the router are gone: no thread is added to the set any more.
+        clean &= self
+            .threads
+            .join_all(std::time::Instant::now() + SHUTDOWN_GRACE);
         clean
     }
 }

@@ -5,7 +5,9 @@
 //! and every other thread keeps running.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 use std::thread::{Builder, JoinHandle};
+use std::time::{Duration, Instant};
 
 /// Stack for connection threads: small, so that 10k idle streams stay cheap. Parsers and
 /// state machines keep their buffers on the heap.
@@ -37,6 +39,69 @@ where
                 Err(())
             }
         })
+}
+
+/// The connection and outbound threads a gateway started, so [`ThreadSet::join_all`] can prove
+/// at shutdown that every one of them ended. Finished threads are joined (and forgotten) as
+/// new ones are added, so the set stays as large as the live threads, not the history.
+#[derive(Debug, Default)]
+pub struct ThreadSet {
+    inner: Mutex<Threads>,
+}
+
+#[derive(Debug, Default)]
+struct Threads {
+    handles: Vec<JoinHandle<Result<(), ()>>>,
+    /// Ended by a bug (joined while pruning).
+    failed: usize,
+    /// Prune when the set reaches this size (doubles with the live count: amortised O(1)).
+    prune_at: usize,
+}
+
+impl ThreadSet {
+    /// Keeps `handle` for [`ThreadSet::join_all`].
+    pub fn add(&self, handle: JoinHandle<Result<(), ()>>) {
+        let Ok(mut threads) = self.inner.lock() else {
+            return;
+        };
+        threads.handles.push(handle);
+        if threads.handles.len() >= threads.prune_at.max(64) {
+            let (done, live): (Vec<_>, Vec<_>) = std::mem::take(&mut threads.handles)
+                .into_iter()
+                .partition(|h| h.is_finished());
+            threads.handles = live;
+            threads.failed += done
+                .into_iter()
+                .map(JoinHandle::join)
+                .filter(|r| !matches!(r, Ok(Ok(()))))
+                .count();
+            threads.prune_at = threads.handles.len() * 2;
+        }
+    }
+
+    /// Joins every thread in the set, waiting for them until `deadline`. `false` when one
+    /// ended by a bug or is still running at the deadline (it is named in the log and left).
+    pub fn join_all(&self, deadline: Instant) -> bool {
+        let Ok(mut threads) = self.inner.lock() else {
+            return false;
+        };
+        let mut clean = threads.failed == 0;
+        for handle in std::mem::take(&mut threads.handles) {
+            while !handle.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if handle.is_finished() {
+                clean &= matches!(handle.join(), Ok(Ok(())));
+            } else {
+                log::warn!(
+                    "thread {} did not end by the shutdown deadline; leaving it",
+                    handle.thread().name().unwrap_or("unnamed")
+                );
+                clean = false;
+            }
+        }
+        clean
+    }
 }
 
 /// Replaces the default panic message on stderr by a log line with location, so panics reach
@@ -79,5 +144,29 @@ mod tests {
         assert_eq!(crasher.join().unwrap(), Err(()));
         tx.send(7).unwrap();
         assert_eq!(survivor.join().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn a_thread_set_joins_every_thread_and_names_the_late_one() {
+        let set = ThreadSet::default();
+        for i in 0..63 {
+            set.add(spawn(format!("quick-{i}"), CONNECTION_STACK, || {}).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        set.add(spawn("quick-last".into(), CONNECTION_STACK, || {}).unwrap());
+        assert!(
+            set.inner.lock().unwrap().handles.len() <= 1,
+            "finished ones pruned"
+        );
+        assert!(set.join_all(Instant::now() + Duration::from_secs(5)));
+        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+        set.add(
+            spawn("slow".into(), CONNECTION_STACK, move || {
+                let _ = rx.recv();
+            })
+            .unwrap(),
+        );
+        assert!(!set.join_all(Instant::now() + Duration::from_millis(50)));
+        drop(tx);
     }
 }

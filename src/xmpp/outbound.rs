@@ -84,7 +84,7 @@ pub struct OutboundConfig {
     pub tls: Want,
     /// SASL EXTERNAL policy (only possible with TLS and our certificate).
     pub sasl: Want,
-    /// Dialback policy.
+    /// Dialback policy; `Required` means dialback even when SASL EXTERNAL is offered.
     pub dialback: Want,
     /// Whether TLS can be started at all (an identity and TLS config exist).
     pub tls_available: bool,
@@ -446,6 +446,8 @@ impl OutboundSession {
             && external
             && !self.sasl_tried
             && self.config.sasl != Want::Disabled
+            // dialback = required: every domain pair proves itself with dialback.
+            && self.config.dialback != Want::Required
         {
             self.sasl_tried = true;
             let authzid = base64_encode(self.config.local.as_bytes());
@@ -744,6 +746,28 @@ mod tests {
                 method: AuthMethod::SaslExternal,
                 tls: true
             }]
+        );
+    }
+
+    #[test]
+    fn dialback_required_uses_dialback_though_external_is_offered() {
+        let now = Instant::now();
+        let mut c = config(Want::Optional);
+        c.dialback = Want::Required;
+        let mut s = OutboundSession::new(c, OutboundPurpose::Stanzas, now);
+        s.handle_input(now, PEER_TLS_OPEN);
+        s.handle_input(now, b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        s.handle_tls_established(now, true);
+        output(&mut s);
+        s.handle_input(now, PEER_AFTER_TLS);
+        let out = output(&mut s);
+        assert!(!out.contains("EXTERNAL"), "{out}");
+        let key = dialback_key(SECRET_A, "b.example", "a.example", "s3");
+        assert!(
+            out.contains(&format!(
+                "<db:result from='a.example' to='b.example'>{key}</db:result>"
+            )),
+            "{out}"
         );
     }
 

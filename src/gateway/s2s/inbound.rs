@@ -12,7 +12,7 @@ use super::{
     decide, outbound, random_id, requirement_enabled, Decision, InboundStanza, S2sContext,
     XmppEvent,
 };
-use crate::config::Requirement;
+use crate::config::{AuthPolicy, Requirement};
 use crate::gateway::router::RouterEvent;
 use crate::xmpp::error::StreamErrorCondition;
 use crate::xmpp::session::{
@@ -28,15 +28,25 @@ fn tls_policy(r: Requirement, available: bool) -> TlsPolicy {
     }
 }
 
+/// dialback = required: the partner authenticates every domain pair with dialback, so
+/// SASL EXTERNAL is not offered (sasl = required together with it is refused by config
+/// validation).
+fn sasl_offered(policy: AuthPolicy) -> bool {
+    requirement_enabled(policy.sasl) && policy.dialback != Requirement::Required
+}
+
+/// sasl = required: certificates only, so dialback is not offered.
+fn dialback_offered(policy: AuthPolicy) -> bool {
+    requirement_enabled(policy.dialback) && policy.sasl != Requirement::Required
+}
+
 fn session_config(context: &Arc<S2sContext>, peer: SocketAddr) -> InboundConfig {
     let xmpp = &context.config.xmpp;
     let tls_available = context.tls.is_some();
     let mut config = InboundConfig::new(context.hosted.iter().cloned(), context.secret.0.clone());
     config.tls = tls_policy(xmpp.policy.tls, tls_available);
-    config.sasl = requirement_enabled(xmpp.policy.sasl);
-    // sasl = required: certificates only, so dialback is not offered.
-    config.dialback =
-        requirement_enabled(xmpp.policy.dialback) && xmpp.policy.sasl != Requirement::Required;
+    config.sasl = sasl_offered(xmpp.policy);
+    config.dialback = dialback_offered(xmpp.policy);
     config.handshake_timeout = xmpp.stream_timeout;
     config.idle_timeout = xmpp.idle_timeout;
     config.limits.max_stanza = xmpp.max_stanza;
@@ -49,9 +59,8 @@ fn session_config(context: &Arc<S2sContext>, peer: SocketAddr) -> InboundConfig 
             }
             Decision::Allow { policy, .. } => PeerDecision::Accept {
                 tls: tls_policy(policy.tls, tls_available),
-                sasl: requirement_enabled(policy.sasl),
-                dialback: requirement_enabled(policy.dialback)
-                    && policy.sasl != Requirement::Required,
+                sasl: sasl_offered(policy),
+                dialback: dialback_offered(policy),
             },
         }
     })));

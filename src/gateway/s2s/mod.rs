@@ -28,8 +28,24 @@
 //!   [`OUTBOUND_POLL`] (a blocking socket cannot be woken by a channel); a gateway has few
 //!   outbound streams, so the wake-ups cost little, and a stanza waits at most that long.
 //! - Inbound dialback verification runs in the inbound thread: only that peer waits for it.
-//! - Without a translator, accepted inbound stanzas go to the sink or are logged and dropped
-//!   (issue 5 plugs the translator into [`XmppRoutes::handle`]).
+//! - Shutdown: every outbound stream (stanza or verification) looks at the gateway's stop
+//!   flag ([`Lifecycle`]) at least every [`OUTBOUND_POLL`], closes politely and tries no
+//!   further target, so a verification the router cannot wake (it does not register its
+//!   socket) still ends; outbound threads go into the gateway's `ThreadSet`, which
+//!   `Gateway::wait` joins. Still bounded only by its own timeout: a thread inside
+//!   `connect_timeout` or a DNS query (`[dns] timeout`) at shutdown.
+//! - `dialback = required` (per partner or in `[xmpp]`) means what the Lync/Skype knob means:
+//!   every domain pair is authenticated with Server Dialback, and SASL EXTERNAL alone does
+//!   not satisfy it. Inbound, SASL EXTERNAL is not offered to such a partner; outbound,
+//!   dialback is used even when the peer offers EXTERNAL. `sasl = required` means the
+//!   opposite (certificates only, no dialback), so the two together are refused by config
+//!   validation rather than given a "both must pass" meaning no common server implements.
+//! - Without a translator, accepted inbound stanzas go to the sink; with no sink installed (or
+//!   a full one) a stanza is never dropped in silence: its sender gets `<service-unavailable/>`
+//!   (type cancel; `<resource-constraint/>` when the sink is full) with a text, sent over an
+//!   outbound stream to the sender's domain like any other stanza. Error stanzas and IQ
+//!   results are never answered (RFC 6120 §8.3.1, §8.2.3). Issue 5 plugs the translator into
+//!   [`XmppRoutes::handle`].
 
 mod inbound;
 pub mod io;
@@ -37,13 +53,14 @@ mod outbound;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::router::RouterEvent;
+use super::threads::ThreadSet;
 use crate::config::{AuthPolicy, Config, FederationMode, Requirement};
 use crate::dns::{Resolver, StaticHosts};
 use crate::tls::xmpp::XmppTls;
@@ -145,6 +162,15 @@ pub struct S2sContext {
     per_partner: Mutex<HashMap<String, usize>>,
     /// Domains whose refusal was logged at warn level already (logged once).
     refused: Mutex<HashSet<String>>,
+    lifecycle: Lifecycle,
+}
+
+/// What S2S threads share with the gateway's lifecycle.
+pub struct Lifecycle {
+    /// Set when shutdown begins: outbound threads stop trying targets and close their stream.
+    pub stopping: Arc<AtomicBool>,
+    /// Where outbound stream threads are kept for `Gateway::wait` to join.
+    pub threads: Arc<ThreadSet>,
 }
 
 impl std::fmt::Debug for S2sContext {
@@ -168,6 +194,7 @@ impl S2sContext {
         tls: Option<XmppTls>,
         secret: String,
         events: Sender<RouterEvent>,
+        lifecycle: Lifecycle,
     ) -> Self {
         let resolver = if config.dns.servers.is_empty() {
             Resolver::from_system().unwrap_or_else(|e| {
@@ -202,7 +229,13 @@ impl S2sContext {
             per_partner: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashSet::new()),
             config,
+            lifecycle,
         }
+    }
+
+    /// Whether gateway shutdown has begun.
+    fn stopping(&self) -> bool {
+        self.lifecycle.stopping.load(Ordering::SeqCst)
     }
 
     /// Logs a policy refusal at warn level the first time for a domain, then at debug.
@@ -330,14 +363,12 @@ impl XmppRoutes {
     pub fn handle(&mut self, event: XmppEvent) {
         match event {
             XmppEvent::Inbound(stanza) => {
-                if !self.notify(XmppNotice::Stanza(stanza.clone())) {
-                    log::info!(
-                        "xmpp inbound {}: <{}/> for {} accepted; no translator yet, dropped",
-                        stanza.remote,
-                        stanza.stanza.name,
-                        stanza.local
-                    );
-                }
+                let condition = match &self.sink {
+                    None => StanzaErrorCondition::ServiceUnavailable,
+                    Some(_) if self.notify(XmppNotice::Stanza(stanza.clone())) => return,
+                    Some(_) => StanzaErrorCondition::ResourceConstraint,
+                };
+                self.refuse_undeliverable(stanza, condition);
             }
             XmppEvent::Send(stanza) => self.send(stanza),
             XmppEvent::Bounce { stanza, condition } => self.bounce(stanza, condition),
@@ -376,6 +407,39 @@ impl XmppRoutes {
         match &self.sink {
             Some(sink) => sink.try_send(notice).is_ok(),
             None => false,
+        }
+    }
+
+    /// An authenticated inbound stanza nobody can take: never dropped in silence, its sender
+    /// gets an error stanza over our outbound stream to its domain (RFC 6120 §8.3).
+    fn refuse_undeliverable(&mut self, inbound: InboundStanza, condition: StanzaErrorCondition) {
+        let stanza = &inbound.stanza;
+        let why = if condition == StanzaErrorCondition::ServiceUnavailable {
+            "the gateway cannot deliver this yet: no translator is running"
+        } else {
+            "the gateway is too busy to take this now"
+        };
+        let reply = if answerable(stanza) {
+            let error = StanzaError::new(condition)
+                .with_text(why)
+                .with_by(inbound.local.as_str());
+            error_reply(stanza, &error)
+        } else {
+            None
+        };
+        log::info!(
+            "xmpp inbound {}: <{}/> for {} not delivered ({why}); {}",
+            inbound.remote,
+            stanza.name,
+            inbound.local,
+            if reply.is_some() {
+                "answered with an error"
+            } else {
+                "not answerable (an error or iq result), dropped"
+            }
+        );
+        if let Some(reply) = reply {
+            self.send(reply);
         }
     }
 
@@ -430,7 +494,8 @@ impl XmppRoutes {
         match super::threads::spawn(name, super::threads::CONNECTION_STACK, move || {
             outbound::run(&context, &local, &remote, id, rx)
         }) {
-            Ok(_) => {
+            Ok(handle) => {
+                self.context.lifecycle.threads.add(handle);
                 // Cannot fail: the channel is new and the thread holds the receiver.
                 let _ = tx.try_send(stanza);
                 self.streams.insert(key, OutStream { id, queue: tx });
@@ -440,6 +505,21 @@ impl XmppRoutes {
                 self.bounce(stanza, StanzaErrorCondition::ResourceConstraint);
             }
         }
+    }
+}
+
+/// Whether an error stanza may answer `stanza` (RFC 6120 §8.3.1, §8.2.3): never an error
+/// (`type='error'`, or anything carrying an `<error/>`), and of IQs only requests (`get`/`set`):
+/// a `result` is not answered either.
+fn answerable(stanza: &Element) -> bool {
+    let kind = stanza.attr("type");
+    if kind == Some("error") || stanza.elements().any(|e| e.name == "error") {
+        return false;
+    }
+    match stanza.name.as_str() {
+        "iq" => matches!(kind, Some("get") | Some("set")),
+        "message" | "presence" => true,
+        _ => false,
     }
 }
 
@@ -489,6 +569,34 @@ route = 192.0.2.7:5270
         crate::config::parse(&text, Path::new("test.ini"))
             .expect("parses")
             .0
+    }
+
+    #[test]
+    fn only_requests_and_non_errors_are_answered_with_errors() {
+        use crate::xmpp::element::NS_SERVER;
+        let stanza = |name: &str, kind: Option<&str>| {
+            Element::new(name, NS_SERVER)
+                .with_attr("from", "a@gmail.test")
+                .with_attr("to", "b@contoso.test")
+                .with_opt_attr("type", kind)
+        };
+        for (name, kind, want) in [
+            ("message", None, true),
+            ("message", Some("chat"), true),
+            ("message", Some("error"), false),
+            ("presence", None, true),
+            ("presence", Some("subscribe"), true),
+            ("presence", Some("error"), false),
+            ("iq", Some("get"), true),
+            ("iq", Some("set"), true),
+            ("iq", Some("result"), false),
+            ("iq", Some("error"), false),
+            ("iq", None, false),
+        ] {
+            assert_eq!(answerable(&stanza(name, kind)), want, "{name} {kind:?}");
+        }
+        let with_error = stanza("message", None).with_child(Element::new("error", NS_SERVER));
+        assert!(!answerable(&with_error));
     }
 
     #[test]

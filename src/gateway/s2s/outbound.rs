@@ -88,6 +88,10 @@ fn drive(
     let mut out = Vec::new();
     let remote = session.remote().to_owned();
     loop {
+        if context.stopping() && !session.is_closed() {
+            // Shutdown: close politely now rather than wait for the router to wake us.
+            session.close();
+        }
         while let Some(event) = session.poll_event() {
             if event == OutboundEvent::StartTls {
                 session.poll_transmit(&mut out);
@@ -126,9 +130,11 @@ fn drive(
         pipe.write_all(&out)
             .map_err(|e| format!("write error: {e}"))?;
         out.clear();
-        let mut deadline = session
+        // Woken every OUTBOUND_POLL at least, to see the queue and the stop flag.
+        let deadline = session
             .poll_timeout()
-            .unwrap_or_else(|| Instant::now() + OUTBOUND_POLL);
+            .unwrap_or_else(|| Instant::now() + OUTBOUND_POLL)
+            .min(Instant::now() + OUTBOUND_POLL);
         if let Some(queue) = queue {
             loop {
                 match queue.try_recv() {
@@ -153,7 +159,6 @@ fn drive(
             pipe.write_all(&out)
                 .map_err(|e| format!("write error: {e}"))?;
             out.clear();
-            deadline = deadline.min(Instant::now() + OUTBOUND_POLL);
         }
         match pipe.read(&mut buf, deadline) {
             Ok(ReadOutcome::Data(n)) => {
@@ -240,6 +245,9 @@ pub fn run(
             .iter()
             .map(|ip| SocketAddr::new(*ip, target.port))
         {
+            if context.stopping() {
+                break 'targets;
+            }
             let Some(socket) = connect(context, addr, &who) else {
                 continue;
             };
@@ -386,6 +394,9 @@ pub fn verify(
             .iter()
             .map(|ip| SocketAddr::new(*ip, target.port))
         {
+            if context.stopping() {
+                return DialbackVerdict::Error(StanzaErrorCondition::RemoteServerTimeout);
+            }
             let Some(socket) = connect(context, addr, &who) else {
                 continue;
             };
