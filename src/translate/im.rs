@@ -307,7 +307,7 @@ fn single_line(s: &str) -> String {
 
 /// Translates an XMPP `<message>` (type chat, normal or absent) into the SIP MESSAGE to send.
 /// `from` and `to` are the already mapped addresses. A stanza without a body gives
-/// [`ImError::NoBody`]: check [`ChatState::of_message`] for typing first.
+/// [`ImError::NoBody`]: check [`ChatState::of_message`](super::typing::ChatState::of_message) for typing first.
 pub fn message_to_sip(
     message: &Element,
     from: Uri,
