@@ -5,76 +5,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::process::Running;
 use common::testbed::{script, Testbed, PYTHON};
 
-struct Gateway {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Gateway {
-    fn start(testbed: &Testbed) -> Gateway {
-        let config = testbed.dir.join("xsgw.ini");
-        std::fs::write(&config, testbed.gateway_config("debug")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xsgw"))
-            .args(["run", "-c"])
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let gw = Gateway { child, log };
-        gw.wait_for("started: XMPP on 127.0.10.100:5269");
-        gw
-    }
-
-    fn wait_for(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(text)) {
-                return l.clone();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "no xsgw log line with `{text}`:\n{}",
-            self.log.lock().unwrap().join("\n")
-        );
-    }
-
-    fn stop(mut self) -> i32 {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "xsgw did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_gateway(testbed: &Testbed) -> Running {
+    let config = testbed.dir.join("xsgw.ini");
+    std::fs::write(&config, testbed.gateway_config("debug")).unwrap();
+    let gw = Running::start(&config, None);
+    gw.wait_for("started: XMPP on 127.0.10.100:5269");
+    gw
 }
 
 fn testbed_json(testbed: &Testbed, args: &[&str]) -> String {
@@ -91,7 +33,7 @@ fn testbed_json(testbed: &Testbed, args: &[&str]) -> String {
 #[test]
 fn real_peers_reach_the_gateway_on_both_legs() {
     let testbed = Testbed::up("deployment", &[]);
-    let gw = Gateway::start(&testbed);
+    let mut gw = start_gateway(&testbed);
 
     // SIP leg: bob@contoso.test writes to alice@gmail.test; Kamailio routes gmail.test to
     // gw.contoso.test over TLS with the Edge certificate, which xsgw verifies.
@@ -143,5 +85,6 @@ fn real_peers_reach_the_gateway_on_both_legs() {
             && result.contains("service-unavailable"),
         "alice got her message back as an error: {result}"
     );
-    assert_eq!(gw.stop(), 0);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), 0);
 }

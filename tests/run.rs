@@ -3,88 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, xsgw, Pki};
-
-/// A running `xsgw run` whose stderr is collected line by line.
-struct Running {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Running {
-    fn start(config: &str, pidfile: &Path) -> Running {
-        let mut child = xsgw()
-            .args(["run", "-c", config, "--pidfile"])
-            .arg(pidfile)
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Running { child, log }
-    }
-
-    /// Waits until a log line contains `text`; returns it.
-    fn wait_for(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(text)) {
-                return line.clone();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "no log line with `{text}`; log:\n{}",
-            self.log.lock().unwrap().join("\n")
-        );
-    }
-
-    fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> i32 {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "xsgw did not exit within {within:?}; log:\n{}",
-                    self.log.lock().unwrap().join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::process::Running;
+use common::{free_port, Pki};
 
 fn start_gateway(pki: &Pki) -> (Running, u16, u16) {
     let (xmpp, sip) = (free_port(), free_port());
@@ -94,7 +20,7 @@ fn start_gateway(pki: &Pki) -> (Running, u16, u16) {
         "sip.contoso.test:5061",
     );
     let path = pki.write_config("xsgw.ini", &config);
-    let running = Running::start(&path, &pki.dir.path("xsgw.pid"));
+    let running = Running::start(Path::new(&path), Some(&pki.dir.path("xsgw.pid")));
     running.wait_for("started: XMPP on");
     (running, xmpp, sip)
 }
@@ -152,14 +78,14 @@ fn a_busy_port_or_a_running_instance_stops_start_up_with_a_reason() {
         "sip.contoso.test:5061",
     );
     let path = pki.write_config("busy.ini", &config);
-    let mut gw = Running::start(&path, &pki.dir.path("busy.pid"));
+    let mut gw = Running::start(Path::new(&path), Some(&pki.dir.path("busy.pid")));
     assert_eq!(gw.wait_exit(Duration::from_secs(10)), 1);
     gw.wait_for(&format!(
         "cannot listen on 127.0.0.1:{port} ([xmpp] listen)"
     ));
 
     let (mut first, _, _) = start_gateway(&pki);
-    let mut second = Running::start(&path, &pki.dir.path("xsgw.pid"));
+    let mut second = Running::start(Path::new(&path), Some(&pki.dir.path("xsgw.pid")));
     assert_eq!(second.wait_exit(Duration::from_secs(10)), 1);
     second.wait_for("is xsgw already running?");
     first.signal("TERM");
@@ -173,7 +99,7 @@ fn a_broken_configuration_is_refused_at_start() {
         .config("127.0.0.1:1", "127.0.0.1:2", "sip.contoso.test:5061")
         .replace("fqdn = gw.contoso.test", "fqdn = elsewhere.test");
     let path = pki.write_config("broken.ini", &config);
-    let mut gw = Running::start(&path, &pki.dir.path("broken.pid"));
+    let mut gw = Running::start(Path::new(&path), Some(&pki.dir.path("broken.pid")));
     assert_eq!(gw.wait_exit(Duration::from_secs(10)), 1);
     gw.wait_for("names gw.contoso.test but not `elsewhere.test`");
     gw.wait_for("not starting: fix the configuration");

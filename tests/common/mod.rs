@@ -242,4 +242,5 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+pub mod process;
 pub mod testbed;
