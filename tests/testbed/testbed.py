@@ -1081,53 +1081,62 @@ def udp_recv_sip(sock, deadline, want):
 # ---------------------------------------------------------------------------
 # XMPP probe (runs in a child process so a stuck client cannot hang the selftest)
 # ---------------------------------------------------------------------------
+def xmpp_client(loop, info, jid, ca, on_error=None):
+    """A slixmpp client logging `jid` (a testbed user) in to Prosody's c2s port, trusting `ca`.
+    Returns (client, ready, inbox): `ready` resolves to True once the session started (presence
+    sent, roster fetched) or to "failed: ..."; received messages go to `inbox`, and message
+    errors to `on_error` (to `inbox` too when it is None)."""
+    import asyncio
+    import slixmpp
+
+    users = {u["jid"]: u["password"] for u in info["xmpp"]["users"]}
+    c = slixmpp.ClientXMPP(jid, users[jid])
+    c.ca_certs = ca
+    c.reconnect_max_attempts = 0
+    ready = loop.create_future()
+    inbox = asyncio.Queue()
+
+    async def on_start(_event):
+        c.send_presence()
+        await c.get_roster()
+        if not ready.done():
+            ready.set_result(True)
+
+    def on_fail(event):
+        if not ready.done():
+            ready.set_result("failed: %s" % (event,))
+
+    def on_msg(msg):
+        inbox.put_nowait(msg)
+
+    c.add_event_handler("session_start", on_start)
+    c.add_event_handler("failed_auth", on_fail)
+    c.add_event_handler("connection_failed", on_fail)
+    c.add_event_handler("message", on_msg)
+    c.add_event_handler("message_error", on_error or on_msg)
+    c.connect(address=(info["xmpp"]["c2s"]["host"], info["xmpp"]["c2s"]["port"]))
+    return c, ready, inbox
+
+
 def cmd_xmpp_probe(args):
     import asyncio
     import logging
 
     logging.basicConfig(level=logging.CRITICAL)
-    import slixmpp
 
     with open(os.path.join(args.dir, "testbed.json")) as f:
         info = json.load(f)
-    users = {u["jid"]: u["password"] for u in info["xmpp"]["users"]}
-    c2s = (info["xmpp"]["c2s"]["host"], info["xmpp"]["c2s"]["port"])
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     result = {}
     errors = []
 
+    def on_error(msg):
+        errors.append({"from": str(msg["from"]), "condition": msg["error"]["condition"],
+                       "text": msg["error"]["text"]})
+
     def client(jid, ca):
-        c = slixmpp.ClientXMPP(jid, users[jid])
-        c.ca_certs = ca
-        c.reconnect_max_attempts = 0
-        ready = loop.create_future()
-        inbox = asyncio.Queue()
-
-        async def on_start(_event):
-            c.send_presence()
-            await c.get_roster()
-            if not ready.done():
-                ready.set_result(True)
-
-        def on_fail(event):
-            if not ready.done():
-                ready.set_result("failed: %s" % (event,))
-
-        def on_msg(msg):
-            inbox.put_nowait(msg)
-
-        def on_error(msg):
-            errors.append({"from": str(msg["from"]), "condition": msg["error"]["condition"],
-                           "text": msg["error"]["text"]})
-
-        c.add_event_handler("session_start", on_start)
-        c.add_event_handler("failed_auth", on_fail)
-        c.add_event_handler("connection_failed", on_fail)
-        c.add_event_handler("message", on_msg)
-        c.add_event_handler("message_error", on_error)
-        c.connect(address=c2s)
-        return c, ready, inbox
+        return xmpp_client(loop, info, jid, ca, on_error)
 
     async def main():
         ca = info["pki"]["ca"]["cert"]
@@ -1184,12 +1193,9 @@ def cmd_xmpp_recv(args):
     import logging
 
     logging.basicConfig(level=logging.CRITICAL)
-    import slixmpp
 
     with open(os.path.join(args.dir, "testbed.json")) as f:
         info = json.load(f)
-    users = {u["jid"]: u["password"] for u in info["xmpp"]["users"]}
-    c2s = (info["xmpp"]["c2s"]["host"], info["xmpp"]["c2s"]["port"])
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
@@ -1198,31 +1204,7 @@ def cmd_xmpp_recv(args):
         sys.stdout.flush()
 
     async def main():
-        c = slixmpp.ClientXMPP(args.user, users[args.user])
-        c.ca_certs = info["pki"]["ca"]["cert"]
-        c.reconnect_max_attempts = 0
-        ready = loop.create_future()
-        inbox = asyncio.Queue()
-
-        async def on_start(_event):
-            c.send_presence()
-            await c.get_roster()
-            if not ready.done():
-                ready.set_result(True)
-
-        def on_fail(event):
-            if not ready.done():
-                ready.set_result("failed: %s" % (event,))
-
-        def on_msg(msg):
-            inbox.put_nowait(msg)
-
-        c.add_event_handler("session_start", on_start)
-        c.add_event_handler("failed_auth", on_fail)
-        c.add_event_handler("connection_failed", on_fail)
-        c.add_event_handler("message", on_msg)
-        c.add_event_handler("message_error", on_msg)
-        c.connect(address=c2s)
+        c, ready, inbox = xmpp_client(loop, info, args.user, info["pki"]["ca"]["cert"])
         r = await asyncio.wait_for(ready, 15)
         emit({"ready": r})
         if r is not True:
