@@ -33,6 +33,8 @@ pub mod dns;
 pub mod gateway;
 pub mod ops;
 pub mod sip;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 pub mod translate;
 pub mod xmpp;

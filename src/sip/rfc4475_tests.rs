@@ -636,25 +636,7 @@ fn two_files_concatenated_frame_at_the_boundary_or_fail_cleanly() {
     }
 }
 
-/// xorshift64*: deterministic, no crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
+use crate::testing::Rng;
 
 const INTERESTING: &[&[u8]] = &[
     b"\r\n",

@@ -1282,20 +1282,7 @@ mod tests {
         );
     }
 
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    use crate::testing::Rng as XorShift;
 
     /// Seeded mutations of every sample: parsing never panics, and whatever parses and can
     /// be written parses back to the same struct.

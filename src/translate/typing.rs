@@ -697,19 +697,7 @@ mod tests {
         assert!(IsComposing::parse(MS_TYPE).is_err());
     }
 
-    /// xorshift64*: deterministic, seeded.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            usize::try_from(self.next() % (n.max(1) as u64)).unwrap_or(0)
-        }
-    }
+    use crate::testing::Rng;
 
     const SPICE: &[&[u8]] = &[
         b"<",
