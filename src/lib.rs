@@ -28,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bridge;
 pub mod config;
 pub mod dns;
 pub mod gateway;

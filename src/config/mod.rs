@@ -93,6 +93,31 @@ pub struct Sip {
     pub max_message: usize,
     pub max_headers: usize,
     pub connect_timeout: Duration,
+    pub im_mode: ImMode,
+    pub delivery_timeout: Duration,
+    pub session_idle: Duration,
+}
+
+/// How messages from XMPP are carried to SIP users (`[sip] im_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImMode {
+    /// Each message is a MESSAGE outside any dialog (RFC 3428).
+    Page,
+    /// An INVITE opens an IM session (Microsoft style); messages go inside it.
+    Session,
+    /// Page mode, switching to sessions for a SIP domain that refuses MESSAGE outside a dialog.
+    Auto,
+}
+
+impl ImMode {
+    fn parse(v: &str) -> Result<ImMode, String> {
+        match v.to_ascii_lowercase().as_str() {
+            "page" => Ok(ImMode::Page),
+            "session" => Ok(ImMode::Session),
+            "auto" => Ok(ImMode::Auto),
+            _ => Err(format!("`{v}` is not an IM mode; expected page, session or auto")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +143,8 @@ pub struct Partner {
     pub sasl: Option<Requirement>,
     pub dialback: Option<Requirement>,
     pub route: Option<HostPort>,
+    /// Overrides `[sip] im_mode` for this partner.
+    pub im_mode: Option<ImMode>,
     /// Line of the section header, for later messages.
     pub line: usize,
 }
@@ -591,6 +618,9 @@ impl<'a> Reader<'a> {
         let max_message = self.get("sip", "max_message", |v| bounded_size(v, 1024, 16 << 20));
         let max_headers = self.get("sip", "max_headers", positive_count);
         let sip_connect_timeout = self.get("sip", "connect_timeout", nonzero_duration);
+        let im_mode = self.get("sip", "im_mode", ImMode::parse);
+        let delivery_timeout = self.get("sip", "delivery_timeout", nonzero_duration);
+        let session_idle = self.get("sip", "session_idle", nonzero_duration);
 
         let mode = self.get("federation", "mode", |v| {
             match v.to_ascii_lowercase().as_str() {
@@ -663,6 +693,9 @@ impl<'a> Reader<'a> {
                 max_message: max_message?,
                 max_headers: max_headers?,
                 connect_timeout: sip_connect_timeout?,
+                im_mode: im_mode?,
+                delivery_timeout: delivery_timeout?,
+                session_idle: session_idle?,
             },
             federation: Federation {
                 mode: mode?,
@@ -700,6 +733,7 @@ impl<'a> Reader<'a> {
                 sasl: None,
                 dialback: None,
                 route: None,
+                im_mode: None,
                 line: section.line,
             };
             for entry in &section.entries {
@@ -714,6 +748,7 @@ impl<'a> Reader<'a> {
                         values::requirement(&entry.value).map(|v| partner.dialback = Some(v))
                     }
                     "route" => values::host_port(&entry.value).map(|v| partner.route = Some(v)),
+                    "im_mode" => ImMode::parse(&entry.value).map(|v| partner.im_mode = Some(v)),
                     _ => Ok(()), // unknown keys were reported by check_keys
                 };
                 if let Err(message) = parsed {

@@ -1,7 +1,11 @@
 //! The router thread: the one owner of gateway state.
 //!
-//! Today it owns the registry of live connections and the lifecycle (reload, shutdown); the
-//! translation issues add routes, sessions and subscriptions here, fed by the same channel.
+//! It owns the registry of live connections, the lifecycle (reload, shutdown), the XMPP S2S
+//! table ([`super::s2s::XmppRoutes`]) and the translator ([`crate::bridge::Bridge`]) with the
+//! SIP server transactions it has yet to answer. It carries out the bridge's actions and
+//! never waits for a connection thread: everything it hands to one goes by `try_send`, and
+//! what does not fit is answered as a failure at once (connection threads, in turn, may wait
+//! for the router, so the two can never wait for each other).
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -9,10 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::edge::{random_tag, ClientOutcome, EdgeHandle, InboundRequest, RespondError};
+use super::s2s::{Delivery, XmppEvent};
 use super::{Side, SHUTDOWN_GRACE};
+use crate::bridge::{Action, Answer, Bridge, RequestId, SipOutcome};
 use crate::config::Config;
+use crate::sip::response_to;
 
 /// Identifies one connection for the life of the process.
 pub type ConnId = u64;
@@ -43,6 +51,11 @@ pub enum RouterEvent {
     Xmpp(super::s2s::XmppEvent),
     /// A request from the Edge for the translator; answer it through the request itself.
     SipRequest(Box<super::edge::InboundRequest>),
+    /// The final outcome of a request the translator sent to the Edge.
+    SipOutcome {
+        tag: u64,
+        outcome: super::edge::ClientOutcome,
+    },
     /// SIGHUP: re-read the configuration (not yet supported: logged).
     Reload,
     /// SIGTERM/SIGINT: stop accepting, close connections politely, return.
@@ -63,6 +76,18 @@ pub struct Router {
     listener_addrs: Vec<SocketAddr>,
     connections: HashMap<ConnId, Connection>,
     xmpp: Option<super::s2s::XmppRoutes>,
+    translator: Option<Translator>,
+}
+
+/// The bridge and what the router needs to carry out its actions.
+struct Translator {
+    bridge: Bridge,
+    edge: EdgeHandle,
+    /// The router's own inbox, for outcomes of requests sent to the Edge.
+    events: Sender<RouterEvent>,
+    /// Requests from the Edge the bridge has yet to answer.
+    pending: HashMap<RequestId, InboundRequest>,
+    next_request: RequestId,
 }
 
 impl Router {
@@ -77,7 +102,26 @@ impl Router {
             listener_addrs,
             connections: HashMap::new(),
             xmpp: None,
+            translator: None,
         }
+    }
+
+    /// Gives the router the translator: requests from the Edge and stanzas from partners are
+    /// translated and carried over `edge` and the S2S table.
+    pub(super) fn with_translator(
+        mut self,
+        bridge: Bridge,
+        edge: EdgeHandle,
+        events: Sender<RouterEvent>,
+    ) -> Self {
+        self.translator = Some(Translator {
+            bridge,
+            edge,
+            events,
+            pending: HashMap::new(),
+            next_request: 1,
+        });
+        self
     }
 
     /// Gives the router the XMPP S2S table (outbound streams, the stanza sink).
@@ -88,7 +132,25 @@ impl Router {
 
     /// Runs until [`RouterEvent::Shutdown`] (or every sender is gone), then shuts down.
     pub fn run(mut self, inbox: Receiver<RouterEvent>) {
-        while let Ok(event) = inbox.recv() {
+        loop {
+            let timeout = self.translator.as_ref().and_then(|t| t.bridge.poll_timeout());
+            let event = match timeout {
+                Some(at) => match inbox.recv_deadline(at) {
+                    Ok(event) => event,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Some(t) = self.translator.as_mut() {
+                            t.bridge.handle_timeout(Instant::now());
+                        }
+                        self.carry_out();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match inbox.recv() {
+                    Ok(event) => event,
+                    Err(_) => break,
+                },
+            };
             match event {
                 RouterEvent::Shutdown => break,
                 RouterEvent::Reload => log::warn!(
@@ -97,8 +159,62 @@ impl Router {
                 ),
                 other => self.track(other),
             }
+            self.carry_out();
+        }
+        if let Some(t) = &self.translator {
+            let s = t.bridge.stats();
+            log::info!(
+                "translated: SIP → XMPP {} delivered, {} refused; XMPP → SIP {} delivered, {} bounced; {} typing notifications, {} IM sessions",
+                s.sip_to_xmpp_delivered,
+                s.sip_to_xmpp_refused,
+                s.xmpp_to_sip_delivered,
+                s.xmpp_to_sip_bounced,
+                s.typing,
+                s.sessions_opened
+            );
         }
         self.shut_down(&inbox);
+    }
+
+    /// Carries out what the bridge asked for, until it asks nothing more.
+    fn carry_out(&mut self) {
+        let Some(t) = self.translator.as_mut() else {
+            return;
+        };
+        while let Some(action) = t.bridge.poll_action() {
+            match action {
+                Action::Respond { request, answer } => {
+                    if let Some(inbound) = t.pending.remove(&request) {
+                        respond(&inbound, answer, &self.config.gateway.fqdn);
+                    }
+                }
+                Action::SendSip { tag, request } => {
+                    if let Err(why) = t.edge.try_send_tagged(*request, tag, &t.events) {
+                        t.bridge.handle_sip_outcome(
+                            Instant::now(),
+                            tag,
+                            SipOutcome::Failed(why.into()),
+                        );
+                    }
+                }
+                Action::SendSipStateless { request } => {
+                    if !t.edge.try_send_stateless(*request) {
+                        log::info!("sip: ACK not sent: the Edge connection is busy or gone");
+                    }
+                }
+                Action::SendStanza { stanza, receipt } => {
+                    let event = match receipt {
+                        Some(receipt) => XmppEvent::SendTracked { stanza, receipt },
+                        None => XmppEvent::Send(stanza),
+                    };
+                    if let Some(xmpp) = self.xmpp.as_mut() {
+                        if let Some(delivery) = xmpp.handle(event) {
+                            deliver(&mut t.bridge, delivery);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn track(&mut self, event: RouterEvent) {
@@ -130,13 +246,35 @@ impl Router {
                 }
             }
             RouterEvent::Xmpp(event) => {
-                if let Some(xmpp) = self.xmpp.as_mut() {
-                    xmpp.handle(event);
+                let delivery = self.xmpp.as_mut().and_then(|xmpp| xmpp.handle(event));
+                match (delivery, self.translator.as_mut()) {
+                    (Some(delivery), Some(t)) => deliver(&mut t.bridge, delivery),
+                    (Some(_), None) => {}
+                    (None, _) => {}
                 }
             }
-            // Until the translator (issue 5) takes these: a clear refusal, never a 200.
-            RouterEvent::SipRequest(inbound) => {
-                super::edge::answer_untranslated(&inbound, &self.config.gateway.fqdn)
+            RouterEvent::SipRequest(inbound) => match self.translator.as_mut() {
+                Some(t) => {
+                    let id = t.next_request;
+                    t.next_request += 1;
+                    let request = inbound.request.clone();
+                    if inbound.expects_response {
+                        t.pending.insert(id, *inbound);
+                    }
+                    t.bridge.handle_sip_request(Instant::now(), id, &request);
+                }
+                // Without a translator: a clear refusal, never a 200.
+                None => super::edge::answer_untranslated(&inbound, &self.config.gateway.fqdn),
+            },
+            RouterEvent::SipOutcome { tag, outcome } => {
+                if let Some(t) = self.translator.as_mut() {
+                    let outcome = match outcome {
+                        ClientOutcome::Final(r) => SipOutcome::Final(r),
+                        ClientOutcome::Failed(why) => SipOutcome::Failed(why),
+                        ClientOutcome::Provisional(_) => return,
+                    };
+                    t.bridge.handle_sip_outcome(Instant::now(), tag, outcome);
+                }
             }
             RouterEvent::Reload | RouterEvent::Shutdown => {}
         }
@@ -185,6 +323,70 @@ impl Router {
             }
         }
     }
+}
+
+/// Hands what became of tracked stanzas to the bridge.
+fn deliver(bridge: &mut Bridge, delivery: Delivery) {
+    let now = Instant::now();
+    match delivery {
+        Delivery::Written(receipts) => bridge.handle_written(now, &receipts),
+        Delivery::Failed {
+            receipt, condition, ..
+        } => bridge.handle_xmpp_failed(now, receipt, condition),
+        Delivery::Inbound(stanza) => {
+            bridge.handle_stanza(now, &stanza.local, &stanza.remote, stanza.stanza)
+        }
+    }
+}
+
+/// Sends the bridge's answer to a request from the Edge.
+fn respond(inbound: &InboundRequest, answer: Answer, fqdn: &str) {
+    let req = &inbound.request;
+    let built = match answer {
+        Answer::Built(b) => Ok(*b),
+        Answer::Status { status, warning } => {
+            response_to(req, status, Some(&random_tag())).and_then(|mut b| {
+                if let Some(text) = warning {
+                    b.header("Warning", &format!("399 {fqdn} \"{}\"", warning_text(&text)))?;
+                }
+                Ok(b)
+            })
+        }
+    };
+    match built {
+        Ok(b) => match inbound.try_respond(b) {
+            Ok(()) => {}
+            Err(RespondError::Gone) => log::info!(
+                "sip: {} {} not answered: its connection closed",
+                req.method,
+                req.call_id
+            ),
+            Err(RespondError::Busy) => log::warn!(
+                "sip: {} {} not answered: the Edge connection's queue is full",
+                req.method,
+                req.call_id
+            ),
+        },
+        Err(e) => log::warn!("sip: cannot answer {} {}: {e}", req.method, req.call_id),
+    }
+}
+
+/// A Warning's quoted text: no quote, backslash or control character, at most 200 bytes.
+fn warning_text(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if out.len() >= 200 {
+            out.push_str("...");
+            break;
+        }
+        out.push(match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if c.is_control() => ' ',
+            c => c,
+        });
+    }
+    out
 }
 
 /// A blocked `accept()` only returns when a connection arrives: make one.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{link_config, system_random, ClientOutcome, Command, RequestFront, Responder};
+use super::{link_config, system_random, ClientOutcome, Command, Reply, RequestFront, Responder};
 use crate::gateway::connection::Context;
 use crate::gateway::threads;
 use crate::sip::link::{Link, LinkEvent};
@@ -113,7 +113,7 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
         direction,
         logged: HashSet::new(),
     };
-    let mut pending: HashMap<ClientKey, Sender<ClientOutcome>> = HashMap::new();
+    let mut pending: HashMap<ClientKey, Reply> = HashMap::new();
     let mut plaintext = vec![0u8; PLAINTEXT_CHUNK];
     let mut plaintext_seen = false;
 
@@ -164,9 +164,7 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
                             Ok(key) => {
                                 pending.insert(key, reply);
                             }
-                            Err(e) => {
-                                let _ = reply.send(ClientOutcome::Failed(e.to_string()));
-                            }
+                            Err(e) => reply.finish(ClientOutcome::Failed(e.to_string())),
                         },
                         Ok(Command::Stateless { request }) => link.send_stateless(&request),
                         Err(_) => {}
@@ -217,13 +215,10 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
                 LinkEvent::Response { key, response } => {
                     let last = !response.status.is_provisional();
                     if let Some(reply) = pending.get(&key) {
-                        // Provisional responses never take the last slot: the final one
-                        // always fits, even when the requester reads nothing until then.
-                        let room = reply.capacity().unwrap_or(usize::MAX);
                         if last {
-                            let _ = reply.try_send(ClientOutcome::Final(response));
-                        } else if reply.len() + 1 < room {
-                            let _ = reply.try_send(ClientOutcome::Provisional(response));
+                            reply.finish(ClientOutcome::Final(response));
+                        } else {
+                            reply.provisional(response);
                         }
                     }
                     if last {
@@ -241,7 +236,7 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
                         key.branch
                     );
                     if let Some(reply) = pending.remove(&key) {
-                        let _ = reply.try_send(ClientOutcome::Failed(why));
+                        reply.finish(ClientOutcome::Failed(why));
                     }
                 }
                 LinkEvent::ServerTimedOut { key } => {
@@ -270,7 +265,7 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
 
     link.handle_transport_error(Instant::now());
     for (_, reply) in pending.drain() {
-        let _ = reply.try_send(ClientOutcome::Failed(format!(
+        reply.finish(ClientOutcome::Failed(format!(
             "the connection to the Edge ended: {outcome}"
         )));
     }

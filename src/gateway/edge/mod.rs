@@ -73,7 +73,7 @@ pub(crate) enum Command {
     /// Start a client transaction; outcomes go to `reply`.
     Send {
         request: Box<MessageBuilder>,
-        reply: Sender<ClientOutcome>,
+        reply: Reply,
     },
     /// Send outside any transaction (the ACK of a 2xx).
     Stateless { request: Box<MessageBuilder> },
@@ -89,6 +89,44 @@ pub enum ClientOutcome {
     Final(Box<Response>),
     /// No final response: not connected, transport error or Timer B/F (the text says which).
     Failed(String),
+}
+
+/// Where the outcomes of a client transaction go.
+#[derive(Debug, Clone)]
+pub(crate) enum Reply {
+    /// A channel of its own (provisional responses too), for [`EdgeHandle::send`].
+    Channel(Sender<ClientOutcome>),
+    /// The router, as [`RouterEvent::SipOutcome`] with `tag`; final outcomes only.
+    Router {
+        events: Sender<RouterEvent>,
+        tag: u64,
+    },
+}
+
+impl Reply {
+    /// Hands on a 1xx. A channel's last slot is kept for the final outcome, so the final
+    /// one always fits even when the requester reads nothing until then.
+    pub(crate) fn provisional(&self, response: Box<Response>) {
+        if let Reply::Channel(reply) = self {
+            let room = reply.capacity().unwrap_or(usize::MAX);
+            if reply.len() + 1 < room {
+                let _ = reply.try_send(ClientOutcome::Provisional(response));
+            }
+        }
+    }
+
+    /// Hands on the final outcome. The router is waited for (it never waits for a
+    /// connection thread, so this cannot deadlock, and an outcome is never lost).
+    pub(crate) fn finish(&self, outcome: ClientOutcome) {
+        match self {
+            Reply::Channel(reply) => {
+                let _ = reply.try_send(outcome);
+            }
+            Reply::Router { events, tag } => {
+                let _ = events.send(RouterEvent::SipOutcome { tag: *tag, outcome });
+            }
+        }
+    }
 }
 
 /// A way to send requests to the Edge over the gateway's outbound connection. Cheap to clone.
@@ -108,13 +146,45 @@ impl EdgeHandle {
             .commands
             .send(Command::Send {
                 request: Box::new(request),
-                reply,
+                reply: Reply::Channel(reply),
             })
             .is_err()
         {
             let _ = failed.send(ClientOutcome::Failed("the gateway is stopping".into()));
         }
         outcomes
+    }
+
+    /// For the router: sends `request` without waiting; its final outcome comes back as
+    /// [`RouterEvent::SipOutcome`] with `tag` through `events`. `Err` (nothing sent) when the
+    /// connection's queue is full or the gateway is stopping.
+    pub(crate) fn try_send_tagged(
+        &self,
+        request: MessageBuilder,
+        tag: u64,
+        events: &Sender<RouterEvent>,
+    ) -> Result<(), &'static str> {
+        self.commands
+            .try_send(Command::Send {
+                request: Box::new(request),
+                reply: Reply::Router {
+                    events: events.clone(),
+                    tag,
+                },
+            })
+            .map_err(|e| match e {
+                crossbeam_channel::TrySendError::Full(_) => "the Edge connection is too busy",
+                crossbeam_channel::TrySendError::Disconnected(_) => "the gateway is stopping",
+            })
+    }
+
+    /// For the router: [`EdgeHandle::send_stateless`] without waiting.
+    pub(crate) fn try_send_stateless(&self, request: MessageBuilder) -> bool {
+        self.commands
+            .try_send(Command::Stateless {
+                request: Box::new(request),
+            })
+            .is_ok()
     }
 
     /// Sends an ACK for a 2xx (or another message without transaction).
@@ -163,6 +233,15 @@ impl fmt::Display for ConnectionGone {
 
 impl std::error::Error for ConnectionGone {}
 
+/// Why [`InboundRequest::try_respond`] did not hand the response on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RespondError {
+    /// The connection that carried the request is closed.
+    Gone,
+    /// Its queue is full (the Edge does not read): the Edge's transaction will time out.
+    Busy,
+}
+
 impl InboundRequest {
     /// Sends `response` in the request's server transaction (build it with
     /// [`crate::sip::response_to`]). A second final response is refused by the transaction.
@@ -174,6 +253,23 @@ impl InboundRequest {
                 response: Box::new(response),
             })
             .map_err(|_| ConnectionGone)
+    }
+}
+
+impl InboundRequest {
+    /// [`InboundRequest::respond`] without waiting, for the router, which must never block on
+    /// a connection thread.
+    pub fn try_respond(&self, response: MessageBuilder) -> Result<(), RespondError> {
+        self.responder
+            .commands
+            .try_send(Command::Respond {
+                key: self.responder.key.clone(),
+                response: Box::new(response),
+            })
+            .map_err(|e| match e {
+                crossbeam_channel::TrySendError::Full(_) => RespondError::Busy,
+                crossbeam_channel::TrySendError::Disconnected(_) => RespondError::Gone,
+            })
     }
 }
 

@@ -206,7 +206,7 @@ fn wait_refusing(commands: &Receiver<Command>, stopping: &AtomicBool, pause: Dur
         if let Ok(Command::Send { reply, .. }) =
             commands.recv_timeout(left.min(Duration::from_millis(100)))
         {
-            let _ = reply.try_send(ClientOutcome::Failed(
+            reply.finish(ClientOutcome::Failed(
                 "not connected to the Edge (reconnecting)".into(),
             ));
         }
