@@ -131,7 +131,7 @@ impl Router {
             }
             RouterEvent::Xmpp(event) => {
                 if let Some(xmpp) = self.xmpp.as_mut() {
-                    xmpp.handle(event);
+                    let _ = xmpp.handle(event);
                 }
             }
             // Until the translator (issue 5) takes these: a clear refusal, never a 200.
