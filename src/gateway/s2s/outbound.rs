@@ -482,3 +482,166 @@ pub fn verify(
     }
     DialbackVerdict::Error(condition_for(answered))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::s2s::Lifecycle;
+    use crate::gateway::threads::ThreadSet;
+    use crate::xmpp::element::NS_SERVER;
+    use crossbeam_channel::RecvTimeoutError;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    /// peer.test's answer to our stream header: dialback only, no TLS.
+    const PEER_OPEN: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+        xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+        from='peer.test' to='contoso.test' id='s1' version='1.0'>\
+        <stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>";
+    const PEER_VALID: &[u8] = b"<db:result from='peer.test' to='contoso.test' type='valid'/>";
+
+    fn context(port: u16) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
+        let text = format!(
+            "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n\
+             [sip]\nedge = sip.contoso.test:5061\nedge_names = sip.contoso.test\n\
+             [partner peer.test]\nroute = 127.0.0.1:{port}\n"
+        );
+        let config = crate::config::parse(&text, Path::new("test.ini"))
+            .expect("parses")
+            .0;
+        let (events, inbox) = crossbeam_channel::unbounded();
+        let lifecycle = Lifecycle {
+            stopping: Arc::new(AtomicBool::new(false)),
+            threads: Arc::new(ThreadSet::default()),
+        };
+        let context = S2sContext::new(Arc::new(config), None, "s".into(), events, lifecycle);
+        (Arc::new(context), inbox)
+    }
+
+    fn chat(body: &str) -> Element {
+        Element::new("message", NS_SERVER)
+            .with_attr("from", "u@contoso.test")
+            .with_attr("to", "v@peer.test")
+            .with_child(Element::new("body", NS_SERVER).with_text(body))
+    }
+
+    fn read_until(peer: &mut TcpStream, seen: &mut String, what: &str) {
+        let mut buf = [0u8; 4096];
+        while !seen.contains(what) {
+            let n = peer.read(&mut buf).expect("the gateway writes");
+            assert!(n > 0, "closed before {what}: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+
+    /// The router events until `stop` says so (or 5 s pass), the Xmpp ones only.
+    fn events_until(
+        inbox: &Receiver<RouterEvent>,
+        mut stop: impl FnMut(&XmppEvent) -> bool,
+    ) -> Vec<XmppEvent> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = Vec::new();
+        loop {
+            match inbox.recv_deadline(deadline) {
+                Ok(RouterEvent::Xmpp(event)) => {
+                    let done = stop(&event);
+                    seen.push(event);
+                    if done {
+                        return seen;
+                    }
+                }
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    panic!("no end event; saw {seen:?}")
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tracked_stanzas_are_reported_written_after_the_write_and_only_then() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (context, inbox) = context(listener.local_addr().unwrap().port());
+        let (queue, rx) = crossbeam_channel::bounded(8);
+        queue.send((chat("tracked"), Some(42))).unwrap();
+        queue.send((chat("untracked"), None)).unwrap();
+        let thread = {
+            let context = Arc::clone(&context);
+            std::thread::spawn(move || run(&context, "contoso.test", "peer.test", 1, rx))
+        };
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut seen = String::new();
+        read_until(&mut peer, &mut seen, "<stream:stream");
+        peer.write_all(PEER_OPEN).unwrap();
+        read_until(&mut peer, &mut seen, "</db:result>");
+        // Nothing is promised while the stream is not authenticated.
+        assert!(!context_saw_written(&inbox), "written before auth");
+        peer.write_all(PEER_VALID).unwrap();
+        read_until(&mut peer, &mut seen, "<body>untracked</body>");
+        let events = events_until(&inbox, |e| matches!(e, XmppEvent::Written { .. }));
+        assert!(
+            matches!(events.last(), Some(XmppEvent::Written { receipts }) if *receipts == vec![42]),
+            "{events:?}"
+        );
+        // Sent on the ready stream: one more Written, for its own write.
+        queue.send((chat("later"), Some(43))).unwrap();
+        read_until(&mut peer, &mut seen, "<body>later</body>");
+        let events = events_until(&inbox, |e| matches!(e, XmppEvent::Written { .. }));
+        assert!(
+            matches!(events.last(), Some(XmppEvent::Written { receipts }) if *receipts == vec![43]),
+            "{events:?}"
+        );
+        context.lifecycle.stopping.store(true, Ordering::SeqCst);
+        drop(queue);
+        thread.join().unwrap();
+        let rest: Vec<_> = inbox.try_iter().collect();
+        assert!(
+            !rest.iter().any(|e| matches!(
+                e,
+                RouterEvent::Xmpp(XmppEvent::Bounce { .. } | XmppEvent::Written { .. })
+            )),
+            "{rest:?}"
+        );
+    }
+
+    fn context_saw_written(inbox: &Receiver<RouterEvent>) -> bool {
+        inbox
+            .try_iter()
+            .any(|e| matches!(e, RouterEvent::Xmpp(XmppEvent::Written { .. })))
+    }
+
+    #[test]
+    fn no_server_bounces_tracked_stanzas_with_their_receipts() {
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let (context, inbox) = context(port);
+        let (queue, rx) = crossbeam_channel::bounded(8);
+        queue.send((chat("a"), Some(7))).unwrap();
+        queue.send((chat("b"), None)).unwrap();
+        drop(queue);
+        run(&context, "contoso.test", "peer.test", 1, rx);
+        let bounced: Vec<_> = inbox
+            .try_iter()
+            .filter_map(|e| match e {
+                RouterEvent::Xmpp(XmppEvent::Bounce {
+                    receipt, condition, ..
+                }) => Some((receipt, condition)),
+                RouterEvent::Xmpp(XmppEvent::Written { .. }) => panic!("written without a server"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            bounced,
+            vec![
+                (Some(7), StanzaErrorCondition::RemoteServerNotFound),
+                (None, StanzaErrorCondition::RemoteServerNotFound)
+            ]
+        );
+    }
+}
