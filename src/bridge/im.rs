@@ -104,7 +104,7 @@ pub(super) struct Session {
 enum SessionState {
     /// Our INVITE is on its way; messages wait.
     Inviting {
-        local: NameAddr,
+        local: Box<NameAddr>,
         call_id: String,
         queue: Vec<(Element, OutgoingMessage)>,
     },
@@ -902,7 +902,7 @@ fn open_session(
             xmpp_user: xmpp_user.bare(),
             sip_user: sip_user.bare(),
             state: SessionState::Inviting {
-                local,
+                local: Box::new(local),
                 call_id,
                 queue,
             },
@@ -1127,7 +1127,7 @@ fn invite_outcome(b: &mut Bridge, now: Instant, pair: PairKey, outcome: SipOutco
         },
         kind: DialogKind::Invite,
         state: DialogState::Confirmed,
-        local,
+        local: *local,
         remote: response.to.clone(),
         local_seq: 1,
         remote_seq: None,

@@ -57,6 +57,9 @@ use crate::translate::im::ImLimits;
 use crate::xmpp::element::Element;
 use crate::xmpp::error::StanzaErrorCondition;
 
+/// Where tags, branches and Call-IDs come from (the system's random source in the gateway).
+pub type RandomSource = Box<dyn FnMut(&mut [u8]) + Send>;
+
 /// The router's handle on a request from the Edge that waits for an answer.
 pub type RequestId = u64;
 /// Identifies a stanza the bridge asked to be written with a delivery receipt.
@@ -215,7 +218,7 @@ pub struct Stats {
 /// The translator state. See the module documentation.
 pub struct Bridge {
     config: BridgeConfig,
-    random: Box<dyn FnMut(&mut [u8]) + Send>,
+    random: RandomSource,
     actions: VecDeque<Action>,
     next_id: u64,
     im: im::ImState,
@@ -235,7 +238,7 @@ impl std::fmt::Debug for Bridge {
 
 impl Bridge {
     /// A bridge with `random` as the source of tags and Call-IDs.
-    pub fn new(config: BridgeConfig, random: Box<dyn FnMut(&mut [u8]) + Send>) -> Bridge {
+    pub fn new(config: BridgeConfig, random: RandomSource) -> Bridge {
         Bridge {
             config,
             random,

@@ -262,8 +262,12 @@ impl Gateway {
             )?;
         listeners.push(edge_thread);
 
+        let bridge_config = crate::bridge::BridgeConfig::from_config(&config)
+            .map_err(|e| RunError::Tls(format!("[gateway] fqdn cannot be a SIP host: {e}")))?;
+        let bridge = crate::bridge::Bridge::new(bridge_config, Box::new(edge::fill_random));
         let router_state = router::Router::new(Arc::clone(&config), stopping, listener_addrs)
-            .with_xmpp(xmpp_routes);
+            .with_xmpp(xmpp_routes)
+            .with_translator(bridge, edge.clone(), events.clone());
         let router = threads::spawn("router".into(), threads::SERVICE_STACK, move || {
             router_state.run(inbox)
         })

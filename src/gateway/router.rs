@@ -331,8 +331,17 @@ fn deliver(bridge: &mut Bridge, delivery: Delivery) {
     match delivery {
         Delivery::Written(receipts) => bridge.handle_written(now, &receipts),
         Delivery::Failed {
-            receipt, condition, ..
-        } => bridge.handle_xmpp_failed(now, receipt, condition),
+            receipt,
+            condition,
+            stanza,
+        } => {
+            log::debug!(
+                "xmpp: tracked <{}/> to {} failed: {condition}",
+                stanza.name,
+                stanza.attr("to").unwrap_or("?")
+            );
+            bridge.handle_xmpp_failed(now, receipt, condition)
+        }
         Delivery::Inbound(stanza) => {
             bridge.handle_stanza(now, &stanza.local, &stanza.remote, stanza.stanza)
         }

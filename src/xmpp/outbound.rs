@@ -10,6 +10,14 @@
 //! runs rustls with SNI = the remote domain and calls [`OutboundSession::handle_tls_established`]),
 //! bouncing (the shell takes the unsent stanzas with [`OutboundSession::take_unsent`]).
 //!
+//! Receipts: a stanza may carry a receipt (an opaque `u64` the shell chose,
+//! [`OutboundSession::send_tracked`]). It travels with the stanza through the queue and comes
+//! back either from [`OutboundSession::take_unsent`] (never serialized) or from
+//! [`OutboundSession::take_written`] (its bytes are in the transmit buffer). The session
+//! cannot know whether those bytes reach the socket, so "written" is the shell's word to give:
+//! it calls `take_written` right after [`OutboundSession::poll_transmit`] and reports the
+//! receipts only once its write of that buffer succeeded (and bounces the stanzas otherwise).
+//!
 //! One stream per (local domain, remote domain) pair: no dialback piggybacking. Why: each
 //! pair may need its own certificate check and policy, a failed pair cannot poison the others,
 //! and a gateway serves a handful of domains, so the extra streams cost little.
@@ -35,8 +43,10 @@
 //! 3. On [`OutboundEvent::StartTls`]: the parser's leftover bytes go to TLS
 //!    ([`OutboundSession::take_tls_bytes`]), run the client handshake, then
 //!    [`OutboundSession::handle_tls_established`].
-//! 4. [`OutboundSession::send`] queues stanzas at any time (bounded); they are written once
-//!    authenticated. After [`OutboundEvent::Closed`] take the unsent ones and bounce them.
+//! 4. [`OutboundSession::send`] (or [`OutboundSession::send_tracked`]) queues stanzas at any
+//!    time (bounded); they are written once authenticated. After every `poll_transmit` take
+//!    [`OutboundSession::take_written`]. After [`OutboundEvent::Closed`] take the unsent ones
+//!    (with their receipts) and bounce them.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -164,7 +174,9 @@ pub struct OutboundSession {
     state: State,
     out: Vec<u8>,
     events: VecDeque<OutboundEvent>,
-    queue: VecDeque<Element>,
+    queue: VecDeque<(Element, Option<u64>)>,
+    /// Tracked stanzas whose bytes went into `out` since the last `take_written`.
+    written: Vec<(u64, Element)>,
     stream_id: String,
     tls_active: bool,
     cert_valid: bool,
@@ -190,6 +202,7 @@ impl OutboundSession {
             out: Vec::new(),
             events: VecDeque::new(),
             queue: VecDeque::new(),
+            written: Vec::new(),
             stream_id: String::new(),
             tls_active: false,
             cert_valid: false,
@@ -218,24 +231,55 @@ impl OutboundSession {
     /// Queues a stanza; written at once when ready. `Err` hands it back when the queue is full
     /// or the session closed (the caller bounces it).
     pub fn send(&mut self, now: Instant, stanza: Element) -> Result<(), Element> {
+        self.send_with(now, stanza, None).map_err(|(s, _)| s)
+    }
+
+    /// As [`OutboundSession::send`], for a stanza whose `receipt` comes back from
+    /// [`OutboundSession::take_written`] once its bytes are in the transmit buffer.
+    pub fn send_tracked(
+        &mut self,
+        now: Instant,
+        stanza: Element,
+        receipt: u64,
+    ) -> Result<(), Element> {
+        self.send_with(now, stanza, Some(receipt))
+            .map_err(|(s, _)| s)
+    }
+
+    /// [`OutboundSession::send`] or [`OutboundSession::send_tracked`] as one call, for a shell
+    /// that carries `(stanza, receipt)` items; `Err` hands the item back.
+    pub fn send_with(
+        &mut self,
+        now: Instant,
+        stanza: Element,
+        receipt: Option<u64>,
+    ) -> Result<(), (Element, Option<u64>)> {
         if self.state == State::Closed {
-            return Err(stanza);
+            return Err((stanza, receipt));
         }
         if self.is_ready() {
             self.idle_deadline = now + self.config.idle_timeout;
-            self.write_element(now, &stanza);
+            self.write_stanza(now, stanza, receipt);
             return Ok(());
         }
         if self.queue.len() >= self.config.max_queue {
-            return Err(stanza);
+            return Err((stanza, receipt));
         }
-        self.queue.push_back(stanza);
+        self.queue.push_back((stanza, receipt));
         Ok(())
     }
 
-    /// Stanzas not written (after a failure: to bounce).
-    pub fn take_unsent(&mut self) -> Vec<Element> {
+    /// Stanzas not written, with their receipts (after a failure: to bounce).
+    pub fn take_unsent(&mut self) -> Vec<(Element, Option<u64>)> {
         self.queue.drain(..).collect()
+    }
+
+    /// The tracked stanzas serialized into the transmit buffer since the last call, with their
+    /// receipts, oldest first. Call it right after [`OutboundSession::poll_transmit`]: they
+    /// are in that buffer. The stanza comes back too, for the shell to bounce if its write of
+    /// the buffer fails.
+    pub fn take_written(&mut self) -> Vec<(u64, Element)> {
+        std::mem::take(&mut self.written)
     }
 
     /// Appends bytes to write.
@@ -535,14 +579,17 @@ impl OutboundSession {
                 tls: self.tls_active,
             });
         }
-        while let Some(stanza) = self.queue.pop_front() {
-            self.write_element(now, &stanza);
+        while let Some((stanza, receipt)) = self.queue.pop_front() {
+            self.write_stanza(now, stanza, receipt);
         }
     }
 
-    fn write_element(&mut self, now: Instant, element: &Element) {
-        self.write_raw(element);
+    fn write_stanza(&mut self, now: Instant, stanza: Element, receipt: Option<u64>) {
+        self.write_raw(&stanza);
         self.keepalive_deadline = now + self.config.keepalive;
+        if let Some(receipt) = receipt {
+            self.written.push((receipt, stanza));
+        }
     }
 
     fn write_raw(&mut self, element: &Element) {
@@ -834,6 +881,82 @@ mod tests {
             ));
             assert_eq!(s.take_unsent().len(), 1);
         }
+    }
+
+    #[test]
+    fn receipts_queued_before_auth_are_written_after_auth() {
+        let now = Instant::now();
+        let mut s = OutboundSession::new(config(Want::Optional), OutboundPurpose::Stanzas, now);
+        s.send_tracked(now, chat("one"), 1).unwrap();
+        s.send(now, chat("untracked")).unwrap();
+        s.send_tracked(now, chat("two"), 2).unwrap();
+        output(&mut s);
+        assert!(
+            s.take_written().is_empty(),
+            "nothing serialized before auth"
+        );
+        s.handle_input(now, PEER_OPEN);
+        output(&mut s);
+        assert!(s.take_written().is_empty(), "dialback under way");
+        s.handle_input(now, PEER_VALID);
+        let out = output(&mut s);
+        assert!(out.contains("<body>one</body>") && out.contains("<body>two</body>"));
+        let written = s.take_written();
+        let receipts: Vec<u64> = written.iter().map(|(r, _)| *r).collect();
+        assert_eq!(
+            receipts,
+            vec![1, 2],
+            "in order, the untracked one not listed"
+        );
+        assert_eq!(
+            written[1].1.child("body", NS_SERVER).map(Element::text),
+            Some("two".to_owned()),
+            "the stanza comes back with its receipt"
+        );
+        assert!(s.take_written().is_empty(), "taken once");
+        assert!(s.take_unsent().is_empty());
+    }
+
+    #[test]
+    fn receipts_sent_when_ready_are_written_at_once() {
+        let now = Instant::now();
+        let mut s = OutboundSession::new(config(Want::Optional), OutboundPurpose::Stanzas, now);
+        s.handle_input(now, PEER_OPEN);
+        s.handle_input(now, PEER_VALID);
+        output(&mut s);
+        assert!(s.is_ready());
+        s.send_tracked(now, chat("now"), 9).unwrap();
+        assert!(s.send_with(now, chat("plain"), None).is_ok());
+        assert!(output(&mut s).contains("<body>now</body>"));
+        let receipts: Vec<u64> = s.take_written().into_iter().map(|(r, _)| r).collect();
+        assert_eq!(receipts, vec![9]);
+    }
+
+    #[test]
+    fn close_before_auth_hands_back_receipts_unwritten() {
+        let now = Instant::now();
+        let mut s = OutboundSession::new(config(Want::Optional), OutboundPurpose::Stanzas, now);
+        s.send_tracked(now, chat("a"), 5).unwrap();
+        s.send(now, chat("b")).unwrap();
+        s.send_tracked(now, chat("c"), 6).unwrap();
+        s.handle_input(now, PEER_OPEN);
+        s.close();
+        output(&mut s);
+        assert!(s.take_written().is_empty());
+        let unsent: Vec<Option<u64>> = s.take_unsent().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(unsent, vec![Some(5), None, Some(6)]);
+        assert_eq!(
+            s.send_with(now, chat("late"), Some(7)).map_err(|(_, r)| r),
+            Err(Some(7)),
+            "closed: handed back with its receipt"
+        );
+        // A full queue hands the receipt back too.
+        let mut s = OutboundSession::new(config(Want::Optional), OutboundPurpose::Stanzas, now);
+        for i in 0..4 {
+            s.send_tracked(now, chat(&i.to_string()), i).unwrap();
+        }
+        assert!(s.send_with(now, chat("fifth"), Some(4)).is_err());
+        assert!(s.send_tracked(now, chat("sixth"), 5).is_err());
     }
 
     #[test]

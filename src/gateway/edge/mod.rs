@@ -316,6 +316,11 @@ pub fn random_tag() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Fills `buf` from the system's random source (the clock if that fails).
+pub fn fill_random(buf: &mut [u8]) {
+    system_random(buf)
+}
+
 fn system_random(buf: &mut [u8]) {
     use ring::rand::SecureRandom;
     if ring::rand::SystemRandom::new().fill(buf).is_err() {

@@ -8,10 +8,23 @@
 //!                              │ in this thread) to the claimed domain's servers, db:verify
 //!                              └─ authenticated stanzas ─▶ router ─▶ XmppRoutes ─▶ sink
 //!  router: XmppEvent::Send ─▶ XmppRoutes ── stream for (from, to) domains? ── no ─▶ spawn
-//!                              xmpp-out-<domain> (outbound.rs): SRV order, connect, STARTTLS,
+//!     or SendTracked           xmpp-out-<domain> (outbound.rs): SRV order, connect, STARTTLS,
 //!                              SASL EXTERNAL or dialback, bounded queue, keepalive, idle close
+//!                              ├─ tracked stanzas written to the socket ─▶ XmppEvent::Written
 //!                              └─ on failure every queued stanza ─▶ XmppEvent::Bounce
 //! ```
+//!
+//! Delivery receipts ("never promise early"): a stanza sent with
+//! [`XmppEvent::SendTracked`] carries a [`Receipt`] the router chose, through the channel to
+//! its outbound thread, the session's queue, a resubmission after a stream that worked then
+//! broke, and any bounce. [`XmppRoutes::handle`] answers for it exactly once with a
+//! [`Delivery`]: `Written` once the write of its bytes to an authenticated stream returned
+//! (the bytes are with the kernel, not yet acknowledged by the peer: XMPP S2S has no
+//! acknowledgement without XEP-0198, which is out of scope), or `Failed` with the stanza and
+//! the condition, wherever it failed (policy, full queue, no thread, no stream, a failed
+//! write). A failed tracked stanza is not answered with an error stanza: the router answers
+//! the SIP side itself. Untracked stanzas ([`XmppEvent::Send`]) bounce to their sender as
+//! before. Written receipts are batched per socket write.
 //!
 //! In scope: the federation policy (allowlist/open/block, per-partner tls/sasl/dialback and
 //! route, [`decide`]), `max_per_partner`, the timeouts from `[xmpp]`, registering every
@@ -40,6 +53,10 @@
 //!   dialback is used even when the peer offers EXTERNAL. `sasl = required` means the
 //!   opposite (certificates only, no dialback), so the two together are refused by config
 //!   validation rather than given a "both must pass" meaning no common server implements.
+//! - A tracked stanza whose stream broke after it was handed to the session but before it
+//!   was written goes round again like any queued stanza (resubmitted after a stream that
+//!   worked, bounced otherwise); once written it is never resent, so a receipt is answered
+//!   once and a stanza is never duplicated by the gateway.
 //! - Without a translator, accepted inbound stanzas go to the sink; with no sink installed (or
 //!   a full one) a stanza is never dropped in silence: its sender gets `<service-unavailable/>`
 //!   (type cancel; `<resource-constraint/>` when the sink is full) with a text, sent over an
@@ -82,6 +99,33 @@ pub struct InboundStanza {
     pub stanza: Element,
 }
 
+/// Chosen by whoever sends a tracked stanza ([`XmppEvent::SendTracked`]) and handed back in
+/// exactly one [`Delivery`]; opaque to the S2S side (uniqueness is the sender's business).
+pub type Receipt = u64;
+
+/// A stanza for an outbound stream's thread, with its receipt when tracked.
+type Outgoing = (Element, Option<Receipt>);
+
+/// What became of tracked stanzas, for the router to answer the SIP side.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+// Read by the router once it answers SIP from receipts (the integration step).
+pub enum Delivery {
+    /// An authenticated inbound stanza, for the translator.
+    Inbound(InboundStanza),
+    /// These stanzas' bytes were written to their authenticated outbound streams.
+    Written(Vec<Receipt>),
+    /// This stanza will not be sent; no error stanza was made for it.
+    Failed {
+        /// Its receipt.
+        receipt: Receipt,
+        /// The stanza as it was to be sent.
+        stanza: Element,
+        /// Why, as an XMPP stanza error condition.
+        condition: StanzaErrorCondition,
+    },
+}
+
 /// What the S2S side tells the router.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -90,12 +134,27 @@ pub enum XmppEvent {
     Inbound(InboundStanza),
     /// A stanza to send to a remote domain (from the translator, or a test).
     Send(Element),
-    /// A stanza that could not be delivered; its sender gets an error stanza.
+    /// A stanza to send whose fate comes back as a [`Delivery`] with `receipt`.
+    SendTracked {
+        /// The stanza.
+        stanza: Element,
+        /// Handed back in the [`Delivery`].
+        receipt: Receipt,
+    },
+    /// A stanza that could not be delivered; its sender gets an error stanza, or, when
+    /// tracked, the router a [`Delivery::Failed`].
     Bounce {
         /// The stanza as it was to be sent.
         stanza: Element,
         /// Why.
         condition: StanzaErrorCondition,
+        /// Its receipt when it was sent tracked.
+        receipt: Option<Receipt>,
+    },
+    /// The write of these tracked stanzas to an authenticated outbound stream succeeded.
+    Written {
+        /// Their receipts, in the order written.
+        receipts: Vec<Receipt>,
     },
     /// A domain pair was authenticated on a stream.
     Authenticated {
@@ -347,7 +406,7 @@ pub struct XmppRoutes {
 
 struct OutStream {
     id: u64,
-    queue: Sender<Element>,
+    queue: Sender<Outgoing>,
 }
 
 impl XmppRoutes {
@@ -359,19 +418,28 @@ impl XmppRoutes {
         }
     }
 
-    /// Handles one event in the router thread; never blocks.
-    pub fn handle(&mut self, event: XmppEvent) {
+    /// Handles one event in the router thread; never blocks. Returns what became of tracked
+    /// stanzas, when this event decided it (each receipt is answered once).
+    pub fn handle(&mut self, event: XmppEvent) -> Option<Delivery> {
         match event {
             XmppEvent::Inbound(stanza) => {
-                let condition = match &self.sink {
-                    None => StanzaErrorCondition::ServiceUnavailable,
-                    Some(_) if self.notify(XmppNotice::Stanza(stanza.clone())) => return,
-                    Some(_) => StanzaErrorCondition::ResourceConstraint,
-                };
-                self.refuse_undeliverable(stanza, condition);
+                // A test's sink takes the place of the translator.
+                if self.sink.is_none() {
+                    return Some(Delivery::Inbound(stanza));
+                }
+                if !self.notify(XmppNotice::Stanza(stanza.clone())) {
+                    self.refuse_undeliverable(stanza, StanzaErrorCondition::ResourceConstraint);
+                }
             }
-            XmppEvent::Send(stanza) => self.send(stanza),
-            XmppEvent::Bounce { stanza, condition } => self.bounce(stanza, condition),
+            XmppEvent::Send(stanza) => return self.send(stanza, None),
+            XmppEvent::SendTracked { stanza, receipt } => return self.send(stanza, Some(receipt)),
+            XmppEvent::Bounce {
+                stanza,
+                condition,
+                receipt,
+            } => return self.bounce(stanza, receipt, condition),
+            XmppEvent::Written { receipts } if receipts.is_empty() => {}
+            XmppEvent::Written { receipts } => return Some(Delivery::Written(receipts)),
             XmppEvent::Authenticated {
                 outbound,
                 local,
@@ -401,6 +469,7 @@ impl XmppRoutes {
                 }
             }
         }
+        None
     }
 
     fn notify(&self, notice: XmppNotice) -> bool {
@@ -439,23 +508,40 @@ impl XmppRoutes {
             }
         );
         if let Some(reply) = reply {
-            self.send(reply);
+            // Untracked: any failure bounces to the sink, never a Delivery.
+            let _ = self.send(reply, None);
         }
     }
 
-    fn bounce(&self, stanza: Element, condition: StanzaErrorCondition) {
+    /// An undeliverable stanza: tracked, handed back to the router as [`Delivery::Failed`];
+    /// untracked, answered with an error stanza to its sender.
+    fn bounce(
+        &self,
+        stanza: Element,
+        receipt: Option<Receipt>,
+        condition: StanzaErrorCondition,
+    ) -> Option<Delivery> {
         log::info!(
-            "xmpp: <{}/> from {} to {} bounced: {condition}",
+            "xmpp: <{}/> from {} to {} bounced: {condition}{}",
             stanza.name,
             stanza.attr("from").unwrap_or("?"),
-            stanza.attr("to").unwrap_or("?")
+            stanza.attr("to").unwrap_or("?"),
+            receipt.map_or(String::new(), |r| format!(" (receipt {r})"))
         );
+        if let Some(receipt) = receipt {
+            return Some(Delivery::Failed {
+                receipt,
+                stanza,
+                condition,
+            });
+        }
         if let Some(reply) = error_reply(&stanza, &StanzaError::new(condition)) {
             self.notify(XmppNotice::Bounced(reply));
         }
+        None
     }
 
-    fn send(&mut self, stanza: Element) {
+    fn send(&mut self, stanza: Element, receipt: Option<Receipt>) -> Option<Delivery> {
         let domain_of = |attr: &str| {
             stanza
                 .attr(attr)
@@ -463,28 +549,28 @@ impl XmppRoutes {
                 .map(|j| j.domain().to_ascii_lowercase())
         };
         let (Some(local), Some(remote)) = (domain_of("from"), domain_of("to")) else {
-            return self.bounce(stanza, StanzaErrorCondition::JidMalformed);
+            return self.bounce(stanza, receipt, StanzaErrorCondition::JidMalformed);
         };
         if !self.context.hosted.contains(&local) || self.context.hosted.contains(&remote) {
-            return self.bounce(stanza, StanzaErrorCondition::NotAllowed);
+            return self.bounce(stanza, receipt, StanzaErrorCondition::NotAllowed);
         }
         if let Decision::Refuse { why, .. } = decide(&self.context.config, &remote) {
             self.context.log_refusal("outbound", &remote, why);
-            return self.bounce(stanza, StanzaErrorCondition::RemoteServerNotFound);
+            return self.bounce(stanza, receipt, StanzaErrorCondition::RemoteServerNotFound);
         }
         let key = (local, remote);
-        let stanza = match self.streams.get(&key) {
-            Some(stream) => match stream.queue.try_send(stanza) {
-                Ok(()) => return,
-                Err(TrySendError::Full(s)) => {
-                    return self.bounce(s, StanzaErrorCondition::ResourceConstraint)
+        let item = match self.streams.get(&key) {
+            Some(stream) => match stream.queue.try_send((stanza, receipt)) {
+                Ok(()) => return None,
+                Err(TrySendError::Full((s, r))) => {
+                    return self.bounce(s, r, StanzaErrorCondition::ResourceConstraint)
                 }
-                Err(TrySendError::Disconnected(s)) => {
+                Err(TrySendError::Disconnected(item)) => {
                     self.streams.remove(&key);
-                    s
+                    item
                 }
             },
-            None => stanza,
+            None => (stanza, receipt),
         };
         let (tx, rx) = crossbeam_channel::bounded(OUTBOUND_QUEUE);
         let id = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
@@ -497,12 +583,14 @@ impl XmppRoutes {
             Ok(handle) => {
                 self.context.lifecycle.threads.add(handle);
                 // Cannot fail: the channel is new and the thread holds the receiver.
-                let _ = tx.try_send(stanza);
+                let _ = tx.try_send(item);
                 self.streams.insert(key, OutStream { id, queue: tx });
+                None
             }
             Err(error) => {
                 log::error!("xmpp outbound {}: cannot start a thread: {error}", key.1);
-                self.bounce(stanza, StanzaErrorCondition::ResourceConstraint);
+                let (stanza, receipt) = item;
+                self.bounce(stanza, receipt, StanzaErrorCondition::ResourceConstraint)
             }
         }
     }
@@ -640,6 +728,148 @@ route = 192.0.2.7:5270
             decide(&blocked, "gmail.test"),
             Decision::Refuse { .. }
         ));
+    }
+
+    fn routes(extra: &str) -> (XmppRoutes, crossbeam_channel::Receiver<XmppNotice>) {
+        let (events, _) = crossbeam_channel::unbounded();
+        let lifecycle = Lifecycle {
+            stopping: Arc::new(AtomicBool::new(false)),
+            threads: Arc::new(ThreadSet::default()),
+        };
+        let context = S2sContext::new(
+            Arc::new(config(extra)),
+            None,
+            "secret".into(),
+            events,
+            lifecycle,
+        );
+        let (sink, notices) = crossbeam_channel::unbounded();
+        (XmppRoutes::new(Arc::new(context), Some(sink)), notices)
+    }
+
+    fn chat(from: &str, to: &str) -> Element {
+        use crate::xmpp::element::NS_SERVER;
+        Element::new("message", NS_SERVER)
+            .with_attr("from", from)
+            .with_attr("to", to)
+            .with_child(Element::new("body", NS_SERVER).with_text("hi"))
+    }
+
+    fn failed(delivery: Option<Delivery>) -> (Receipt, StanzaErrorCondition, Element) {
+        match delivery {
+            Some(Delivery::Failed {
+                receipt,
+                stanza,
+                condition,
+            }) => (receipt, condition, stanza),
+            other => panic!("not a failure: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tracked_refusals_come_back_as_failed_deliveries_not_error_stanzas() {
+        let (mut routes, notices) = routes("");
+        for (from, to, want) in [
+            (
+                "u@elsewhere.test",
+                "v@gmail.test",
+                StanzaErrorCondition::NotAllowed,
+            ),
+            (
+                "u@contoso.test",
+                "v@contoso.test",
+                StanzaErrorCondition::NotAllowed,
+            ),
+            (
+                "u@contoso.test",
+                "v@jabber.test",
+                StanzaErrorCondition::RemoteServerNotFound,
+            ),
+            (
+                "no-at-all",
+                "v@gmail.test",
+                StanzaErrorCondition::NotAllowed,
+            ),
+        ] {
+            let (receipt, condition, stanza) = failed(routes.handle(XmppEvent::SendTracked {
+                stanza: chat(from, to),
+                receipt: 17,
+            }));
+            assert_eq!((receipt, condition), (17, want), "{from} → {to}");
+            assert_eq!(stanza.attr("to"), Some(to));
+            assert!(
+                notices.try_recv().is_err(),
+                "no error stanza for a tracked one"
+            );
+            // Untracked, the same stanza is answered with an error stanza, as before.
+            assert!(routes.handle(XmppEvent::Send(chat(from, to))).is_none());
+            match notices.try_recv() {
+                Ok(XmppNotice::Bounced(reply)) => assert_eq!(reply.attr("to"), Some(from)),
+                other => panic!("{from} → {to}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bounces_and_written_receipts_become_deliveries() {
+        let (mut routes, notices) = routes("");
+        let (receipt, condition, _) = failed(routes.handle(XmppEvent::Bounce {
+            stanza: chat("u@contoso.test", "v@gmail.test"),
+            condition: StanzaErrorCondition::RemoteServerTimeout,
+            receipt: Some(3),
+        }));
+        assert_eq!(
+            (receipt, condition),
+            (3, StanzaErrorCondition::RemoteServerTimeout)
+        );
+        assert!(notices.try_recv().is_err());
+        assert!(routes
+            .handle(XmppEvent::Bounce {
+                stanza: chat("u@contoso.test", "v@gmail.test"),
+                condition: StanzaErrorCondition::RemoteServerTimeout,
+                receipt: None,
+            })
+            .is_none());
+        assert!(matches!(notices.try_recv(), Ok(XmppNotice::Bounced(_))));
+        match routes.handle(XmppEvent::Written {
+            receipts: vec![4, 5],
+        }) {
+            Some(Delivery::Written(receipts)) => assert_eq!(receipts, vec![4, 5]),
+            other => panic!("{other:?}"),
+        }
+        assert!(routes
+            .handle(XmppEvent::Written { receipts: vec![] })
+            .is_none());
+    }
+
+    #[test]
+    fn a_full_stream_queue_fails_a_tracked_stanza_with_its_receipt() {
+        let (mut routes, notices) = routes("");
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        tx.try_send((chat("u@contoso.test", "v@gmail.test"), Some(1)))
+            .unwrap();
+        routes.streams.insert(
+            ("contoso.test".into(), "gmail.test".into()),
+            OutStream { id: 1, queue: tx },
+        );
+        let (receipt, condition, _) = failed(routes.handle(XmppEvent::SendTracked {
+            stanza: chat("u@contoso.test", "v@gmail.test"),
+            receipt: 2,
+        }));
+        assert_eq!(
+            (receipt, condition),
+            (2, StanzaErrorCondition::ResourceConstraint)
+        );
+        assert!(notices.try_recv().is_err());
+        // With room, it is queued for the stream's thread with its receipt.
+        rx.try_recv().unwrap();
+        assert!(routes
+            .handle(XmppEvent::SendTracked {
+                stanza: chat("u@contoso.test", "v@gmail.test"),
+                receipt: 3,
+            })
+            .is_none());
+        assert_eq!(rx.try_recv().map(|(_, r)| r).ok(), Some(Some(3)));
     }
 
     #[test]

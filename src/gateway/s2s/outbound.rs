@@ -7,6 +7,13 @@
 //! next. Stanzas wait in the thread's bounded channel and the session's bounded queue; when
 //! no target works, every one of them is bounced (`remote-server-not-found` when nothing
 //! answered, `remote-server-timeout` when a server answered but the stream never came up).
+//!
+//! Receipts: every write goes through [`flush`], which takes the session's transmit buffer
+//! and the receipts of the tracked stanzas in it together, and reports them to the router
+//! ([`XmppEvent::Written`], one event per write) only after the write returned `Ok`; when the
+//! write fails those stanzas are bounced (`remote-server-timeout`), never resent (some of
+//! their bytes may have left). Stanzas never serialized keep their receipts through the
+//! queues and resubmission.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -15,7 +22,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, TryRecvError};
 
 use super::io::{Pipe, ReadOutcome};
-use super::{decide, Decision, S2sContext, XmppEvent, OUTBOUND_POLL};
+use super::{decide, Decision, Outgoing, Receipt, S2sContext, XmppEvent, OUTBOUND_POLL};
 use crate::config::{AuthPolicy, Requirement};
 use crate::dns::{resolve_xmpp_server, srv, Target};
 use crate::gateway::router::RouterEvent;
@@ -80,7 +87,7 @@ fn drive(
     context: &S2sContext,
     pipe: &mut Pipe,
     session: &mut OutboundSession,
-    queue: Option<&Receiver<Element>>,
+    queue: Option<&Receiver<Outgoing>>,
     who: &str,
     on_event: &mut dyn FnMut(&OutboundEvent),
 ) -> Result<(), String> {
@@ -94,10 +101,7 @@ fn drive(
         }
         while let Some(event) = session.poll_event() {
             if event == OutboundEvent::StartTls {
-                session.poll_transmit(&mut out);
-                pipe.write_all(&out)
-                    .map_err(|e| format!("write error: {e}"))?;
-                out.clear();
+                flush(context, pipe, session, &mut out)?;
                 let Some(tls) = &context.tls else {
                     return Err("STARTTLS without TLS configuration".into());
                 };
@@ -121,15 +125,12 @@ fn drive(
             }
             on_event(&event);
             if let OutboundEvent::Closed(_) = event {
-                session.poll_transmit(&mut out);
-                let _ = pipe.write_all(&out);
+                // A failed write here has bounced its tracked stanzas already.
+                let _ = flush(context, pipe, session, &mut out);
                 return Ok(());
             }
         }
-        session.poll_transmit(&mut out);
-        pipe.write_all(&out)
-            .map_err(|e| format!("write error: {e}"))?;
-        out.clear();
+        flush(context, pipe, session, &mut out)?;
         // Woken every OUTBOUND_POLL at least, to see the queue and the stop flag.
         let deadline = session
             .poll_timeout()
@@ -138,9 +139,16 @@ fn drive(
         if let Some(queue) = queue {
             loop {
                 match queue.try_recv() {
-                    Ok(stanza) => {
-                        if let Err(stanza) = session.send(Instant::now(), stanza) {
-                            bounce(context, stanza, StanzaErrorCondition::ResourceConstraint);
+                    Ok((stanza, receipt)) => {
+                        if let Err((stanza, receipt)) =
+                            session.send_with(Instant::now(), stanza, receipt)
+                        {
+                            bounce(
+                                context,
+                                stanza,
+                                receipt,
+                                StanzaErrorCondition::ResourceConstraint,
+                            );
                         }
                     }
                     Err(TryRecvError::Empty) => break,
@@ -155,10 +163,7 @@ fn drive(
                 // Closed by the drain above: the top of the loop writes and reports it.
                 continue;
             }
-            session.poll_transmit(&mut out);
-            pipe.write_all(&out)
-                .map_err(|e| format!("write error: {e}"))?;
-            out.clear();
+            flush(context, pipe, session, &mut out)?;
         }
         match pipe.read(&mut buf, deadline) {
             Ok(ReadOutcome::Data(n)) => {
@@ -168,11 +173,47 @@ fn drive(
             Ok(ReadOutcome::Eof) => {
                 // The peer left, or shutdown woke our read: close our side politely.
                 session.close();
-                session.poll_transmit(&mut out);
-                let _ = pipe.write_all(&out);
+                let _ = flush(context, pipe, session, &mut out);
                 return Err("connection closed".into());
             }
             Err(e) => return Err(format!("read error: {e}")),
+        }
+    }
+}
+
+/// Writes what the session has to send; reports the tracked stanzas in it as written only
+/// when the write succeeded, and bounces them when it failed.
+fn flush(
+    context: &S2sContext,
+    pipe: &mut Pipe,
+    session: &mut OutboundSession,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    session.poll_transmit(out);
+    // Taken with the buffer: exactly the tracked stanzas whose bytes are in `out`.
+    let written = session.take_written();
+    let result = pipe.write_all(out);
+    out.clear();
+    match result {
+        Ok(()) => {
+            if !written.is_empty() {
+                let receipts = written.into_iter().map(|(receipt, _)| receipt).collect();
+                let _ = context
+                    .events
+                    .send(RouterEvent::Xmpp(XmppEvent::Written { receipts }));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            for (receipt, stanza) in written {
+                bounce(
+                    context,
+                    stanza,
+                    Some(receipt),
+                    StanzaErrorCondition::RemoteServerTimeout,
+                );
+            }
+            Err(format!("write error: {e}"))
         }
     }
 }
@@ -205,10 +246,17 @@ fn unregister(context: &S2sContext, id: Option<u64>) {
     }
 }
 
-fn bounce(context: &S2sContext, stanza: Element, condition: StanzaErrorCondition) {
-    let _ = context
-        .events
-        .send(RouterEvent::Xmpp(XmppEvent::Bounce { stanza, condition }));
+fn bounce(
+    context: &S2sContext,
+    stanza: Element,
+    receipt: Option<Receipt>,
+    condition: StanzaErrorCondition,
+) {
+    let _ = context.events.send(RouterEvent::Xmpp(XmppEvent::Bounce {
+        stanza,
+        condition,
+        receipt,
+    }));
 }
 
 /// The thread of the outbound stream `local` → `remote`, started by the router with its
@@ -218,7 +266,7 @@ pub fn run(
     local: &str,
     remote: &str,
     stream: u64,
-    queue: Receiver<Element>,
+    queue: Receiver<Outgoing>,
 ) {
     let who = format!("xmpp outbound {local} → {remote}");
     let (policy, route) = match decide(&context.config, remote) {
@@ -236,7 +284,7 @@ pub fn run(
             );
         }
     };
-    let mut carried: Vec<Element> = Vec::new();
+    let mut carried: Vec<Outgoing> = Vec::new();
     let mut answered = false;
     let mut worked = false;
     'targets: for target in targets(context, remote, route) {
@@ -258,9 +306,9 @@ pub fn run(
             let config = session_config(context, local, remote, policy);
             let mut session =
                 OutboundSession::new(config, OutboundPurpose::Stanzas, Instant::now());
-            for stanza in carried.drain(..) {
-                if let Err(s) = session.send(Instant::now(), stanza) {
-                    bounce(context, s, StanzaErrorCondition::ResourceConstraint);
+            for (stanza, receipt) in carried.drain(..) {
+                if let Err((s, r)) = session.send_with(Instant::now(), stanza, receipt) {
+                    bounce(context, s, r, StanzaErrorCondition::ResourceConstraint);
                 }
             }
             let mut authenticated = false;
@@ -292,6 +340,14 @@ pub fn run(
             );
             pipe.close();
             unregister(context, id);
+            // Serialized but never flushed (drive left early): never on the wire, so they go
+            // round again like the unsent ones.
+            carried.extend(
+                session
+                    .take_written()
+                    .into_iter()
+                    .map(|(receipt, stanza)| (stanza, Some(receipt))),
+            );
             carried.extend(session.take_unsent());
             match (&result, &closed) {
                 (Err(e), _) => log::info!("{who}: stream via {addr} ended: {e}"),
@@ -307,11 +363,11 @@ pub fn run(
             }
         }
     }
-    for stanza in carried {
+    for (stanza, receipt) in carried {
         if worked {
-            resubmit(context, stanza);
+            resubmit(context, stanza, receipt);
         } else {
-            bounce(context, stanza, condition_for(answered));
+            bounce(context, stanza, receipt, condition_for(answered));
         }
     }
     finish(
@@ -333,10 +389,12 @@ fn condition_for(answered: bool) -> StanzaErrorCondition {
     }
 }
 
-fn resubmit(context: &S2sContext, stanza: Element) {
-    let _ = context
-        .events
-        .send(RouterEvent::Xmpp(XmppEvent::Send(stanza)));
+fn resubmit(context: &S2sContext, stanza: Element, receipt: Option<Receipt>) {
+    let event = match receipt {
+        Some(receipt) => XmppEvent::SendTracked { stanza, receipt },
+        None => XmppEvent::Send(stanza),
+    };
+    let _ = context.events.send(RouterEvent::Xmpp(event));
 }
 
 /// Tells the router this thread takes no more stanzas, then hands back what is still queued:
@@ -346,7 +404,7 @@ fn finish(
     local: &str,
     remote: &str,
     stream: u64,
-    queue: Receiver<Element>,
+    queue: Receiver<Outgoing>,
     worked: bool,
     condition: StanzaErrorCondition,
 ) {
@@ -358,11 +416,11 @@ fn finish(
             stream,
         }));
     // Ends when the router drops its sender (on OutboundEnded) or at shutdown.
-    while let Ok(stanza) = queue.recv() {
+    while let Ok((stanza, receipt)) = queue.recv() {
         if worked {
-            resubmit(context, stanza);
+            resubmit(context, stanza, receipt);
         } else {
-            bounce(context, stanza, condition);
+            bounce(context, stanza, receipt, condition);
         }
     }
 }
@@ -423,4 +481,167 @@ pub fn verify(
         }
     }
     DialbackVerdict::Error(condition_for(answered))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::s2s::Lifecycle;
+    use crate::gateway::threads::ThreadSet;
+    use crate::xmpp::element::NS_SERVER;
+    use crossbeam_channel::RecvTimeoutError;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    /// peer.test's answer to our stream header: dialback only, no TLS.
+    const PEER_OPEN: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+        xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+        from='peer.test' to='contoso.test' id='s1' version='1.0'>\
+        <stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>";
+    const PEER_VALID: &[u8] = b"<db:result from='peer.test' to='contoso.test' type='valid'/>";
+
+    fn context(port: u16) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
+        let text = format!(
+            "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n\
+             [sip]\nedge = sip.contoso.test:5061\nedge_names = sip.contoso.test\n\
+             [partner peer.test]\nroute = 127.0.0.1:{port}\n"
+        );
+        let config = crate::config::parse(&text, Path::new("test.ini"))
+            .expect("parses")
+            .0;
+        let (events, inbox) = crossbeam_channel::unbounded();
+        let lifecycle = Lifecycle {
+            stopping: Arc::new(AtomicBool::new(false)),
+            threads: Arc::new(ThreadSet::default()),
+        };
+        let context = S2sContext::new(Arc::new(config), None, "s".into(), events, lifecycle);
+        (Arc::new(context), inbox)
+    }
+
+    fn chat(body: &str) -> Element {
+        Element::new("message", NS_SERVER)
+            .with_attr("from", "u@contoso.test")
+            .with_attr("to", "v@peer.test")
+            .with_child(Element::new("body", NS_SERVER).with_text(body))
+    }
+
+    fn read_until(peer: &mut TcpStream, seen: &mut String, what: &str) {
+        let mut buf = [0u8; 4096];
+        while !seen.contains(what) {
+            let n = peer.read(&mut buf).expect("the gateway writes");
+            assert!(n > 0, "closed before {what}: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+
+    /// The router events until `stop` says so (or 5 s pass), the Xmpp ones only.
+    fn events_until(
+        inbox: &Receiver<RouterEvent>,
+        mut stop: impl FnMut(&XmppEvent) -> bool,
+    ) -> Vec<XmppEvent> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = Vec::new();
+        loop {
+            match inbox.recv_deadline(deadline) {
+                Ok(RouterEvent::Xmpp(event)) => {
+                    let done = stop(&event);
+                    seen.push(event);
+                    if done {
+                        return seen;
+                    }
+                }
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    panic!("no end event; saw {seen:?}")
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tracked_stanzas_are_reported_written_after_the_write_and_only_then() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (context, inbox) = context(listener.local_addr().unwrap().port());
+        let (queue, rx) = crossbeam_channel::bounded(8);
+        queue.send((chat("tracked"), Some(42))).unwrap();
+        queue.send((chat("untracked"), None)).unwrap();
+        let thread = {
+            let context = Arc::clone(&context);
+            std::thread::spawn(move || run(&context, "contoso.test", "peer.test", 1, rx))
+        };
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut seen = String::new();
+        read_until(&mut peer, &mut seen, "<stream:stream");
+        peer.write_all(PEER_OPEN).unwrap();
+        read_until(&mut peer, &mut seen, "</db:result>");
+        // Nothing is promised while the stream is not authenticated.
+        assert!(!context_saw_written(&inbox), "written before auth");
+        peer.write_all(PEER_VALID).unwrap();
+        read_until(&mut peer, &mut seen, "<body>untracked</body>");
+        let events = events_until(&inbox, |e| matches!(e, XmppEvent::Written { .. }));
+        assert!(
+            matches!(events.last(), Some(XmppEvent::Written { receipts }) if *receipts == vec![42]),
+            "{events:?}"
+        );
+        // Sent on the ready stream: one more Written, for its own write.
+        queue.send((chat("later"), Some(43))).unwrap();
+        read_until(&mut peer, &mut seen, "<body>later</body>");
+        let events = events_until(&inbox, |e| matches!(e, XmppEvent::Written { .. }));
+        assert!(
+            matches!(events.last(), Some(XmppEvent::Written { receipts }) if *receipts == vec![43]),
+            "{events:?}"
+        );
+        context.lifecycle.stopping.store(true, Ordering::SeqCst);
+        drop(queue);
+        thread.join().unwrap();
+        let rest: Vec<_> = inbox.try_iter().collect();
+        assert!(
+            !rest.iter().any(|e| matches!(
+                e,
+                RouterEvent::Xmpp(XmppEvent::Bounce { .. } | XmppEvent::Written { .. })
+            )),
+            "{rest:?}"
+        );
+    }
+
+    fn context_saw_written(inbox: &Receiver<RouterEvent>) -> bool {
+        inbox
+            .try_iter()
+            .any(|e| matches!(e, RouterEvent::Xmpp(XmppEvent::Written { .. })))
+    }
+
+    #[test]
+    fn no_server_bounces_tracked_stanzas_with_their_receipts() {
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let (context, inbox) = context(port);
+        let (queue, rx) = crossbeam_channel::bounded(8);
+        queue.send((chat("a"), Some(7))).unwrap();
+        queue.send((chat("b"), None)).unwrap();
+        drop(queue);
+        run(&context, "contoso.test", "peer.test", 1, rx);
+        let bounced: Vec<_> = inbox
+            .try_iter()
+            .filter_map(|e| match e {
+                RouterEvent::Xmpp(XmppEvent::Bounce {
+                    receipt, condition, ..
+                }) => Some((receipt, condition)),
+                RouterEvent::Xmpp(XmppEvent::Written { .. }) => panic!("written without a server"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            bounced,
+            vec![
+                (Some(7), StanzaErrorCondition::RemoteServerNotFound),
+                (None, StanzaErrorCondition::RemoteServerNotFound)
+            ]
+        );
+    }
 }
