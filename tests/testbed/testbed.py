@@ -10,6 +10,14 @@ Run it with Debian's Python (/usr/bin/python3): python3-slixmpp is only visible 
     testbed.py down --dir DIR          stop every service started in DIR (idempotent)
     testbed.py restart --dir DIR NAME  restart one service (e.g. after editing its config)
     testbed.py selftest [--dir DIR]    up, check every peer really works, down; "N passed, M failed"
+    testbed.py gateway-config --dir DIR   an xsgw.ini for this testbed
+
+Peers for tests (JSON on stdout, non-ASCII as UTF-8; see README.md for every shape):
+    testbed.py sip-send --dir DIR ...     MESSAGE(s) from an internal SIP user via the Edge
+    testbed.py sip-recv --dir DIR ...     be the SIP users at 127.0.10.40: report and answer requests
+    testbed.py sip-session --dir DIR ...  an IM session (INVITE m=message ... BYE) via the Edge
+    testbed.py xmpp-send --dir DIR ...    Prosody user: local check, messages to remote JIDs, bounces
+    testbed.py xmpp-recv --dir DIR ...    Prosody user: send, then report messages/chat states/errors
 
 The gateway under test (127.0.10.100: XMPP 5269, SIP TLS 5061) is never started here.
 See README.md next to this file for the address plan and the testbed.json schema.
@@ -1402,6 +1410,10 @@ def check_dns(info, res):
                 srv_ok("_xmpp-server._tcp.fabrikam.test",
                        [{"priority": 10, "port": 5269, "target": "xmpp.contoso.test"}])))
 
+    res.run("dns: _xmpp-server._tcp.northwind.test SRV -> xmpp.contoso.test:5269 (not hosted: relay tests)",
+            lambda: srv_ok("_xmpp-server._tcp.northwind.test",
+                           info["xmpp"]["srv"]["_xmpp-server._tcp.northwind.test"]))
+
     def a_records():
         want = {e["target"]: e["address"] for e in plan}
         want.update({"xmpp.l.gmail.test": XMPP_ADDR, "xmpp.contoso.test": GW_ADDR,
@@ -1666,15 +1678,15 @@ def check_edge(d, info, res):
                 wrongname)
 
     # Internal user -> Edge (UDP) -> gateway (TLS, resolved gw.contoso.test via test DNS).
-    def outbound():
+    def outbound(user="alice@gmail.test"):
         srv = TlsSipServer(info, 15)
         srv.start()
         ua = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             ua.bind((UA_ADDR, info["sip"]["users"]["port"]))
-            req = sip_request("MESSAGE", "sip:alice@gmail.test", "UDP", UA_ADDR,
+            req = sip_request("MESSAGE", "sip:" + user, "UDP", UA_ADDR,
                               info["sip"]["users"]["port"], "sip:bob@contoso.test",
-                              "sip:alice@gmail.test", body="hello over the edge")
+                              "sip:" + user, body="hello over the edge")
             ua.sendto(req, (EDGE_ADDR, SIP_PORT))
             deadline = time.monotonic() + 12
             try:
@@ -1690,7 +1702,7 @@ def check_edge(d, info, res):
             problems.append("nothing arrived at %s:%d (%s)" % (GW_ADDR, SIPS_PORT, srv.error))
         else:
             line, hdrs = sip_headers(srv.request)
-            if line != "MESSAGE sip:alice@gmail.test SIP/2.0":
+            if line != "MESSAGE sip:%s SIP/2.0" % user:
                 problems.append("request line %r" % line)
             if not any(k.lower() == "record-route" for k, _ in hdrs):
                 problems.append("no Record-Route")
@@ -1709,6 +1721,8 @@ def check_edge(d, info, res):
     res.run("edge: MESSAGE from a contoso.test user (UDP %s -> %s:%d) for sip:alice@gmail.test is "
             "relayed over TLS (SNI gw.contoso.test) to %s:%d with the Edge certificate, 200 comes back"
             % (UA_ADDR, EDGE_ADDR, SIP_PORT, GW_ADDR, SIPS_PORT), outbound)
+    res.run("edge: a MESSAGE for sip:x@jabber.test (a domain the gateway does not federate) is "
+            "routed to the gateway too", lambda: outbound("x@jabber.test"))
 
     # Gateway (TLS, gateway.pem) -> Edge -> internal user (UDP).
     def inbound():
@@ -1825,6 +1839,7 @@ def check_edge(d, info, res):
             "Record-Route set back over TLS to the gateway's Contact", dialog)
 
     check_sipp(d, info, res)
+    check_sip_tools(d, info, res)
 
 
 def run_sipp(d, name, args, timeout):
@@ -1885,6 +1900,83 @@ def check_sipp(d, info, res):
     res.run("sipp: uac-message.xml sends a MESSAGE via the Edge to the gateway and gets 200", uac)
 
 
+def check_xmpp_tools(d, info):
+    me = [DEBIAN_PYTHON if os.path.exists(DEBIAN_PYTHON) else sys.executable, os.path.abspath(__file__)]
+    users = [u["jid"] for u in info["xmpp"]["users"]]
+    body = "  <a & \"b\" ]]> \u00fc \u65e5\u672c\n "
+    recv = subprocess.Popen(me + ["xmpp-recv", "--dir", d, "--user", users[1], "--count", "2",
+                                  "--count-kind", "message", "--count-kind", "chatstate",
+                                  "--timeout", "10"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = recv.stdout.readline().decode()
+        if '"ready": true' not in first:
+            return False, "xmpp-recv: %r" % first
+        subprocess.run(me + ["xmpp-recv", "--dir", d, "--user", users[0], "--send", users[1],
+                             "--send-state", "composing", "--body", body, "--body-state", "active",
+                             "--count", "0", "--timeout", "1"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        out, _ = recv.communicate(timeout=20)
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+            recv.wait()
+    got = [json.loads(x)["message"] for x in out.decode().splitlines() if '"message"' in x]
+    seen = [(m["kind"], m["state"], m["body"]) for m in got]
+    want = [("chatstate", "composing", ""), ("message", "active", body)]
+    return seen == want, "got %s" % seen
+
+
+def check_sip_tools(d, info, res):
+    """sip-recv answers what sip-send and sip-session send through the Edge (a session both
+    ways, with --send-after-invite), bodies exact."""
+    if info["sip"]["users"]["transport"] != "udp" or info["sip"]["users"]["port"] != SIP_PORT:
+        res.check(True, "sip tools: skipped (testbed not on the default UDP %s:%d)" % (UA_ADDR, SIP_PORT))
+        return
+
+    def tools():
+        me = [DEBIAN_PYTHON if os.path.exists(DEBIAN_PYTHON) else sys.executable,
+              os.path.abspath(__file__)]
+        body = "<a & \"b\" 'c' ]]> \u00fc \u65e5\u672c >\n"
+        recv = subprocess.Popen(me + ["sip-recv", "--dir", d, "--count", "5", "--timeout", "15",
+                                      "--status-for", "carol=486", "--send-after-invite", body],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            first = recv.stdout.readline().decode()
+            if '"ready": true' not in first:
+                return False, "sip-recv: %r" % first
+            send = json.loads(subprocess.run(
+                me + ["sip-send", "--dir", d, "--to", "sip:carol@contoso.test", "--body", body],
+                stdout=subprocess.PIPE, timeout=20).stdout.decode().splitlines()[-1])
+            sess = json.loads(subprocess.run(
+                me + ["sip-session", "--dir", d, "--to", "sip:bob@fabrikam.test", "--typing",
+                      "--message", body, "--linger", "5", "--expect", "1"],
+                stdout=subprocess.PIPE, timeout=30).stdout.decode().splitlines()[-1])
+            out, _ = recv.communicate(timeout=20)
+        finally:
+            if recv.poll() is None:
+                recv.kill()
+                recv.wait()
+        lines = [json.loads(x) for x in out.decode().splitlines() if x.strip()]
+        got = [(x["request"]["method"], x["request"]["body"]) for x in lines if "request" in x]
+        problems = []
+        if send.get("code") != 486:
+            problems.append("sip-send got %s" % send)
+        if sess.get("invite", {}).get("code") != 200 or [x.get("code") for x in sess.get("sent", [])] != [200] * 3:
+            problems.append("sip-session: %s" % sess)
+        if [r.get("body") for r in sess.get("received", [])] != [body]:
+            problems.append("sip-session received %s" % sess.get("received"))
+        want = [("MESSAGE", body), ("INVITE", None), ("ACK", ""), ("INFO", TYPING_INFO),
+                ("MESSAGE", body), ("BYE", "")]
+        if sorted((m, b) for m, b in got if m != "INVITE") != sorted(w for w in want if w[0] != "INVITE") \
+                or [m for m, _ in got].count("INVITE") != 1:
+            problems.append("sip-recv got %s" % got)
+        return not problems, "; ".join(problems)
+
+    res.run("sip tools: sip-send and sip-session (INVITE, ACK, INFO, MESSAGE, BYE, and a MESSAGE "
+            "back in the dialog) reach sip-recv through the Edge, UTF-8 bodies exact", tools)
+
+
 def _live_testbed(d):
     path = os.path.join(d, "testbed.json")
     if not os.path.exists(path):
@@ -1939,6 +2031,9 @@ def cmd_selftest(args):
                 check_xmpp(d, info, res)
             except Exception as e:
                 res.check(False, "xmpp checks", "%s: %s" % (type(e).__name__, e))
+            res.run("xmpp tools: xmpp-recv reports a chat state (kind chatstate) and a body with "
+                    "its state exactly as xmpp-recv --send-state/--body-state sent them",
+                    lambda: check_xmpp_tools(d, info))
             try:
                 check_prosody_s2s_in(info, res)
             except Exception as e:
@@ -2827,6 +2922,8 @@ def build_parser():
 
 
 def main(argv):
+    # JSON output keeps non-ASCII text as is (UTF-8), whatever the caller's locale.
+    sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace")
     args = build_parser().parse_args(argv)
     cmds = {"install": cmd_install, "up": cmd_up, "down": cmd_down, "restart": cmd_restart,
             "selftest": cmd_selftest, "gateway-config": cmd_gateway_config, "sip-send": cmd_sip_send,
