@@ -2551,15 +2551,17 @@ def cmd_sip_recv(args):
         return code, None, extra, body, ctype
 
     ua = SipUA(args.port, tcp=args.tcp, on_request=on_request)
+    callee_sends = (args.send_after_invite is not None or args.typing_after_invite
+                    or args.bye_after_invite)
     emit_json({"ready": True, "port": ua.port, "tcp": bool(args.tcp)})
     deadline = time.monotonic() + args.timeout
     try:
         while time.monotonic() < deadline:
-            owed = args.send_after_invite is not None and state["invites"]
+            owed = callee_sends and state["invites"]
             if args.count and state["received"] >= args.count and not owed:
                 break
             ua.step(0.05)
-            if args.send_after_invite is not None and state["invites"]:
+            if callee_sends and state["invites"]:
                 invite, target, _ = state["invites"][0]
                 cid = invite.get("call-id")
                 if cid in ua.pending_2xx and time.monotonic() - state["invites"][0][2] < 2:
@@ -2578,7 +2580,8 @@ def cmd_sip_recv(args):
 
 
 def send_in_dialog_as_uas(ua, args, invite, target):
-    """A MESSAGE from the callee back to the caller in the dialog the INVITE made."""
+    """The callee's own requests in the dialog the INVITE made: INFO typing
+    (--typing-after-invite), a MESSAGE (--send-after-invite), BYE (--bye-after-invite)."""
     routes = invite.all("record-route")  # the callee uses them in order
     remote = uri_of(invite.get("contact")) or uri_of(invite.get("from"))
     cid = invite.get("call-id")
@@ -2588,14 +2591,21 @@ def send_in_dialog_as_uas(ua, args, invite, target):
     tgt = ua.target_for(hop) if routes or target[0] == "udp" else target
     extra = ["Route: " + r for r in routes]
     extra.append("Contact: <sip:%s@%s:%d>" % (uri_user(to_uri) or "user", UA_ADDR, ua.port))
-    body = args.send_after_invite.encode("utf-8", "surrogateescape")
-    req = build_sip_request("MESSAGE", remote, ua.via(tgt[0]), from_hdr, invite.get("from"),
-                            cid, 1, extra, body, "text/plain; charset=UTF-8")
-    branch = ua.request(req, tgt)
-    final = ua.wait_final(branch, 10)
-    out = {"method": "MESSAGE", "call_id": cid, "body": args.send_after_invite}
-    out.update(response_summary(final))
-    emit_json({"sent": out})
+    todo = []
+    if args.typing_after_invite:
+        todo.append(("INFO", TYPING_INFO, "application/xml"))
+    if args.send_after_invite is not None:
+        todo.append(("MESSAGE", args.send_after_invite, "text/plain; charset=UTF-8"))
+    if args.bye_after_invite:
+        todo.append(("BYE", "", None))
+    for cseq, (method, text, ctype) in enumerate(todo, start=1):
+        body = text.encode("utf-8", "surrogateescape")
+        req = build_sip_request(method, remote, ua.via(tgt[0]), from_hdr, invite.get("from"),
+                                cid, cseq, extra, body, ctype)
+        final = ua.wait_final(ua.request(req, tgt), 10)
+        out = {"method": method, "call_id": cid, "content_type": ctype, "body": text}
+        out.update(response_summary(final))
+        emit_json({"sent": out})
 
 
 # ---------------------------------------------------------------------------
@@ -2697,7 +2707,7 @@ def cmd_sip_session(args):
                 if args.expect and sum(1 for r in received if r["method"] != "BYE") >= args.expect:
                     break
                 ua.step(0.05)
-            if not dialog["bye_from_far_end"]:
+            if not dialog["bye_from_far_end"] and not args.no_bye:
                 transact("BYE", "", None)
         # Answer late retransmissions for a moment.
         end = time.monotonic() + 0.3
@@ -2851,6 +2861,11 @@ def build_parser():
     sr.add_argument("--send-after-invite", metavar="BODY",
                     help="after answering an INVITE 200 (and its ACK), send one MESSAGE with "
                          "BODY in that dialog; prints {\"sent\": {...}} with its final")
+    sr.add_argument("--typing-after-invite", action="store_true",
+                    help="after answering an INVITE 200, send INFO KeyboardActivity in that dialog "
+                         "(before the --send-after-invite MESSAGE)")
+    sr.add_argument("--bye-after-invite", action="store_true",
+                    help="after answering an INVITE 200 (and the requests above), hang up: BYE")
     sr.add_argument("--linger", type=float, default=0.5,
                     help="seconds to keep answering retransmissions after --count (default 0.5)")
 
@@ -2867,6 +2882,8 @@ def build_parser():
                     help="send INFO KeyboardActivity (application/xml) before the messages")
     se.add_argument("--linger", type=float, default=0.0,
                     help="seconds to wait for the far end's requests before BYE")
+    se.add_argument("--no-bye", action="store_true",
+                    help="leave the session open at the end (no BYE)")
     se.add_argument("--expect", type=int, default=0,
                     help="end the --linger wait once this many requests (BYE aside) came in")
     se.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
