@@ -1245,7 +1245,7 @@ def cmd_xmpp_probe(args):
         loop.run_until_complete(asyncio.wait_for(main(), 40))
     except Exception as e:
         result["error"] = "%s: %s" % (type(e).__name__, e)
-    print(json.dumps(result))
+    print(json.dumps(result, ensure_ascii=False))
     sys.stdout.flush()
     os._exit(0)  # slixmpp may leave tasks behind; don't wait for them
 
