@@ -10,6 +10,14 @@ Run it with Debian's Python (/usr/bin/python3): python3-slixmpp is only visible 
     testbed.py down --dir DIR          stop every service started in DIR (idempotent)
     testbed.py restart --dir DIR NAME  restart one service (e.g. after editing its config)
     testbed.py selftest [--dir DIR]    up, check every peer really works, down; "N passed, M failed"
+    testbed.py gateway-config --dir DIR   an xsgw.ini for this testbed
+
+Peers for tests (JSON on stdout, non-ASCII as UTF-8; see README.md for every shape):
+    testbed.py sip-send --dir DIR ...     MESSAGE(s) from an internal SIP user via the Edge
+    testbed.py sip-recv --dir DIR ...     be the SIP users at 127.0.10.40: report and answer requests
+    testbed.py sip-session --dir DIR ...  an IM session (INVITE m=message ... BYE) via the Edge
+    testbed.py xmpp-send --dir DIR ...    Prosody user: local check, messages to remote JIDs, bounces
+    testbed.py xmpp-recv --dir DIR ...    Prosody user: send, then report messages/chat states/errors
 
 The gateway under test (127.0.10.100: XMPP 5269, SIP TLS 5061) is never started here.
 See README.md next to this file for the address plan and the testbed.json schema.
@@ -729,6 +737,10 @@ def _up(d, args, s2s_ifaces):
                 "_xmpp-client._tcp.gmail.test": [
                     {"priority": 5, "weight": 0, "port": XMPP_PORT_C2S,
                      "target": "xmpp.l.gmail.test", "address": XMPP_ADDR}],
+                # Not hosted by the gateway, yet its SRV leads there (relay tests).
+                "_xmpp-server._tcp.northwind.test": [
+                    {"priority": 10, "weight": 0, "port": XMPP_PORT_S2S,
+                     "target": "xmpp.contoso.test", "address": GW_ADDR}],
             },
             "users": users,
             "settings": {
@@ -755,6 +767,8 @@ def _up(d, args, s2s_ifaces):
                     "googlemail.test": "tls:%s:%d" % (GW_NAME, SIPS_PORT),
                     "contoso.test": "%s:%s:%d" % (args.ua_transport, UA_ADDR, args.ua_port),
                     "fabrikam.test": "%s:%s:%d" % (args.ua_transport, UA_ADDR, args.ua_port),
+                    # Not federated by the gateway: it must answer 404.
+                    "jabber.test": "tls:%s:%d" % (GW_NAME, SIPS_PORT),
                 },
                 "config": services["kamailio"]["config"],
                 "log": services["kamailio"]["log"],
@@ -775,6 +789,10 @@ def _up(d, args, s2s_ifaces):
             "xmpp_key": pki["xmpp"]["key"],
             "ca": pki["ca"]["cert"],
             "edge": {"host": EDGE_NAME, "address": EDGE_ADDR, "port": SIPS_PORT},
+            # Domains whose traffic reaches the gateway although it serves neither:
+            # XMPP northwind.test (SRV -> xmpp.contoso.test; not hosted: must refuse) and
+            # SIP jabber.test (Edge route -> gateway; not federated: must answer 404).
+            "refused_domains": {"xmpp": "northwind.test", "sip": "jabber.test"},
         },
         "services": services,
     }
@@ -1081,16 +1099,21 @@ def udp_recv_sip(sock, deadline, want):
 # ---------------------------------------------------------------------------
 # XMPP probe (runs in a child process so a stuck client cannot hang the selftest)
 # ---------------------------------------------------------------------------
+CHAT_STATES = ("active", "composing", "paused", "inactive", "gone")  # XEP-0085
+
+
 def xmpp_client(loop, info, jid, ca, on_error=None):
     """A slixmpp client logging `jid` (a testbed user) in to Prosody's c2s port, trusting `ca`.
     Returns (client, ready, inbox): `ready` resolves to True once the session started (presence
-    sent, roster fetched) or to "failed: ..."; received messages go to `inbox`, and message
-    errors to `on_error` (to `inbox` too when it is None)."""
+    sent, roster fetched) or to "failed: ..."; received messages with a body and chat-state-only
+    messages (XEP-0085) go to `inbox`, and message errors to `on_error` (to `inbox` too when it
+    is None). Each stanza arrives once."""
     import asyncio
     import slixmpp
 
     users = {u["jid"]: u["password"] for u in info["xmpp"]["users"]}
     c = slixmpp.ClientXMPP(jid, users[jid])
+    c.register_plugin("xep_0085")  # chat states: stanza interface + 'chatstate' event
     c.ca_certs = ca
     c.reconnect_max_attempts = 0
     ready = loop.create_future()
@@ -1107,15 +1130,51 @@ def xmpp_client(loop, info, jid, ca, on_error=None):
             ready.set_result("failed: %s" % (event,))
 
     def on_msg(msg):
-        inbox.put_nowait(msg)
+        # Errors come through message_error (an error may carry the original body too).
+        if msg["type"] != "error":
+            inbox.put_nowait(msg)
+
+    def on_state(msg):
+        # Messages with a body already came through on_msg.
+        if msg["type"] != "error" and msg.xml.find("{%s}body" % msg.namespace) is None:
+            inbox.put_nowait(msg)
 
     c.add_event_handler("session_start", on_start)
     c.add_event_handler("failed_auth", on_fail)
     c.add_event_handler("connection_failed", on_fail)
     c.add_event_handler("message", on_msg)
-    c.add_event_handler("message_error", on_error or on_msg)
+    c.add_event_handler("chatstate", on_state)
+    c.add_event_handler("message_error", on_error or inbox.put_nowait)
     c.connect(address=(info["xmpp"]["c2s"]["host"], info["xmpp"]["c2s"]["port"]))
     return c, ready, inbox
+
+
+def xmpp_send_chat(c, to, body=None, state=None):
+    """A chat message: a body, a chat state, or both; returns its id."""
+    m = c.make_message(mto=to, mbody=body, mtype="chat")
+    if state:
+        m["chat_state"] = state
+    m["id"] = c.new_id()
+    m.send()
+    return m["id"]
+
+
+def message_entry(msg):
+    """What xmpp-recv and xmpp-send report of a received message stanza."""
+    has_body = msg.xml.find("{%s}body" % msg.namespace) is not None
+    state = None
+    for name in CHAT_STATES:
+        if msg.xml.find("{http://jabber.org/protocol/chatstates}%s" % name) is not None:
+            state = name
+    kind = "error" if msg["type"] == "error" else ("message" if has_body else
+                                                   "chatstate" if state else "message")
+    entry = {"kind": kind, "from": str(msg["from"]), "to": str(msg["to"]), "type": msg["type"],
+             "body": msg["body"] if has_body else "", "id": msg["id"], "state": state}
+    if msg["type"] == "error":
+        entry["condition"] = msg["error"]["condition"]
+        entry["text"] = msg["error"]["text"]
+        entry["error_type"] = msg["error"]["type"]
+    return entry
 
 
 def cmd_xmpp_probe(args):
@@ -1131,9 +1190,12 @@ def cmd_xmpp_probe(args):
     result = {}
     errors = []
 
+    sent_ids = {}  # id -> "body" | "state", to tell which of our messages bounced
+
     def on_error(msg):
         errors.append({"from": str(msg["from"]), "condition": msg["error"]["condition"],
-                       "text": msg["error"]["text"]})
+                       "text": msg["error"]["text"], "error_type": msg["error"]["type"],
+                       "id": msg["id"], "of": sent_ids.get(msg["id"])})
 
     def client(jid, ca):
         return xmpp_client(loop, info, jid, ca, on_error)
@@ -1155,10 +1217,13 @@ def cmd_xmpp_probe(args):
                                       "expected": token}
                 break
         for to in args.remote:
-            alice.send_message(mto=to, mbody=args.body, mtype="chat")
+            if args.state:
+                sent_ids[xmpp_send_chat(alice, to, state=args.state)] = "state"
+            sent_ids[xmpp_send_chat(alice, to, body=args.body, state=args.body_state)] = "body"
         result["sent_remote"] = list(args.remote)
+        expected = len(args.remote) * (2 if args.state else 1)
         waited = 0.0
-        while len(errors) < len(args.remote) and waited < args.wait:
+        while len(errors) < expected and waited < args.wait:
             await asyncio.sleep(0.1)
             waited += 0.1
         result["errors"] = list(errors)
@@ -1180,15 +1245,16 @@ def cmd_xmpp_probe(args):
         loop.run_until_complete(asyncio.wait_for(main(), 40))
     except Exception as e:
         result["error"] = "%s: %s" % (type(e).__name__, e)
-    print(json.dumps(result))
+    print(json.dumps(result, ensure_ascii=False))
     sys.stdout.flush()
     os._exit(0)  # slixmpp may leave tasks behind; don't wait for them
 
 
 def cmd_xmpp_recv(args):
-    """Logs --user in, prints {"ready": true} (one line), then one JSON line per message
-    received (chat/normal/error, with its sender, type, body and error condition) until
-    --count messages or --timeout seconds; then {"done": true}."""
+    """Logs --user in, prints {"ready": true} (one line), sends to each --send JID (chat
+    states before and after the body as asked), then prints one JSON line {"message": {...}}
+    per stanza received (kind "message", "chatstate" or "error") until --count of the kinds
+    in --count-kind arrived or --timeout seconds; then {"done": true}."""
     import asyncio
     import logging
 
@@ -1198,9 +1264,14 @@ def cmd_xmpp_recv(args):
         info = json.load(f)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    counted = set(args.count_kind or ["message", "error"])
+    body = args.body
+    if args.body_file:
+        with open(args.body_file, encoding="utf-8") as f:
+            body = f.read()
 
     def emit(obj):
-        print(json.dumps(obj))
+        print(json.dumps(obj, ensure_ascii=False))
         sys.stdout.flush()
 
     async def main():
@@ -1210,7 +1281,16 @@ def cmd_xmpp_recv(args):
         if r is not True:
             return
         for to in args.send:
-            c.send_message(mto=to, mbody=args.body, mtype="chat")
+            for state in args.send_state:
+                xmpp_send_chat(c, to, state=state)
+                if args.send_delay:
+                    await asyncio.sleep(args.send_delay)
+            if not args.no_body:
+                xmpp_send_chat(c, to, body=body, state=args.body_state)
+            for state in args.send_state_after:
+                if args.send_delay:
+                    await asyncio.sleep(args.send_delay)
+                xmpp_send_chat(c, to, state=state)
         got = 0
         deadline = loop.time() + args.timeout
         while got < args.count:
@@ -1221,12 +1301,10 @@ def cmd_xmpp_recv(args):
                 msg = await asyncio.wait_for(inbox.get(), left)
             except asyncio.TimeoutError:
                 break
-            entry = {"from": str(msg["from"]), "to": str(msg["to"]), "type": msg["type"],
-                     "body": msg["body"], "id": msg["id"]}
-            if msg["type"] == "error":
-                entry["condition"] = msg["error"]["condition"]
+            entry = message_entry(msg)
             emit({"message": entry})
-            got += 1
+            if entry["kind"] in counted:
+                got += 1
         c.disconnect()
         await asyncio.sleep(0.2)
 
@@ -1331,6 +1409,10 @@ def check_dns(info, res):
                        [{"priority": 10, "port": 5269, "target": "xmpp.contoso.test"}]),
                 srv_ok("_xmpp-server._tcp.fabrikam.test",
                        [{"priority": 10, "port": 5269, "target": "xmpp.contoso.test"}])))
+
+    res.run("dns: _xmpp-server._tcp.northwind.test SRV -> xmpp.contoso.test:5269 (not hosted: relay tests)",
+            lambda: srv_ok("_xmpp-server._tcp.northwind.test",
+                           info["xmpp"]["srv"]["_xmpp-server._tcp.northwind.test"]))
 
     def a_records():
         want = {e["target"]: e["address"] for e in plan}
@@ -1596,15 +1678,15 @@ def check_edge(d, info, res):
                 wrongname)
 
     # Internal user -> Edge (UDP) -> gateway (TLS, resolved gw.contoso.test via test DNS).
-    def outbound():
+    def outbound(user="alice@gmail.test"):
         srv = TlsSipServer(info, 15)
         srv.start()
         ua = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             ua.bind((UA_ADDR, info["sip"]["users"]["port"]))
-            req = sip_request("MESSAGE", "sip:alice@gmail.test", "UDP", UA_ADDR,
+            req = sip_request("MESSAGE", "sip:" + user, "UDP", UA_ADDR,
                               info["sip"]["users"]["port"], "sip:bob@contoso.test",
-                              "sip:alice@gmail.test", body="hello over the edge")
+                              "sip:" + user, body="hello over the edge")
             ua.sendto(req, (EDGE_ADDR, SIP_PORT))
             deadline = time.monotonic() + 12
             try:
@@ -1620,7 +1702,7 @@ def check_edge(d, info, res):
             problems.append("nothing arrived at %s:%d (%s)" % (GW_ADDR, SIPS_PORT, srv.error))
         else:
             line, hdrs = sip_headers(srv.request)
-            if line != "MESSAGE sip:alice@gmail.test SIP/2.0":
+            if line != "MESSAGE sip:%s SIP/2.0" % user:
                 problems.append("request line %r" % line)
             if not any(k.lower() == "record-route" for k, _ in hdrs):
                 problems.append("no Record-Route")
@@ -1639,6 +1721,8 @@ def check_edge(d, info, res):
     res.run("edge: MESSAGE from a contoso.test user (UDP %s -> %s:%d) for sip:alice@gmail.test is "
             "relayed over TLS (SNI gw.contoso.test) to %s:%d with the Edge certificate, 200 comes back"
             % (UA_ADDR, EDGE_ADDR, SIP_PORT, GW_ADDR, SIPS_PORT), outbound)
+    res.run("edge: a MESSAGE for sip:x@jabber.test (a domain the gateway does not federate) is "
+            "routed to the gateway too", lambda: outbound("x@jabber.test"))
 
     # Gateway (TLS, gateway.pem) -> Edge -> internal user (UDP).
     def inbound():
@@ -1755,6 +1839,7 @@ def check_edge(d, info, res):
             "Record-Route set back over TLS to the gateway's Contact", dialog)
 
     check_sipp(d, info, res)
+    check_sip_tools(d, info, res)
 
 
 def run_sipp(d, name, args, timeout):
@@ -1815,6 +1900,83 @@ def check_sipp(d, info, res):
     res.run("sipp: uac-message.xml sends a MESSAGE via the Edge to the gateway and gets 200", uac)
 
 
+def check_xmpp_tools(d, info):
+    me = [DEBIAN_PYTHON if os.path.exists(DEBIAN_PYTHON) else sys.executable, os.path.abspath(__file__)]
+    users = [u["jid"] for u in info["xmpp"]["users"]]
+    body = "  <a & \"b\" ]]> \u00fc \u65e5\u672c\n "
+    recv = subprocess.Popen(me + ["xmpp-recv", "--dir", d, "--user", users[1], "--count", "2",
+                                  "--count-kind", "message", "--count-kind", "chatstate",
+                                  "--timeout", "10"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = recv.stdout.readline().decode()
+        if '"ready": true' not in first:
+            return False, "xmpp-recv: %r" % first
+        subprocess.run(me + ["xmpp-recv", "--dir", d, "--user", users[0], "--send", users[1],
+                             "--send-state", "composing", "--body", body, "--body-state", "active",
+                             "--count", "0", "--timeout", "1"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        out, _ = recv.communicate(timeout=20)
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+            recv.wait()
+    got = [json.loads(x)["message"] for x in out.decode().splitlines() if '"message"' in x]
+    seen = [(m["kind"], m["state"], m["body"]) for m in got]
+    want = [("chatstate", "composing", ""), ("message", "active", body)]
+    return seen == want, "got %s" % seen
+
+
+def check_sip_tools(d, info, res):
+    """sip-recv answers what sip-send and sip-session send through the Edge (a session both
+    ways, with --send-after-invite), bodies exact."""
+    if info["sip"]["users"]["transport"] != "udp" or info["sip"]["users"]["port"] != SIP_PORT:
+        res.check(True, "sip tools: skipped (testbed not on the default UDP %s:%d)" % (UA_ADDR, SIP_PORT))
+        return
+
+    def tools():
+        me = [DEBIAN_PYTHON if os.path.exists(DEBIAN_PYTHON) else sys.executable,
+              os.path.abspath(__file__)]
+        body = "<a & \"b\" 'c' ]]> \u00fc \u65e5\u672c >\n"
+        recv = subprocess.Popen(me + ["sip-recv", "--dir", d, "--count", "5", "--timeout", "15",
+                                      "--status-for", "carol=486", "--send-after-invite", body],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            first = recv.stdout.readline().decode()
+            if '"ready": true' not in first:
+                return False, "sip-recv: %r" % first
+            send = json.loads(subprocess.run(
+                me + ["sip-send", "--dir", d, "--to", "sip:carol@contoso.test", "--body", body],
+                stdout=subprocess.PIPE, timeout=20).stdout.decode().splitlines()[-1])
+            sess = json.loads(subprocess.run(
+                me + ["sip-session", "--dir", d, "--to", "sip:bob@fabrikam.test", "--typing",
+                      "--message", body, "--linger", "5", "--expect", "1"],
+                stdout=subprocess.PIPE, timeout=30).stdout.decode().splitlines()[-1])
+            out, _ = recv.communicate(timeout=20)
+        finally:
+            if recv.poll() is None:
+                recv.kill()
+                recv.wait()
+        lines = [json.loads(x) for x in out.decode().splitlines() if x.strip()]
+        got = [(x["request"]["method"], x["request"]["body"]) for x in lines if "request" in x]
+        problems = []
+        if send.get("code") != 486:
+            problems.append("sip-send got %s" % send)
+        if sess.get("invite", {}).get("code") != 200 or [x.get("code") for x in sess.get("sent", [])] != [200] * 3:
+            problems.append("sip-session: %s" % sess)
+        if [r.get("body") for r in sess.get("received", [])] != [body]:
+            problems.append("sip-session received %s" % sess.get("received"))
+        want = [("MESSAGE", body), ("INVITE", None), ("ACK", ""), ("INFO", TYPING_INFO),
+                ("MESSAGE", body), ("BYE", "")]
+        if sorted((m, b) for m, b in got if m != "INVITE") != sorted(w for w in want if w[0] != "INVITE") \
+                or [m for m, _ in got].count("INVITE") != 1:
+            problems.append("sip-recv got %s" % got)
+        return not problems, "; ".join(problems)
+
+    res.run("sip tools: sip-send and sip-session (INVITE, ACK, INFO, MESSAGE, BYE, and a MESSAGE "
+            "back in the dialog) reach sip-recv through the Edge, UTF-8 bodies exact", tools)
+
+
 def _live_testbed(d):
     path = os.path.join(d, "testbed.json")
     if not os.path.exists(path):
@@ -1869,6 +2031,9 @@ def cmd_selftest(args):
                 check_xmpp(d, info, res)
             except Exception as e:
                 res.check(False, "xmpp checks", "%s: %s" % (type(e).__name__, e))
+            res.run("xmpp tools: xmpp-recv reports a chat state (kind chatstate) and a body with "
+                    "its state exactly as xmpp-recv --send-state/--body-state sent them",
+                    lambda: check_xmpp_tools(d, info))
             try:
                 check_prosody_s2s_in(info, res)
             except Exception as e:
@@ -1901,28 +2066,660 @@ def cmd_selftest(args):
 
 
 # ---------------------------------------------------------------------------
-# sip-send: one MESSAGE from an internal SIP user, through the Edge
+# SIP user agents of the internal users (sip-send, sip-recv, sip-session)
+# ---------------------------------------------------------------------------
+# A small RFC 3261 user agent on 127.0.10.40: enough transaction layer for UDP (requests
+# retransmitted until a final response, retransmitted requests answered with the same
+# response, 2xx to INVITE retransmitted until the ACK) and dialogs with a route set.
+
+SIP_COMPACT = {"f": "from", "t": "to", "i": "call-id", "v": "via", "m": "contact",
+               "l": "content-length", "c": "content-type", "s": "subject", "k": "supported",
+               "o": "event", "r": "refer-to", "e": "content-encoding"}
+IM_ACCEPT_TYPES = "text/plain application/im-iscomposing+xml"
+TYPING_INFO = '<?xml version="1.0"?><KeyboardActivity><status status="type"/></KeyboardActivity>'
+REASONS = {100: "Trying", 180: "Ringing", 200: "OK", 202: "Accepted", 400: "Bad Request",
+           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+           415: "Unsupported Media Type", 480: "Temporarily Unavailable",
+           481: "Call/Transaction Does Not Exist", 486: "Busy Here", 488: "Not Acceptable Here",
+           489: "Bad Event", 500: "Server Internal Error", 501: "Not Implemented",
+           503: "Service Unavailable", 603: "Decline"}
+
+
+def split_commas(value):
+    """Splits a header value at commas outside <...> and quotes (Via, Route, Record-Route)."""
+    out, cur, depth, quoted = [], "", 0, False
+    for ch in value:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch == "<":
+            depth += 1
+        elif not quoted and ch == ">":
+            depth -= 1
+        if ch == "," and depth == 0 and not quoted:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def uri_of(value):
+    """The URI in a name-addr (<...>) or addr-spec header value."""
+    if value is None:
+        return None
+    m = re.search(r"<([^>]*)>", value)
+    if m:
+        return m.group(1)
+    return value.split(";", 1)[0].strip()
+
+
+def uri_user(uri):
+    m = re.match(r"^sips?:([^@;>]+)@", uri or "")
+    return m.group(1) if m else ""
+
+
+def uri_hostport(uri):
+    """(host, port, transport) of a SIP URI."""
+    m = re.match(r"^sips?:(?:[^@]*@)?(\[[^\]]+\]|[^:;>?]+)(?::(\d+))?([^?>]*)", uri or "")
+    if not m:
+        return None
+    t = re.search(r";transport=(\w+)", m.group(3) or "", re.I)
+    return m.group(1), int(m.group(2) or 5060), (t.group(1).lower() if t else "udp")
+
+
+class SipMsg:
+    def __init__(self, raw):
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("utf-8", "replace").split("\r\n")
+        self.raw = raw
+        self.first = lines[0]
+        self.hdrs = []
+        for line in lines[1:]:
+            if line[:1] in (" ", "\t") and self.hdrs:
+                k, v = self.hdrs[-1]
+                self.hdrs[-1] = (k, v + " " + line.strip())
+            elif ":" in line:
+                k, v = line.split(":", 1)
+                self.hdrs.append((k.strip(), v.strip()))
+        cl = self.get("content-length")
+        self.body = body[:int(cl)] if cl and cl.isdigit() else body
+        parts = self.first.split(" ", 2)
+        self.is_request = not self.first.startswith("SIP/")
+        if self.is_request:
+            self.method, self.ruri = parts[0], parts[1] if len(parts) > 1 else ""
+            self.code, self.reason = None, None
+        else:
+            self.method = None
+            self.code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            self.reason = parts[2] if len(parts) > 2 else ""
+            self.ruri = None
+
+    def all(self, name):
+        """Every value of a header (compact forms too; comma lists split for list headers)."""
+        name = name.lower()
+        out = []
+        for k, v in self.hdrs:
+            k = k.lower()
+            if SIP_COMPACT.get(k, k) == name:
+                out.extend(split_commas(v) if name in ("via", "route", "record-route") else [v])
+        return out
+
+    def get(self, name):
+        vals = self.all(name)
+        return vals[0] if vals else None
+
+    def branch(self):
+        m = re.search(r";\s*branch=([^;,\s]+)", self.get("via") or "")
+        return m.group(1) if m else ""
+
+    def cseq(self):
+        m = re.match(r"\s*(\d+)\s+(\S+)", self.get("cseq") or "")
+        return (int(m.group(1)), m.group(2).upper()) if m else (0, "")
+
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+
+def sip_tag(value):
+    m = re.search(r";\s*tag=([^;>\s]+)", value or "")
+    return m.group(1) if m else None
+
+
+def build_sip_request(method, ruri, via, from_hdr, to_hdr, call_id, cseq, extra=(),
+                      body=b"", content_type=None):
+    lines = ["%s %s SIP/2.0" % (method, ruri), "Via: " + via, "Max-Forwards: 70",
+             "From: " + from_hdr, "To: " + to_hdr, "Call-ID: " + call_id,
+             "CSeq: %d %s" % (cseq, method)] + list(extra)
+    if body and content_type:
+        lines.append("Content-Type: " + content_type)
+    lines.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def build_sip_response(req, code, reason=None, to_tag=None, extra=(), body=b"",
+                       content_type=None):
+    out = ["SIP/2.0 %d %s" % (code, reason or REASONS.get(code, "Response"))]
+    for v in req.all("via"):
+        out.append("Via: " + v)
+    out.append("From: " + (req.get("from") or ""))
+    to = req.get("to") or ""
+    if code > 100 and sip_tag(to) is None:
+        to += ";tag=" + (to_tag or secrets.token_hex(4))
+    out.append("To: " + to)
+    out.append("Call-ID: " + (req.get("call-id") or ""))
+    out.append("CSeq: " + (req.get("cseq") or ""))
+    if 100 < code < 300 and req.method == "INVITE":
+        out.extend("Record-Route: " + r for r in req.all("record-route"))
+    out.extend(extra)
+    if body and content_type:
+        out.append("Content-Type: " + content_type)
+    out.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(out) + "\r\n\r\n").encode() + body
+
+
+def stream_frames(buf):
+    """Complete SIP messages at the start of a stream buffer: (messages, rest)."""
+    msgs = []
+    while True:
+        buf = buf.lstrip(b"\r\n")  # keep-alive CRLFs
+        if b"\r\n\r\n" not in buf:
+            return msgs, buf
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        m = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", head)
+        need = int(m.group(1)) if m else 0
+        if len(rest) < need:
+            return msgs, buf
+        msgs.append(head + b"\r\n\r\n" + rest[:need])
+        buf = rest[need:]
+
+
+class SipUA:
+    """One SIP endpoint on UA_ADDR:port (UDP, and TCP when asked): sends requests as client
+    transactions, answers requests through `on_request(msg, target) -> (code, reason, extra,
+    body, content_type) | None` and reports responses, and keeps the RFC 3261 timers."""
+
+    def __init__(self, port=0, tcp=False, on_request=None):
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind((UA_ADDR, port))
+        self.port = self.udp.getsockname()[1]
+        self.listener = None
+        if tcp:
+            self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind((UA_ADDR, self.port))
+            self.listener.listen(8)
+        self.conns = {}  # socket -> receive buffer
+        self.on_request = on_request
+        self.server_tx = {}  # (branch, method) -> response bytes already sent
+        self.client_tx = {}  # branch -> dict
+        self.pending_2xx = {}  # call-id -> dict: a 2xx to INVITE waiting for its ACK
+        self.to_tags = {}  # call-id -> our To tag (one per dialog)
+        self.closed = False
+
+    def close(self):
+        for s in [self.udp, self.listener] + list(self.conns):
+            if s is not None:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def via(self, transport="udp"):
+        return "SIP/2.0/%s %s:%d;branch=z9hG4bK-tb%s;rport" % (
+            transport.upper(), UA_ADDR, self.port, secrets.token_hex(8))
+
+    def target_for(self, uri):
+        """Where to send a request whose next hop is `uri` (a Route or the Edge)."""
+        hp = uri_hostport(uri)
+        if hp is None or hp[2] == "tls":
+            return ("udp", (EDGE_ADDR, SIP_PORT))
+        host, port, transport = hp
+        if transport == "tcp":
+            for s in self.conns:
+                try:
+                    if s.getpeername() == (host, port):
+                        return ("tcp", s)
+                except OSError:
+                    pass
+            s = socket.create_connection((host, port), timeout=3)
+            self.conns[s] = b""
+            return ("tcp", s)
+        return ("udp", (host, port))
+
+    def send(self, data, target):
+        kind, where = target
+        if kind == "udp":
+            self.udp.sendto(data, where)
+        else:
+            where.sendall(data)
+
+    # -- client transactions --------------------------------------------------
+    def request(self, data, target, on_final_retransmit=None):
+        """Sends a request (bytes) as a client transaction; returns its branch."""
+        msg = SipMsg(data)
+        branch = msg.branch()
+        now = time.monotonic()
+        self.client_tx[branch] = {
+            "data": data, "target": target, "invite": msg.method == "INVITE",
+            "interval": 0.5, "next": now + 0.5, "provisional": None, "final": None,
+            "on_final_retransmit": on_final_retransmit, "method": msg.method}
+        self.send(data, target)
+        return branch
+
+    def wait_final(self, branch, timeout):
+        """Runs the endpoint until the transaction's final response (SipMsg) or None."""
+        deadline = time.monotonic() + timeout
+        tx = self.client_tx[branch]
+        while tx["final"] is None and time.monotonic() < deadline:
+            self.step(min(0.1, max(0.0, deadline - time.monotonic())))
+        return tx["final"]
+
+    # -- the loop -------------------------------------------------------------
+    def step(self, timeout):
+        import select
+
+        socks = [self.udp] + list(self.conns) + ([self.listener] if self.listener else [])
+        try:
+            ready, _, _ = select.select(socks, [], [], max(0.0, timeout))
+        except (OSError, ValueError):
+            ready = []
+        for s in ready:
+            if s is self.udp:
+                try:
+                    data, src = self.udp.recvfrom(65535)
+                except OSError:
+                    continue
+                if data.strip(b"\r\n"):
+                    self.handle(data, ("udp", src))
+            elif s is self.listener:
+                conn, _ = self.listener.accept()
+                self.conns[conn] = b""
+            else:
+                try:
+                    data = s.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    self.conns.pop(s, None)
+                    s.close()
+                    continue
+                msgs, self.conns[s] = stream_frames(self.conns[s] + data)
+                for m in msgs:
+                    self.handle(m, ("tcp", s))
+        self.timers()
+
+    def timers(self):
+        now = time.monotonic()
+        for tx in self.client_tx.values():
+            if tx["target"][0] != "udp" or tx["final"] is not None or now < tx["next"]:
+                continue
+            if tx["invite"] and tx["provisional"] is not None:
+                continue
+            self.send(tx["data"], tx["target"])
+            tx["interval"] = min(tx["interval"] * 2, 4.0 if not tx["invite"] else 16.0)
+            tx["next"] = now + tx["interval"]
+        for cid, p in list(self.pending_2xx.items()):
+            if now >= p["give_up"]:
+                del self.pending_2xx[cid]
+            elif now >= p["next"] and p["target"][0] == "udp":
+                self.send(p["data"], p["target"])
+                p["interval"] = min(p["interval"] * 2, 4.0)
+                p["next"] = now + p["interval"]
+
+    def handle(self, data, target):
+        try:
+            msg = SipMsg(data)
+        except Exception:
+            return
+        if not msg.is_request:
+            tx = self.client_tx.get(msg.branch())
+            if tx is None:
+                return
+            if msg.code < 200:
+                tx["provisional"] = msg
+            elif tx["final"] is None:
+                tx["final"] = msg
+            elif tx["on_final_retransmit"] is not None:
+                tx["on_final_retransmit"](msg)
+            return
+        key = (msg.branch(), msg.method)
+        if msg.method == "ACK":
+            self.pending_2xx.pop(msg.get("call-id"), None)
+            if key in self.server_tx:
+                return  # retransmitted ACK
+            self.server_tx[key] = b""
+            if self.on_request:
+                self.on_request(msg, target)
+            return
+        if key in self.server_tx:
+            self.send(self.server_tx[key], target)  # a retransmission: the same answer
+            return
+        answer = self.on_request(msg, target) if self.on_request else (501, None, [], b"", None)
+        code, reason, extra, body, ctype = answer
+        cid = msg.get("call-id") or ""
+        tag = self.to_tags.setdefault(cid, secrets.token_hex(4))
+        resp = build_sip_response(msg, code, reason, to_tag=tag, extra=extra, body=body,
+                                  content_type=ctype)
+        self.server_tx[key] = resp
+        self.send(resp, target)
+        if msg.method == "INVITE" and 200 <= code < 300:
+            now = time.monotonic()
+            self.pending_2xx[cid] = {"data": resp, "target": target, "interval": 0.5,
+                                     "next": now + 0.5, "give_up": now + 32}
+
+
+def emit_json(obj):
+    print(json.dumps(obj, ensure_ascii=False))
+    sys.stdout.flush()
+
+
+def response_summary(msg):
+    if msg is None:
+        return {"code": None, "reason": "timeout", "warning": None}
+    return {"code": msg.code, "reason": msg.reason, "warning": msg.get("warning"),
+            "final": msg.first}
+
+
+def request_summary(msg, target):
+    """What sip-recv and sip-session report of a request they received."""
+    src = target[1] if target[0] == "udp" else target[1].getpeername()
+    body = msg.body
+    try:
+        text, valid = body.decode("utf-8"), True
+    except UnicodeDecodeError:
+        text, valid = body.decode("utf-8", "replace"), False
+    out = {
+        "method": msg.method, "request_uri": msg.ruri,
+        "from": uri_of(msg.get("from")), "to": uri_of(msg.get("to")),
+        "from_header": msg.get("from"), "to_header": msg.get("to"),
+        "call_id": msg.get("call-id"), "cseq": msg.get("cseq"),
+        "content_type": msg.get("content-type"), "body": text,
+        "subject": msg.get("subject"), "ms_conversation_id": msg.get("ms-conversation-id"),
+        "contact": msg.get("contact"),
+        "transport": target[0], "source": "%s:%d" % (src[0], src[1]),
+        "headers": [[k, v] for k, v in msg.hdrs],
+    }
+    if not valid:
+        out["body_hex"] = body.hex()
+    return out
+
+
+def sip_body_arg(args):
+    if getattr(args, "body_file", None):
+        with open(args.body_file, "rb") as f:
+            return f.read()
+    return args.body.encode("utf-8", "surrogateescape")
+
+
+def sdp_offer_message(port):
+    return ("v=0\r\no=- 0 0 IN IP4 %s\r\ns=session\r\nc=IN IP4 %s\r\nt=0 0\r\n"
+            "m=message %d sip null\r\na=accept-types:%s\r\n"
+            % (UA_ADDR, UA_ADDR, port, IM_ACCEPT_TYPES)).encode()
+
+
+# ---------------------------------------------------------------------------
+# sip-send: MESSAGEs from an internal SIP user, through the Edge
 # ---------------------------------------------------------------------------
 def cmd_sip_send(args):
-    """Sends a MESSAGE over UDP from UA_ADDR to the Edge's internal port and prints the
-    final response line as JSON ({"final": "SIP/2.0 200 OK"} or {"error": ...})."""
-    body = args.body
-    msg = sip_request("MESSAGE", args.to, "UDP", UA_ADDR, args.port, args.sender, args.to, body)
+    """Sends --count MESSAGEs (one Call-ID, CSeq 1..N, each after the previous one's final)
+    over UDP from UA_ADDR to the Edge's internal port; prints one JSON line."""
+    body = sip_body_arg(args)
     result = {"to": args.to}
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    finals = []
+    ua = None
     try:
-        sock.bind((UA_ADDR, args.port))
-        sock.sendto(msg, (EDGE_ADDR, SIP_PORT))
-        deadline = time.monotonic() + args.timeout
-        data, _ = udp_recv_sip(sock, deadline, r"SIP/2\.0 [2-6]\d\d")
-        result["final"] = data.split(b"\r\n", 1)[0].decode(errors="replace")
-    except (TimeoutError, socket.timeout) as e:
-        result["error"] = "timeout: %s" % e
+        ua = SipUA(args.port)
+        call_id = secrets.token_hex(8) + "@testbed"
+        from_hdr = "<%s>;tag=%s" % (args.sender, secrets.token_hex(4))
+        for n in range(1, args.count + 1):
+            extra = list(args.header)
+            req = build_sip_request("MESSAGE", args.to, ua.via(), from_hdr, "<%s>" % args.to,
+                                    call_id, n, extra, body, args.content_type)
+            branch = ua.request(req, ("udp", (EDGE_ADDR, SIP_PORT)))
+            final = ua.wait_final(branch, args.timeout)
+            finals.append(response_summary(final))
+            if final is None:
+                result["error"] = "timeout: no final response within %.1fs" % args.timeout
+                break
     except OSError as e:
         result["error"] = "%s" % e
     finally:
-        sock.close()
-    print(json.dumps(result))
+        if ua is not None:
+            ua.close()
+    result["finals"] = finals
+    if finals and finals[-1]["code"] is not None:
+        last = finals[-1]
+        result.update({"final": last["final"], "code": last["code"], "reason": last["reason"],
+                       "warning": last["warning"]})
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# sip-recv: the SIP user agents at 127.0.10.40 that the Edge delivers to
+# ---------------------------------------------------------------------------
+def cmd_sip_recv(args):
+    """Binds UA_ADDR:--port (UDP; TCP too with --tcp), prints {"ready": true}, then one JSON
+    line {"request": {...}} per new request (retransmissions are answered again, not
+    reported); after --count requests (ACK not counted) or --timeout seconds it prints
+    {"done": true, "received": K}."""
+    per_user = {}
+    for item in args.status_for:
+        user, _, code = item.partition("=")
+        per_user[user] = int(code)
+    state = {"received": 0, "invites": []}
+
+    def code_for(msg, default):
+        return per_user.get(uri_user(msg.ruri), default)
+
+    def on_request(msg, target):
+        m = msg.method
+        ctype = None
+        body = b""
+        extra = []
+        if m == "ACK":
+            emit_json({"request": request_summary(msg, target)})
+            return None
+        if m in ("MESSAGE", "INFO", "NOTIFY"):
+            code = code_for(msg, args.status)
+        elif m == "INVITE":
+            code = code_for(msg, args.invite_status)
+            sdp = msg.text()
+            if code == 200 and not re.search(r"(?m)^m=message \d+ \S*sip\b", sdp):
+                code = 488
+            if code == 200:
+                user = uri_user(msg.ruri) or "user"
+                to_uri = uri_of(msg.get("to")) or ""
+                domain = to_uri.split("@", 1)[1] if "@" in to_uri else "contoso.test"
+                body = ("v=0\r\no=- 0 0 IN IP4 %s\r\ns=session\r\nc=IN IP4 %s\r\nt=0 0\r\n"
+                        "m=message %d sip sip:%s@%s\r\na=accept-types:%s\r\n"
+                        % (UA_ADDR, UA_ADDR, ua.port, user, domain, IM_ACCEPT_TYPES)).encode()
+                ctype = "application/sdp"
+                extra.append("Contact: <sip:%s@%s:%d%s>" % (
+                    user, UA_ADDR, ua.port, ";transport=tcp" if target[0] == "tcp" else ""))
+                state["invites"].append((msg, target, time.monotonic()))
+        elif m in ("OPTIONS", "BYE", "CANCEL"):
+            code = 200
+        else:
+            code = args.other_status
+        state["received"] += 1
+        summary = request_summary(msg, target)
+        summary["answered"] = code
+        emit_json({"request": summary})
+        return code, None, extra, body, ctype
+
+    ua = SipUA(args.port, tcp=args.tcp, on_request=on_request)
+    callee_sends = (args.send_after_invite is not None or args.typing_after_invite
+                    or args.bye_after_invite)
+    emit_json({"ready": True, "port": ua.port, "tcp": bool(args.tcp)})
+    deadline = time.monotonic() + args.timeout
+    try:
+        while time.monotonic() < deadline:
+            owed = callee_sends and state["invites"]
+            if args.count and state["received"] >= args.count and not owed:
+                break
+            ua.step(0.05)
+            if callee_sends and state["invites"]:
+                invite, target, _ = state["invites"][0]
+                cid = invite.get("call-id")
+                if cid in ua.pending_2xx and time.monotonic() - state["invites"][0][2] < 2:
+                    continue  # give the ACK a moment to arrive first
+                state["invites"].pop(0)
+                send_in_dialog_as_uas(ua, args, invite, target)
+        # Stay a moment to answer retransmissions and take the ACK of a last INVITE.
+        linger = time.monotonic() + args.linger
+        while time.monotonic() < min(linger, deadline) or (
+                ua.pending_2xx and time.monotonic() < linger + 4):
+            ua.step(0.05)
+    finally:
+        ua.close()
+    emit_json({"done": True, "received": state["received"]})
+    return 0
+
+
+def send_in_dialog_as_uas(ua, args, invite, target):
+    """The callee's own requests in the dialog the INVITE made: INFO typing
+    (--typing-after-invite), a MESSAGE (--send-after-invite), BYE (--bye-after-invite)."""
+    routes = invite.all("record-route")  # the callee uses them in order
+    remote = uri_of(invite.get("contact")) or uri_of(invite.get("from"))
+    cid = invite.get("call-id")
+    to_uri = uri_of(invite.get("to"))
+    from_hdr = "<%s>;tag=%s" % (to_uri, ua.to_tags.get(cid, secrets.token_hex(4)))
+    hop = uri_of(routes[0]) if routes else remote
+    tgt = ua.target_for(hop) if routes or target[0] == "udp" else target
+    extra = ["Route: " + r for r in routes]
+    extra.append("Contact: <sip:%s@%s:%d>" % (uri_user(to_uri) or "user", UA_ADDR, ua.port))
+    todo = []
+    if args.typing_after_invite:
+        todo.append(("INFO", TYPING_INFO, "application/xml"))
+    if args.send_after_invite is not None:
+        todo.append(("MESSAGE", args.send_after_invite, "text/plain; charset=UTF-8"))
+    if args.bye_after_invite:
+        todo.append(("BYE", "", None))
+    for cseq, (method, text, ctype) in enumerate(todo, start=1):
+        body = text.encode("utf-8", "surrogateescape")
+        req = build_sip_request(method, remote, ua.via(tgt[0]), from_hdr, invite.get("from"),
+                                cid, cseq, extra, body, ctype)
+        final = ua.wait_final(ua.request(req, tgt), 10)
+        out = {"method": method, "call_id": cid, "content_type": ctype, "body": text}
+        out.update(response_summary(final))
+        emit_json({"sent": out})
+
+
+# ---------------------------------------------------------------------------
+# sip-session: a Microsoft-style IM session (INVITE m=message) from an internal user
+# ---------------------------------------------------------------------------
+def cmd_sip_session(args):
+    """INVITE (SDP m=message) via the Edge; on 200: ACK, INFO typing (--typing), each
+    --message, --linger, BYE, all along the route set; answers the far end's in-dialog
+    requests with 200. Prints JSON lines as it goes and a summary line {"done": true, ...}."""
+    received = []
+    sent = []
+    dialog = {"bye_from_far_end": False}
+
+    def on_request(msg, target):
+        if msg.method == "ACK":
+            return None
+        summary = request_summary(msg, target)
+        summary["answered"] = 200
+        if msg.method == "BYE":
+            dialog["bye_from_far_end"] = True
+        received.append({k: summary[k] for k in ("method", "content_type", "body", "from", "to",
+                                                  "call_id", "cseq", "request_uri")})
+        emit_json({"request": summary})
+        return 200, None, [], b"", None
+
+    ua = SipUA(args.port, on_request=on_request)
+    edge = ("udp", (EDGE_ADDR, SIP_PORT))
+    call_id = secrets.token_hex(8) + "@testbed"
+    conv_id = args.conversation_id or secrets.token_hex(16)
+    from_tag = secrets.token_hex(4)
+    from_hdr = "<%s>;tag=%s" % (args.sender, from_tag)
+    contact = "<sip:%s@%s:%d>" % (uri_user(args.sender) or "user", UA_ADDR, ua.port)
+    result = {"to": args.to, "call_id": call_id}
+    try:
+        invite = build_sip_request(
+            "INVITE", args.to, ua.via(), from_hdr, "<%s>" % args.to, call_id, 1,
+            ["Contact: " + contact, "Ms-Conversation-ID: " + conv_id,
+             "Supported: ms-text-format"] + list(args.header),
+            sdp_offer_message(ua.port), "application/sdp")
+        acks = {}
+
+        def reack(resp):
+            if resp.code >= 200 and "ack" in acks:
+                ua.send(acks["ack"], acks["target"])
+
+        branch = ua.request(invite, edge, on_final_retransmit=reack)
+        final = ua.wait_final(branch, args.timeout)
+        inv = response_summary(final)
+        inv["body"] = final.text() if final is not None else None
+        inv["content_type"] = final.get("content-type") if final is not None else None
+        inv["contact"] = final.get("contact") if final is not None else None
+        result["invite"] = inv
+        emit_json({"invite": inv})
+        if final is None:
+            result["error"] = "timeout: no final response to INVITE"
+        elif final.code >= 300:
+            # The transaction's ACK for a non-2xx final: same branch, hop by hop.
+            ack = build_sip_request("ACK", args.to, (SipMsg(invite).get("via")), from_hdr,
+                                    final.get("to"), call_id, 1)
+            acks.update(ack=ack, target=edge)
+            ua.send(ack, edge)
+        else:
+            routes = list(reversed(final.all("record-route")))
+            remote = uri_of(final.get("contact")) or args.to
+            to_hdr = final.get("to")
+            target = ua.target_for(uri_of(routes[0])) if routes else edge
+            route_hdrs = ["Route: " + r for r in routes]
+            cseq = [1]
+
+            def in_dialog(method, body=b"", ctype=None, extra=()):
+                cseq[0] += 1
+                return build_sip_request(method, remote, ua.via(target[0]), from_hdr, to_hdr,
+                                         call_id, cseq[0], route_hdrs + list(extra), body, ctype)
+
+            ack = build_sip_request("ACK", remote, ua.via(target[0]), from_hdr, to_hdr, call_id,
+                                    1, route_hdrs)
+            acks.update(ack=ack, target=target)
+            ua.send(ack, target)
+            result["route_set"] = routes
+
+            def transact(method, body_text, ctype, extra=()):
+                body = body_text.encode("utf-8", "surrogateescape")
+                req = in_dialog(method, body, ctype, extra)
+                fin = ua.wait_final(ua.request(req, target), args.timeout)
+                out = {"method": method, "content_type": ctype, "body": body_text}
+                out.update(response_summary(fin))
+                sent.append(out)
+                emit_json({"sent": out})
+                return fin
+
+            if args.typing and not dialog["bye_from_far_end"]:
+                transact("INFO", TYPING_INFO, "application/xml")
+            for text in args.message:
+                if dialog["bye_from_far_end"]:
+                    break
+                transact("MESSAGE", text, args.content_type)
+            end = time.monotonic() + args.linger
+            while time.monotonic() < end and not dialog["bye_from_far_end"]:
+                if args.expect and sum(1 for r in received if r["method"] != "BYE") >= args.expect:
+                    break
+                ua.step(0.05)
+            if not dialog["bye_from_far_end"] and not args.no_bye:
+                transact("BYE", "", None)
+        # Answer late retransmissions for a moment.
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            ua.step(0.05)
+    except OSError as e:
+        result["error"] = "%s" % e
+    finally:
+        ua.close()
+    result.update({"done": True, "sent": sent, "received": received,
+                   "bye_from_far_end": dialog["bye_from_far_end"]})
+    emit_json(result)
     return 0
 
 
@@ -2027,13 +2824,74 @@ def build_parser():
     st = sub.add_parser("selftest", help="check that every peer works; 'N passed, M failed'")
     st.add_argument("--dir", help="directory to use (a testbed already up there is used as is)")
 
-    ss = sub.add_parser("sip-send", help="send a MESSAGE from an internal SIP user via the Edge")
+    ss = sub.add_parser("sip-send", help="send MESSAGEs from an internal SIP user via the Edge; "
+                        "one JSON line with the final responses")
     ss.add_argument("--dir", required=True)
     ss.add_argument("--from", dest="sender", default="sip:bob@contoso.test")
     ss.add_argument("--to", default="sip:alice@gmail.test")
-    ss.add_argument("--body", default="hello from SIP")
-    ss.add_argument("--port", type=int, default=SIP_PORT, help="the user's UDP port on %s" % UA_ADDR)
-    ss.add_argument("--timeout", type=float, default=10.0)
+    ss.add_argument("--body", default="hello from SIP",
+                    help="the body, sent exactly as given (UTF-8); '' sends none")
+    ss.add_argument("--body-file", help="read the body (bytes, as is) from this file instead")
+    ss.add_argument("--content-type", default="text/plain; charset=UTF-8")
+    ss.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                    help="an extra header line (repeatable)")
+    ss.add_argument("--count", type=int, default=1,
+                    help="MESSAGEs to send in sequence, each after the previous final (default 1)")
+    ss.add_argument("--port", type=int, default=0,
+                    help="the user's UDP port on %s (default 0: any free port, so that "
+                         "sip-recv can hold 5060)" % UA_ADDR)
+    ss.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each final")
+
+    sr = sub.add_parser("sip-recv", help="be the SIP users at %s: print {\"ready\": true}, then "
+                        "each request the Edge delivers as a JSON line, answer it" % UA_ADDR)
+    sr.add_argument("--dir", required=True)
+    sr.add_argument("--port", type=int, default=SIP_PORT)
+    sr.add_argument("--tcp", action="store_true",
+                    help="listen on TCP too (for `up --ua-transport tcp`)")
+    sr.add_argument("--count", type=int, default=0,
+                    help="exit after this many requests (ACK not counted; 0 = until --timeout)")
+    sr.add_argument("--timeout", type=float, default=20.0)
+    sr.add_argument("--status", type=int, default=200, help="answer to MESSAGE/INFO/NOTIFY")
+    sr.add_argument("--status-for", action="append", default=[], metavar="USER=CODE",
+                    help="answer to MESSAGE/INFO/NOTIFY/INVITE whose Request-URI user is USER")
+    sr.add_argument("--invite-status", type=int, default=200,
+                    help="answer to INVITE (200 needs SDP m=message ... sip, else 488)")
+    sr.add_argument("--other-status", type=int, default=501,
+                    help="answer to other methods (SUBSCRIBE, PUBLISH, ...; default 501)")
+    sr.add_argument("--send-after-invite", metavar="BODY",
+                    help="after answering an INVITE 200 (and its ACK), send one MESSAGE with "
+                         "BODY in that dialog; prints {\"sent\": {...}} with its final")
+    sr.add_argument("--typing-after-invite", action="store_true",
+                    help="after answering an INVITE 200, send INFO KeyboardActivity in that dialog "
+                         "(before the --send-after-invite MESSAGE)")
+    sr.add_argument("--bye-after-invite", action="store_true",
+                    help="after answering an INVITE 200 (and the requests above), hang up: BYE")
+    sr.add_argument("--linger", type=float, default=0.5,
+                    help="seconds to keep answering retransmissions after --count (default 0.5)")
+
+    se = sub.add_parser("sip-session", help="an IM session (INVITE m=message, ACK, INFO, MESSAGE, "
+                        "BYE) from an internal SIP user via the Edge; JSON lines")
+    se.add_argument("--dir", required=True)
+    se.add_argument("--from", dest="sender", default="sip:bob@contoso.test")
+    se.add_argument("--to", default="sip:alice@gmail.test")
+    se.add_argument("--message", action="append", default=[], metavar="BODY",
+                    help="a MESSAGE sent in the dialog (repeatable, in order)")
+    se.add_argument("--content-type", default="text/plain; charset=UTF-8",
+                    help="Content-Type of the MESSAGEs")
+    se.add_argument("--typing", action="store_true",
+                    help="send INFO KeyboardActivity (application/xml) before the messages")
+    se.add_argument("--linger", type=float, default=0.0,
+                    help="seconds to wait for the far end's requests before BYE")
+    se.add_argument("--no-bye", action="store_true",
+                    help="leave the session open at the end (no BYE)")
+    se.add_argument("--expect", type=int, default=0,
+                    help="end the --linger wait once this many requests (BYE aside) came in")
+    se.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                    help="an extra header line on the INVITE (repeatable)")
+    se.add_argument("--conversation-id", help="Ms-Conversation-ID (default random)")
+    se.add_argument("--port", type=int, default=0,
+                    help="the user's UDP port on %s (default 0: any free port)" % UA_ADDR)
+    se.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each final")
 
     gc = sub.add_parser("gateway-config", help="print an xsgw.ini for the gateway in this testbed")
     gc.add_argument("--dir", required=True)
@@ -2050,6 +2908,10 @@ def build_parser():
     xp.add_argument("--wait", type=float, default=0.5,
                     help="seconds to wait for error bounces of the --remote messages")
     xp.add_argument("--body", default="hello from the testbed")
+    xp.add_argument("--state", choices=CHAT_STATES,
+                    help="send a chat-state-only message (XEP-0085) to each --remote before the body")
+    xp.add_argument("--body-state", choices=CHAT_STATES,
+                    help="a chat state carried with the body (e.g. active)")
 
     xr = sub.add_parser("xmpp-recv", help="log in as --user, print {\"ready\": true}, then each "
                         "message received as a JSON line (optionally sending --send first)")
@@ -2057,15 +2919,32 @@ def build_parser():
     xr.add_argument("--user", required=True)
     xr.add_argument("--send", action="append", default=[], help="JIDs to send --body to once logged in")
     xr.add_argument("--body", default="hello from the testbed")
-    xr.add_argument("--count", type=int, default=1, help="messages to wait for (default 1)")
+    xr.add_argument("--body-file", help="read --body from this file (UTF-8, exact)")
+    xr.add_argument("--no-body", action="store_true", help="send only the chat states")
+    xr.add_argument("--body-state", choices=CHAT_STATES,
+                    help="a chat state carried with the body (e.g. active)")
+    xr.add_argument("--send-state", action="append", default=[], choices=CHAT_STATES,
+                    help="a chat-state-only message sent to each --send JID before the body (repeatable)")
+    xr.add_argument("--send-state-after", action="append", default=[], choices=CHAT_STATES,
+                    help="a chat-state-only message sent after the body (repeatable)")
+    xr.add_argument("--send-delay", type=float, default=0.0,
+                    help="seconds between the chat-state messages and the body")
+    xr.add_argument("--count", type=int, default=1,
+                    help="stanzas to wait for, of the --count-kind kinds (default 1)")
+    xr.add_argument("--count-kind", action="append", choices=["message", "chatstate", "error"],
+                    help="kinds that count toward --count (repeatable; default message and error: "
+                         "chat states are reported but not counted)")
     xr.add_argument("--timeout", type=float, default=15.0)
     return ap
 
 
 def main(argv):
+    # JSON output keeps non-ASCII text as is (UTF-8), whatever the caller's locale.
+    sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace")
     args = build_parser().parse_args(argv)
     cmds = {"install": cmd_install, "up": cmd_up, "down": cmd_down, "restart": cmd_restart,
             "selftest": cmd_selftest, "gateway-config": cmd_gateway_config, "sip-send": cmd_sip_send,
+            "sip-recv": cmd_sip_recv, "sip-session": cmd_sip_session,
             "xmpp-send": cmd_xmpp_probe, "xmpp-recv": cmd_xmpp_recv}
     try:
         return cmds[args.cmd](args)
