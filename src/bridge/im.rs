@@ -196,7 +196,10 @@ pub(super) fn sip_request(b: &mut Bridge, now: Instant, id: RequestId, req: &Req
         return b.respond(
             id,
             StatusCode::NOT_FOUND,
-            Some(format!("{} is a hosted SIP domain, not an XMPP one", to.domain())),
+            Some(format!(
+                "{} is a hosted SIP domain, not an XMPP one",
+                to.domain()
+            )),
         );
     }
     match req.method {
@@ -339,13 +342,12 @@ fn barrier_answered(b: &mut Bridge, id: &str, remote: &str) -> bool {
     }
     let pair = pair.clone();
     b.im.barrier_ids.remove(id);
-    let covered = b
-        .im
-        .barriers
-        .get_mut(&pair)
-        .and_then(|barrier| barrier.in_flight.take())
-        .map(|(_, covered)| covered)
-        .unwrap_or_default();
+    let covered =
+        b.im.barriers
+            .get_mut(&pair)
+            .and_then(|barrier| barrier.in_flight.take())
+            .map(|(_, covered)| covered)
+            .unwrap_or_default();
     for receipt in covered {
         if b.im.waiting.contains_key(&receipt) {
             finish_ok(b, receipt);
@@ -596,15 +598,14 @@ fn end_session(b: &mut Bridge, pair: &PairKey, bye: bool, tell_xmpp: bool) {
 
 pub(super) fn sweep_sessions(b: &mut Bridge, now: Instant) {
     let idle = b.config.session_idle;
-    let stale: Vec<PairKey> = b
-        .im
-        .sessions
-        .iter()
-        .filter(|(_, s)| {
-            matches!(s.state, SessionState::Established { .. }) && s.last_activity + idle <= now
-        })
-        .map(|(k, _)| k.clone())
-        .collect();
+    let stale: Vec<PairKey> =
+        b.im.sessions
+            .iter()
+            .filter(|(_, s)| {
+                matches!(s.state, SessionState::Established { .. }) && s.last_activity + idle <= now
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
     for pair in stale {
         log::info!(
             "sip session of {} with {} idle for {idle:?}: ended with BYE",
@@ -778,17 +779,15 @@ fn send_page(
         outgoing.call_id.clone(),
     )
     .map_err(|e| e.to_string())
-    .and_then(|(mut m, _, _)| outgoing.add_to(&mut m).map(|()| m).map_err(|e| e.to_string()));
+    .and_then(|(mut m, _, _)| {
+        outgoing
+            .add_to(&mut m)
+            .map(|()| m)
+            .map_err(|e| e.to_string())
+    });
     let request = match built {
         Ok(m) => m,
-        Err(e) => {
-            return bounce(
-                b,
-                &stanza,
-                StanzaErrorCondition::InternalServerError,
-                &e,
-            )
-        }
+        Err(e) => return bounce(b, &stanza, StanzaErrorCondition::InternalServerError, &e),
     };
     let tag = b.fresh_id();
     b.im.transactions.insert(
@@ -821,17 +820,15 @@ fn send_in_session(
     let built = dialog
         .request(&Method::Message)
         .map_err(|e| e.to_string())
-        .and_then(|mut m| outgoing.add_to(&mut m).map(|()| m).map_err(|e| e.to_string()));
+        .and_then(|mut m| {
+            outgoing
+                .add_to(&mut m)
+                .map(|()| m)
+                .map_err(|e| e.to_string())
+        });
     let request = match built {
         Ok(m) => m,
-        Err(e) => {
-            return bounce(
-                b,
-                &stanza,
-                StanzaErrorCondition::InternalServerError,
-                &e,
-            )
-        }
+        Err(e) => return bounce(b, &stanza, StanzaErrorCondition::InternalServerError, &e),
     };
     let tag = b.fresh_id();
     b.im.transactions.insert(
@@ -869,14 +866,15 @@ fn open_session(
         }
         return;
     }
-    let built = fresh_request(b, &Method::Invite, &from, &to, None).and_then(|(mut m, tag, cid)| {
-        m.header("Contact", &format!("<{}>", b.config.contact))?
-            .body(
-                "application/sdp",
-                im_offer(b.config.sdp_address).into_bytes(),
-            )?;
-        Ok((m, tag, cid))
-    });
+    let built =
+        fresh_request(b, &Method::Invite, &from, &to, None).and_then(|(mut m, tag, cid)| {
+            m.header("Contact", &format!("<{}>", b.config.contact))?
+                .body(
+                    "application/sdp",
+                    im_offer(b.config.sdp_address).into_bytes(),
+                )?;
+            Ok((m, tag, cid))
+        });
     let (request, local_tag, call_id) = match built {
         Ok(x) => x,
         Err(e) => {
@@ -909,8 +907,7 @@ fn open_session(
             last_activity: now,
         },
     );
-    b.im.transactions
-        .insert(tag, Transaction::Invite { pair });
+    b.im.transactions.insert(tag, Transaction::Invite { pair });
     b.stats.sessions_opened += 1;
     b.send_sip(tag, request);
 }
@@ -1057,11 +1054,9 @@ pub(super) fn sip_outcome(b: &mut Bridge, now: Instant, tag: TxTag, outcome: Sip
         Transaction::Invite { pair } => invite_outcome(b, now, pair, outcome),
         Transaction::Quiet { what } => match outcome {
             SipOutcome::Final(r) if r.status.is_success() => {}
-            SipOutcome::Final(r) => log::debug!(
-                "sip: {what} answered {} {}",
-                r.status.as_u16(),
-                r.reason
-            ),
+            SipOutcome::Final(r) => {
+                log::debug!("sip: {what} answered {} {}", r.status.as_u16(), r.reason)
+            }
             SipOutcome::Failed(why) => log::debug!("sip: {what} failed: {why}"),
         },
     }
@@ -1246,7 +1241,9 @@ fn iq_from_xmpp(b: &mut Bridge, local: &str, remote: &str, stanza: Element) {
                         .with_child(
                             Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_DISCO_INFO),
                         )
-                        .with_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_PING)),
+                        .with_child(
+                            Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_PING),
+                        ),
                 )),
                 _ => None,
             };

@@ -115,7 +115,9 @@ impl ImMode {
             "page" => Ok(ImMode::Page),
             "session" => Ok(ImMode::Session),
             "auto" => Ok(ImMode::Auto),
-            _ => Err(format!("`{v}` is not an IM mode; expected page, session or auto")),
+            _ => Err(format!(
+                "`{v}` is not an IM mode; expected page, session or auto"
+            )),
         }
     }
 }

@@ -133,7 +133,10 @@ impl Router {
     /// Runs until [`RouterEvent::Shutdown`] (or every sender is gone), then shuts down.
     pub fn run(mut self, inbox: Receiver<RouterEvent>) {
         loop {
-            let timeout = self.translator.as_ref().and_then(|t| t.bridge.poll_timeout());
+            let timeout = self
+                .translator
+                .as_ref()
+                .and_then(|t| t.bridge.poll_timeout());
             let event = match timeout {
                 Some(at) => match inbox.recv_deadline(at) {
                     Ok(event) => event,
@@ -353,14 +356,16 @@ fn respond(inbound: &InboundRequest, answer: Answer, fqdn: &str) {
     let req = &inbound.request;
     let built = match answer {
         Answer::Built(b) => Ok(*b),
-        Answer::Status { status, warning } => {
-            response_to(req, status, Some(&random_tag())).and_then(|mut b| {
+        Answer::Status { status, warning } => response_to(req, status, Some(&random_tag()))
+            .and_then(|mut b| {
                 if let Some(text) = warning {
-                    b.header("Warning", &format!("399 {fqdn} \"{}\"", warning_text(&text)))?;
+                    b.header(
+                        "Warning",
+                        &format!("399 {fqdn} \"{}\"", warning_text(&text)),
+                    )?;
                 }
                 Ok(b)
-            })
-        }
+            }),
     };
     match built {
         Ok(b) => match inbound.try_respond(b) {
