@@ -167,7 +167,7 @@ impl Router {
         if let Some(t) = &self.translator {
             let s = t.bridge.stats();
             log::info!(
-                "translated: SIP → XMPP {} delivered, {} refused; XMPP → SIP {} delivered, {} bounced; {} typing notifications, {} IM sessions",
+                "translated: SIP → XMPP {} delivered, {} refused; XMPP → SIP {} delivered, {} bounced; {} typing notifications, {} IM session(s)",
                 s.sip_to_xmpp_delivered,
                 s.sip_to_xmpp_refused,
                 s.xmpp_to_sip_delivered,

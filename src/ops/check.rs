@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::config::{self, ConfigError, FederationMode, Report};
+use crate::config::{self, ConfigError, FederationMode, ImMode, Report};
 use crate::tls::x509::format_date;
 
 use super::EXIT_FAILURE;
@@ -77,11 +77,23 @@ pub fn check(path: &Path) -> i32 {
             .map(|r| format!(", route {r}"))
             .unwrap_or_else(|| ", found by SRV".into());
         println!(
-            "  partner     {}{aliases}: tls {}, sasl {}, dialback {}{route}",
-            partner.domain, policy.tls, policy.sasl, policy.dialback
+            "  partner     {}{aliases}: tls {}, sasl {}, dialback {}{route}, im_mode {}",
+            partner.domain,
+            policy.tls,
+            policy.sasl,
+            policy.dialback,
+            im_mode_name(partner.im_mode.unwrap_or(config.sip.im_mode))
         );
     }
     0
+}
+
+fn im_mode_name(mode: ImMode) -> &'static str {
+    match mode {
+        ImMode::Page => "page",
+        ImMode::Session => "session",
+        ImMode::Auto => "auto",
+    }
 }
 
 fn print_report(report: &Report) {
