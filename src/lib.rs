@@ -23,6 +23,8 @@
 //! - [`xmpp`]: XMPP server-to-server streams, stanzas, dialback.
 //! - [`sip`]: SIP messages, transactions and dialogs.
 //! - [`translate`]: XMPP ⇄ SIP mapping (addresses, errors, IM, typing, presence), pure.
+//! - [`bridge`]: the translator's state without I/O (pending deliveries, IM sessions, timers),
+//!   owned by the router.
 //! - [`gateway`]: threads, channels, router and process lifecycle.
 //! - [`ops`]: the command line and the operator commands (`check`, `version`).
 

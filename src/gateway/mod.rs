@@ -3,8 +3,8 @@
 //!
 //! ```text
 //!  signals ──Shutdown/Reload──▶ router ◀──Connected/Disconnected── connection threads
-//!                                 │ owns: connection registry, (later) routes, sessions,
-//!                                 │       subscriptions
+//!                                 │ owns: connection registry, S2S table, the translator
+//!                                 │       (crate::bridge: pending deliveries, IM sessions)
 //!  xmpp-listen / sip-listen ──accept──▶ spawn connection thread (one per socket)
 //!  sip-edge-out ──▶ the gateway's own connection to [sip] edge (reconnects with backoff)
 //!  Edge requests ──RouterEvent::SipRequest──▶ router (translator) or GatewayOptions sink
@@ -152,14 +152,15 @@ impl Drop for ConnectionSlot {
 #[derive(Debug, Default)]
 pub struct GatewayOptions {
     /// Receives authenticated inbound XMPP stanzas, bounces and authentication notices
-    /// (until the translator exists; a full sink drops notices rather than block the router).
+    /// instead of the translator (in-process tests; a full sink drops notices rather than
+    /// block the router).
     pub xmpp_sink: Option<Sender<XmppNotice>>,
     /// Requests from the Edge go to this channel instead of the router (in-process tests
     /// acting as the translator).
     pub sip_requests: Option<Sender<InboundRequest>>,
 }
 
-/// Submits stanzas to remote XMPP domains through the router (as the translator will).
+/// Submits stanzas to remote XMPP domains through the router (as the translator does).
 #[derive(Debug, Clone)]
 pub struct XmppSender(Sender<RouterEvent>);
 

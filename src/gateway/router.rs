@@ -1,7 +1,7 @@
 //! The router thread: the one owner of gateway state.
 //!
 //! It owns the registry of live connections, the lifecycle (reload, shutdown), the XMPP S2S
-//! table ([`super::s2s::XmppRoutes`]) and the translator ([`crate::bridge::Bridge`]) with the
+//! table (`s2s::XmppRoutes`) and the translator ([`crate::bridge::Bridge`]) with the
 //! SIP server transactions it has yet to answer. It carries out the bridge's actions and
 //! never waits for a connection thread: everything it hands to one goes by `try_send`, and
 //! what does not fit is answered as a failure at once (connection threads, in turn, may wait

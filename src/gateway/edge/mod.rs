@@ -31,9 +31,11 @@
 //!
 //! Transaction users: an [`InboundRequest`] goes to the sink installed with
 //! [`super::GatewayOptions::sip_requests`] (tests), else to the router
-//! ([`super::RouterEvent::SipRequest`]) where the translator (issue 5) plugs in. Until it
-//! exists the router answers with [`answer_untranslated`]: 480 with a Warning (481 in a
-//! dialog) — never a 200 for something that goes nowhere.
+//! ([`super::RouterEvent::SipRequest`]), whose translator (`crate::bridge`) answers it; a
+//! router built without one answers with [`answer_untranslated`]: 480 with a Warning (481 in
+//! a dialog) — never a 200 for something that goes nowhere. Requests the translator sends
+//! ([`EdgeHandle::try_send_tagged`]) report their final outcome to the router as
+//! [`super::RouterEvent::SipOutcome`].
 
 mod driver;
 pub mod outbound;

@@ -29,7 +29,8 @@
 //! In scope: the federation policy (allowlist/open/block, per-partner tls/sasl/dialback and
 //! route, [`decide`]), `max_per_partner`, the timeouts from `[xmpp]`, registering every
 //! connection with the router so shutdown can wake it. Out of scope: translation (the router
-//! hands stanzas to the translator, or until it exists to a sink, [`XmppNotice`]).
+//! hands inbound stanzas, [`Delivery::Inbound`], to `crate::bridge`; in-process tests install
+//! a sink instead, [`XmppNotice`]).
 //!
 //! Choices:
 //! - One outbound stream per (hosted domain, remote domain) pair, no dialback piggybacking
@@ -57,12 +58,11 @@
 //!   was written goes round again like any queued stanza (resubmitted after a stream that
 //!   worked, bounced otherwise); once written it is never resent, so a receipt is answered
 //!   once and a stanza is never duplicated by the gateway.
-//! - Without a translator, accepted inbound stanzas go to the sink; with no sink installed (or
-//!   a full one) a stanza is never dropped in silence: its sender gets `<service-unavailable/>`
-//!   (type cancel; `<resource-constraint/>` when the sink is full) with a text, sent over an
-//!   outbound stream to the sender's domain like any other stanza. Error stanzas and IQ
-//!   results are never answered (RFC 6120 §8.3.1, §8.2.3). Issue 5 plugs the translator into
-//!   [`XmppRoutes::handle`].
+//! - Accepted inbound stanzas go to the translator ([`Delivery::Inbound`]), or to a test's
+//!   sink when one is installed; a full sink never drops one in silence: its sender gets
+//!   `<resource-constraint/>` with a text, sent over an outbound stream to the sender's
+//!   domain like any other stanza. Error stanzas and IQ results are never answered
+//!   (RFC 6120 §8.3.1, §8.2.3).
 
 mod inbound;
 pub mod io;
@@ -134,15 +134,15 @@ pub enum XmppEvent {
     Inbound(InboundStanza),
     /// A stanza to send to a remote domain (from the translator, or a test).
     Send(Element),
-    /// A stanza to send whose fate comes back as a [`Delivery`] with `receipt`.
+    /// A stanza to send whose fate comes back as a `Delivery` with `receipt`.
     SendTracked {
         /// The stanza.
         stanza: Element,
-        /// Handed back in the [`Delivery`].
+        /// Handed back in the `Delivery`.
         receipt: Receipt,
     },
     /// A stanza that could not be delivered; its sender gets an error stanza, or, when
-    /// tracked, the router a [`Delivery::Failed`].
+    /// tracked, the router a `Delivery::Failed`.
     Bounce {
         /// The stanza as it was to be sent.
         stanza: Element,
