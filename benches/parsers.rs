@@ -7,7 +7,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use xsgw::bridge::{Action, Bridge, BridgeConfig, SipOutcome};
 use xsgw::sip::{Frame, FrameConfig, Framer, Request};
+use xsgw::xmpp::element::{Element, NS_SERVER};
 use xsgw::xmpp::stream::{StreamEvent, StreamLimits, StreamParser};
 
 const SIP_MESSAGE: &[u8] = b"MESSAGE sip:alice@gmail.test SIP/2.0\r\n\
@@ -87,14 +89,118 @@ fn xmpp_stanzas(n: usize) -> f64 {
     report("XMPP: stanzas scanned and parsed", n, started)
 }
 
+fn bridge() -> Bridge {
+    let text = "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n\
+                [sip]\nedge = sip.contoso.test:5061\nim_mode = page\n[partner gmail.test]\n";
+    let config = xsgw::config::parse(text, std::path::Path::new("bench.ini"))
+        .expect("bench config")
+        .0;
+    let mut n = 0u64;
+    Bridge::new(
+        BridgeConfig::from_config(&config).expect("fqdn"),
+        Box::new(move |buf: &mut [u8]| {
+            for b in buf.iter_mut() {
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                *b = (n >> 56) as u8;
+            }
+        }),
+    )
+}
+
+/// SIP MESSAGE → stanza → written → ping answered → 200, a ping covering each 100 messages
+/// (what a busy domain pair sees).
+fn bridge_sip_to_xmpp(n: usize) -> f64 {
+    let mut b = bridge();
+    let request = Request::from_message(xsgw::sip::message::parse_message(SIP_MESSAGE).unwrap())
+        .expect("valid request");
+    let now = Instant::now();
+    let started = Instant::now();
+    let mut answered = 0usize;
+    let mut receipts = Vec::with_capacity(100);
+    let mut id = 0u64;
+    for _ in 0..n / 100 {
+        for _ in 0..100 {
+            id += 1;
+            b.handle_sip_request(now, id, &request);
+            while let Some(action) = b.poll_action() {
+                if let Action::SendStanza {
+                    receipt: Some(r), ..
+                } = action
+                {
+                    receipts.push(r);
+                }
+            }
+        }
+        b.handle_written(now, &receipts);
+        receipts.clear();
+        let mut ping = None;
+        while let Some(action) = b.poll_action() {
+            if let Action::SendStanza { stanza, .. } = action {
+                ping = stanza.attr("id").map(str::to_owned);
+            }
+        }
+        let pong = Element::new("iq", NS_SERVER)
+            .with_attr("type", "result")
+            .with_attr("from", "gmail.test")
+            .with_attr("to", "contoso.test")
+            .with_attr("id", ping.expect("a ping per batch"));
+        b.handle_stanza(now, "contoso.test", "gmail.test", pong);
+        while let Some(action) = b.poll_action() {
+            if matches!(action, Action::Respond { .. }) {
+                answered += 1;
+            }
+        }
+    }
+    assert_eq!(answered, n, "every request answered");
+    report("bridge: SIP MESSAGE → stanza → 200", n, started)
+}
+
+/// Stanza → page-mode MESSAGE → 200 from the Edge.
+fn bridge_xmpp_to_sip(n: usize) -> f64 {
+    let mut b = bridge();
+    let stanza = xsgw::xmpp::stream::parse_fragment(STANZA).expect("stanza");
+    let ok = xsgw::sip::Response::from_message(
+        xsgw::sip::message::parse_message(
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS gw.contoso.test:5061;branch=z9hG4bKa\r\n\
+From: <sip:alice@gmail.test>;tag=1\r\nTo: <sip:bob@contoso.test>;tag=2\r\n\
+Call-ID: x\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap(),
+    )
+    .expect("response");
+    let now = Instant::now();
+    let started = Instant::now();
+    for _ in 0..n {
+        b.handle_stanza(now, "contoso.test", "gmail.test", stanza.clone());
+        while let Some(action) = b.poll_action() {
+            if let Action::SendSip { tag, request } = action {
+                black_box(request.to_bytes());
+                b.handle_sip_outcome(now, tag, SipOutcome::Final(Box::new(ok.clone())));
+            }
+        }
+    }
+    assert_eq!(
+        b.stats().xmpp_to_sip_delivered,
+        n as u64,
+        "every message delivered"
+    );
+    report("bridge: stanza → SIP MESSAGE (bytes) → 200", n, started)
+}
+
 fn main() {
     println!("xsgw protocol cores, one thread each (noisy machine: compare ratios)");
     let sip = sip_framed_and_typed(200_000);
     let xmpp = xmpp_stanzas(200_000);
+    let to_xmpp = bridge_sip_to_xmpp(200_000);
+    let to_sip = bridge_xmpp_to_sip(200_000);
     let target = 50_000.0;
     println!(
-        "headroom over the 50k/s target: SIP {:.1}x, XMPP {:.1}x",
+        "headroom over the 50k/s target: SIP {:.1}x, XMPP {:.1}x, bridge SIP→XMPP {:.1}x, XMPP→SIP {:.1}x",
         sip / target,
-        xmpp / target
+        xmpp / target,
+        to_xmpp / target,
+        to_sip / target
     );
 }

@@ -292,20 +292,31 @@ fn forward(
     b.send_stanza(stanza, Some(receipt));
 }
 
-pub(super) fn written(b: &mut Bridge, _now: Instant, receipt: Receipt) {
-    let Some(w) = b.im.waiting.get(&receipt) else {
-        return;
-    };
-    if !w.needs_barrier {
-        return finish_ok(b, receipt);
+/// These stanzas are on their streams: typing is answered now, messages wait for a ping,
+/// one per domain pair for the whole batch.
+pub(super) fn written(b: &mut Bridge, receipts: &[Receipt]) {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for &receipt in receipts {
+        let Some(w) = b.im.waiting.get(&receipt) else {
+            continue;
+        };
+        if !w.needs_barrier {
+            finish_ok(b, receipt);
+            continue;
+        }
+        let pair = w.pair.clone();
+        b.im.barriers
+            .entry(pair.clone())
+            .or_default()
+            .next
+            .push(receipt);
+        if !pairs.contains(&pair) {
+            pairs.push(pair);
+        }
     }
-    let pair = w.pair.clone();
-    b.im.barriers
-        .entry(pair.clone())
-        .or_default()
-        .next
-        .push(receipt);
-    send_barrier(b, &pair);
+    for pair in pairs {
+        send_barrier(b, &pair);
+    }
 }
 
 /// Sends a ping covering everything written for `pair`, unless one is on its way.

@@ -295,10 +295,8 @@ impl Bridge {
     }
 
     /// These stanzas are on an authenticated stream.
-    pub fn handle_written(&mut self, now: Instant, receipts: &[Receipt]) {
-        for &receipt in receipts {
-            im::written(self, now, receipt);
-        }
+    pub fn handle_written(&mut self, _now: Instant, receipts: &[Receipt]) {
+        im::written(self, receipts);
     }
 
     /// This stanza could not be sent.

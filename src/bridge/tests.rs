@@ -665,3 +665,35 @@ fn pings_and_disco_are_answered_other_iqs_refused_headlines_ignored() {
     b.handle_stanza(now, "contoso.test", "gmail.test", stanza("<message xmlns='jabber:server' type='chat' from='eve@evil.test' to='bob@contoso.test'><body>x</body></message>"));
     assert!(actions(&mut b).is_empty());
 }
+
+#[test]
+fn a_new_ping_follows_once_the_last_was_answered() {
+    let mut b = bridge();
+    let now = Instant::now();
+    for round in 0..3 {
+        let (_, r) = bob_writes(&mut b, now, round, "hi");
+        let ping = written_then_ping(&mut b, now, r);
+        b.handle_stanza(now, "contoso.test", "gmail.test", pong(&ping));
+        assert_eq!(status_of(&only(actions(&mut b))).1, 200, "round {round}");
+    }
+}
+
+#[test]
+fn one_ping_covers_a_batch_written_at_once() {
+    let mut b = bridge();
+    let now = Instant::now();
+    let receipts: Vec<Receipt> = (1..=5)
+        .map(|i| bob_writes(&mut b, now, i, "hi").1)
+        .collect();
+    b.handle_written(now, &receipts);
+    let (ping, _) = stanza_of(only(actions(&mut b)));
+    b.handle_stanza(
+        now,
+        "contoso.test",
+        "gmail.test",
+        pong(ping.attr("id").unwrap()),
+    );
+    let acts = actions(&mut b);
+    assert_eq!(acts.len(), 5, "five 200s and no second ping: {acts:?}");
+    assert!(acts.iter().all(|a| status_of(a).1 == 200));
+}
