@@ -53,6 +53,123 @@ pub(super) struct ImState {
     dialogs: DialogIndex,
     /// SIP domains whose Edge refused page mode (`im_mode = auto`).
     session_domains: HashSet<String>,
+    /// Typing indications that need a timer, by conversation.
+    typing: HashMap<PairKey, Typing>,
+    /// No typing timer is due before this.
+    typing_next: Option<Instant>,
+}
+
+/// At most this many conversations have typing timers; beyond, indications are still
+/// carried, only their refresh and lapse are not (bounded memory).
+const MAX_TYPING: usize = 50_000;
+
+/// RFC 3994 timers of one conversation: an `active` indication from SIP lapses to `idle`
+/// (XMPP `<paused/>`) unless refreshed; an XMPP user still composing is announced `active`
+/// again before the refresh interval we promised runs out.
+struct Typing {
+    sip_user: Jid,
+    xmpp_user: Jid,
+    /// When to tell XMPP the SIP user stopped (no refresh came).
+    lapse_to_xmpp: Option<Instant>,
+    /// When to send SIP another `active` for the XMPP user.
+    refresh_to_sip: Option<Instant>,
+}
+
+impl Typing {
+    fn next(&self) -> Option<Instant> {
+        match (self.lapse_to_xmpp, self.refresh_to_sip) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Earliest typing timer, possibly one that was cleared since (a wake-up that finds nothing
+/// due costs one scan, and keeps `poll_timeout` O(1) per event).
+pub(super) fn next_typing_timer(b: &Bridge) -> Option<Instant> {
+    b.im.typing_next
+}
+
+/// Sets or clears a conversation's typing timers.
+fn set_typing(
+    b: &mut Bridge,
+    sip_user: &Jid,
+    xmpp_user: &Jid,
+    lapse_to_xmpp: Option<Option<Instant>>,
+    refresh_to_sip: Option<Option<Instant>>,
+) {
+    let pair = pair_key(sip_user, xmpp_user);
+    if !b.im.typing.contains_key(&pair) {
+        let wanted =
+            matches!(lapse_to_xmpp, Some(Some(_))) || matches!(refresh_to_sip, Some(Some(_)));
+        if !wanted || b.im.typing.len() >= MAX_TYPING {
+            return;
+        }
+        b.im.typing.insert(
+            pair.clone(),
+            Typing {
+                sip_user: sip_user.bare(),
+                xmpp_user: xmpp_user.bare(),
+                lapse_to_xmpp: None,
+                refresh_to_sip: None,
+            },
+        );
+    }
+    if let Some(t) = b.im.typing.get_mut(&pair) {
+        if let Some(v) = lapse_to_xmpp {
+            t.lapse_to_xmpp = v;
+        }
+        if let Some(v) = refresh_to_sip {
+            t.refresh_to_sip = v;
+        }
+        if let Some(at) = t.next() {
+            b.im.typing_next = Some(b.im.typing_next.map_or(at, |n| n.min(at)));
+        } else {
+            b.im.typing.remove(&pair);
+        }
+    }
+}
+
+/// Fires due typing timers.
+pub(super) fn typing_timers(b: &mut Bridge, now: Instant) {
+    if !b.im.typing_next.is_some_and(|at| at <= now) {
+        return;
+    }
+    b.im.typing_next = None;
+    let due: Vec<PairKey> =
+        b.im.typing
+            .iter()
+            .filter(|(_, t)| t.next().is_some_and(|at| at <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+    for pair in due {
+        let Some(t) = b.im.typing.get(&pair) else {
+            continue;
+        };
+        let (sip_user, xmpp_user) = (t.sip_user.clone(), t.xmpp_user.clone());
+        if t.lapse_to_xmpp.is_some_and(|at| at <= now) {
+            // RFC 3994 §4: an active indication not refreshed in time means idle.
+            let paused = Element::new("message", NS_SERVER)
+                .with_attr("type", "chat")
+                .with_attr("from", sip_user.to_string())
+                .with_attr("to", xmpp_user.to_string())
+                .with_child(ChatState::Paused.to_element());
+            b.send_stanza(paused, None);
+            set_typing(b, &sip_user, &xmpp_user, Some(None), None);
+        }
+        if b.im
+            .typing
+            .get(&pair)
+            .and_then(|t| t.refresh_to_sip)
+            .is_some_and(|at| at <= now)
+        {
+            set_typing(b, &sip_user, &xmpp_user, None, Some(None));
+            let remote = xmpp_user.domain().to_owned();
+            typing_to_sip(b, now, &remote, &xmpp_user, &sip_user, ChatState::Composing);
+        }
+    }
+    // The timers left (and those just set) decide the next wake-up.
+    b.im.typing_next = b.im.typing.values().filter_map(Typing::next).min();
 }
 
 struct Waiting {
@@ -236,9 +353,16 @@ fn message_from_sip(
     to: &Jid,
 ) {
     match sip_to_message(req, from, to, &b.config.limits) {
-        Ok(FromSip::Message(stanza)) => forward(b, now, id, stanza, true, "message"),
-        Ok(FromSip::Typing { stanza, .. }) => {
+        Ok(FromSip::Message(stanza)) => {
+            // A message ends the sender's composing (RFC 3994 §3).
+            set_typing(b, from, to, Some(None), None);
+            forward(b, now, id, stanza, true, "message")
+        }
+        Ok(FromSip::Typing { stanza, indication }) => {
             b.stats.typing += 1;
+            let active = indication.active_for();
+            let lapse = (!active.is_zero()).then(|| now + active);
+            set_typing(b, from, to, Some(lapse), None);
             forward(b, now, id, stanza, false, "typing")
         }
         Err(e) => {
@@ -478,6 +602,13 @@ fn in_dialog(b: &mut Bridge, now: Instant, id: RequestId, req: &Request) {
         Method::Info => match info_to_message(req, &from, &to) {
             Ok(stanza) => {
                 b.stats.typing += 1;
+                let composing = ChatState::of_message(&stanza) == Some(ChatState::Composing);
+                let lapse = composing.then(|| {
+                    now + std::time::Duration::from_secs(u64::from(
+                        crate::translate::typing::DEFAULT_ACTIVE_SECS,
+                    ))
+                });
+                set_typing(b, &from, &to, Some(lapse), None);
                 forward(b, now, id, stanza, false, "typing")
             }
             Err(e) => b.respond(id, e.sip_status(), Some(e.to_string())),
@@ -703,6 +834,7 @@ fn message_from_xmpp(b: &mut Bridge, now: Instant, local: &str, remote: &str, st
         }
     };
     let pair = pair_key(&to, &from);
+    set_typing(b, &to, &from, None, Some(None));
     let mode = b.config.mode_for(remote);
     deliver_to_sip(b, now, pair, stanza, outgoing, mode, &from, &to);
 }
@@ -933,6 +1065,9 @@ fn typing_to_sip(
 ) {
     let pair = pair_key(to, from);
     let typing = chat_state_to_sip(state);
+    // While the XMPP user is composing, SIP hears `active` again before the refresh we
+    // announced runs out (RFC 3994 §4); any other state stops that.
+    set_typing(b, to, from, None, Some(None));
     if typing == SipTyping::EndSession {
         if matches!(
             b.im.sessions.get(&pair).map(|s| &s.state),
@@ -995,6 +1130,13 @@ fn typing_to_sip(
         b.im.transactions
             .insert(tag, Transaction::Quiet { what: "typing" });
         b.send_sip(tag, request);
+        if typing == SipTyping::Composing {
+            let refresh = now
+                + std::time::Duration::from_secs(u64::from(
+                    crate::translate::typing::REFRESH_SECS.saturating_sub(10),
+                ));
+            set_typing(b, to, from, None, Some(Some(refresh)));
+        }
     }
 }
 

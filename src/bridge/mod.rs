@@ -258,11 +258,14 @@ impl Bridge {
 
     /// When [`Bridge::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let first = self.deadlines.front().map(|(t, _)| *t);
-        match (first, self.next_sweep) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.deadlines.front().map(|(t, _)| *t),
+            self.next_sweep,
+            im::next_typing_timer(self),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// What has crossed so far.
@@ -318,6 +321,7 @@ impl Bridge {
             self.deadlines.pop_front();
             im::deadline(self, receipt);
         }
+        im::typing_timers(self, now);
         if self.next_sweep.is_some_and(|t| t <= now) {
             im::sweep_sessions(self, now);
             self.next_sweep = (!self.im.sessions.is_empty()).then(|| now + SWEEP_EVERY);

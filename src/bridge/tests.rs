@@ -697,3 +697,74 @@ fn one_ping_covers_a_batch_written_at_once() {
     assert_eq!(acts.len(), 5, "five 200s and no second ping: {acts:?}");
     assert!(acts.iter().all(|a| status_of(a).1 == 200));
 }
+
+fn iscomposing_from_bob(id: RequestId, refresh: u32) -> Request {
+    let doc = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><isComposing xmlns=\"urn:ietf:params:xml:ns:im-iscomposing\"><state>active</state><refresh>{refresh}</refresh></isComposing>");
+    let req = sip_message(
+        &format!("t{id}"),
+        "sip:bob@contoso.test",
+        "sip:alice@gmail.test",
+        &doc,
+    );
+    request(
+        &String::from_utf8(req.message().as_bytes().to_vec())
+            .unwrap()
+            .replace(
+                "text/plain; charset=UTF-8",
+                "application/im-iscomposing+xml",
+            )
+            .replace("\r\n", "\n"),
+    )
+}
+
+#[test]
+fn an_active_indication_from_sip_lapses_to_paused_unless_a_message_ends_it() {
+    let mut b = bridge();
+    let now = Instant::now();
+    b.handle_sip_request(now, 1, &iscomposing_from_bob(1, 60));
+    let (st, r) = stanza_of(only(actions(&mut b)));
+    assert!(st
+        .child("composing", "http://jabber.org/protocol/chatstates")
+        .is_some());
+    b.handle_written(now, &[r.unwrap()]);
+    assert_eq!(status_of(&only(actions(&mut b))).1, 200);
+    b.handle_timeout(now + Duration::from_secs(59));
+    let a = actions(&mut b);
+    assert!(a.is_empty(), "{a:?}");
+    b.handle_timeout(now + Duration::from_secs(60));
+    let (paused, receipt) = stanza_of(only(actions(&mut b)));
+    assert_eq!(receipt, None);
+    assert_eq!(paused.attr("from"), Some("bob@contoso.test"));
+    assert!(paused
+        .child("paused", "http://jabber.org/protocol/chatstates")
+        .is_some());
+
+    // Composing, then the message itself: no paused afterwards.
+    let mut b = bridge();
+    b.handle_sip_request(now, 1, &iscomposing_from_bob(1, 60));
+    actions(&mut b);
+    bob_writes(&mut b, now, 2, "done typing");
+    b.handle_timeout(now + Duration::from_secs(61));
+    assert!(actions(&mut b).iter().all(|a| !matches!(a, Action::SendStanza { stanza, .. } if stanza.child("paused", "http://jabber.org/protocol/chatstates").is_some())));
+}
+
+#[test]
+fn an_xmpp_user_still_composing_is_refreshed_toward_sip_until_paused() {
+    let mut b = bridge_with("im_mode = page\n");
+    let now = Instant::now();
+    let state = |s: &str| {
+        stanza(&format!("<message xmlns='jabber:server' type='chat' from='alice@gmail.test/p' to='bob@contoso.test'><{s} xmlns='http://jabber.org/protocol/chatstates'/></message>"))
+    };
+    b.handle_stanza(now, "contoso.test", "gmail.test", state("composing"));
+    let (_, first) = sip_of(only(actions(&mut b)));
+    assert!(first.contains("<refresh>90</refresh>"), "{first}");
+    let at = now + Duration::from_secs(80);
+    b.handle_timeout(at);
+    let (_, again) = sip_of(only(actions(&mut b)));
+    assert!(again.contains("<state>active</state>"), "{again}");
+    b.handle_stanza(at, "contoso.test", "gmail.test", state("paused"));
+    let (_, idle) = sip_of(only(actions(&mut b)));
+    assert!(idle.contains("<state>idle</state>"), "{idle}");
+    b.handle_timeout(at + Duration::from_secs(200));
+    assert!(actions(&mut b).is_empty(), "no refresh after paused");
+}
