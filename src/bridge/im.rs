@@ -14,8 +14,8 @@ use crate::sip::{Contact, MessageBuilder, Method, NameAddr, Request, StatusCode,
 use crate::translate::address::{jid_to_sip, sip_to_jid};
 use crate::translate::errors::{sip_to_xmpp, xmpp_to_sip, ErrorContext};
 use crate::translate::im::{
-    im_answer, im_offer, info_to_message, message_to_sip, parse_im_sdp, sip_to_message, FromSip,
-    OutgoingMessage,
+    im_answer, im_offer, info_to_message, invite_first_message, message_to_sip, parse_im_sdp,
+    sip_to_message, FromSip, OutgoingMessage,
 };
 use crate::translate::typing::{
     chat_state_to_sip, ChatState, SipTyping, ISCOMPOSING_CONTENT_TYPE,
@@ -179,6 +179,9 @@ struct Waiting {
     /// A message waits for the barrier after the write; typing only for the write.
     needs_barrier: bool,
     what: &'static str,
+    /// For the first message riding in an INVITE: the INVITE's 200 (sent on success) and
+    /// the session (forgotten on failure, the INVITE then gets the error).
+    invite: Option<(Box<MessageBuilder>, PairKey)>,
 }
 
 #[derive(Default)]
@@ -378,9 +381,21 @@ fn forward(
     b: &mut Bridge,
     now: Instant,
     id: RequestId,
+    stanza: Element,
+    needs_barrier: bool,
+    what: &'static str,
+) {
+    forward_answering(b, now, id, stanza, needs_barrier, what, None)
+}
+
+fn forward_answering(
+    b: &mut Bridge,
+    now: Instant,
+    id: RequestId,
     mut stanza: Element,
     needs_barrier: bool,
     what: &'static str,
+    invite: Option<(Box<MessageBuilder>, PairKey)>,
 ) {
     if b.im.waiting.len() >= MAX_WAITING {
         b.stats.sip_to_xmpp_refused += 1;
@@ -408,6 +423,7 @@ fn forward(
             stanza_id,
             needs_barrier,
             what,
+            invite,
         },
     );
     b.deadlines
@@ -509,7 +525,13 @@ fn finish_ok(b: &mut Bridge, receipt: Receipt) {
         w.stanza_id,
         w.pair.1
     );
-    b.respond(w.request, StatusCode::OK, None);
+    match w.invite {
+        Some((ok, _)) => b.actions.push_back(Action::Respond {
+            request: w.request,
+            answer: Answer::Built(ok),
+        }),
+        None => b.respond(w.request, StatusCode::OK, None),
+    }
 }
 
 fn finish_err(
@@ -540,6 +562,10 @@ fn finish_err(
         w.pair.1,
         text.map(|t| format!(" ({t})")).unwrap_or_default()
     );
+    if let Some((_, pair)) = &w.invite {
+        // The INVITE is refused with the message's error: no session was promised.
+        end_session(b, pair, false, false);
+    }
     b.respond(w.request, status, Some(warning));
 }
 
@@ -670,6 +696,13 @@ fn accept_session(b: &mut Bridge, now: Instant, id: RequestId, req: &Request, fr
             return b.respond(id, status, Some(why));
         }
     };
+    let first = match invite_first_message(req, &from, &to, &b.config.limits) {
+        Ok(first) => first,
+        Err(e) => {
+            log::info!("sip → xmpp: IM session from {from} to {to} refused: first message: {e}");
+            return b.respond(id, e.sip_status(), Some(e.to_string()));
+        }
+    };
     let dialog = match Dialog::uas(req, &local_tag) {
         Ok(d) => d,
         Err(e) => return b.respond(id, e.status(), Some(e.to_string())),
@@ -681,7 +714,7 @@ fn accept_session(b: &mut Bridge, now: Instant, id: RequestId, req: &Request, fr
     }
     b.im.dialogs.insert(dialog.id.clone(), pair.clone());
     b.im.sessions.insert(
-        pair,
+        pair.clone(),
         Session {
             xmpp_user: to.bare(),
             sip_user: from.clone(),
@@ -693,10 +726,23 @@ fn accept_session(b: &mut Bridge, now: Instant, id: RequestId, req: &Request, fr
     );
     b.stats.sessions_opened += 1;
     log::info!("sip session opened by {from} with {to}");
-    b.actions.push_back(Action::Respond {
-        request: id,
-        answer: Answer::Built(Box::new(built)),
-    });
+    match first {
+        // Microsoft puts the first message in the INVITE: the session is accepted when the
+        // message is, so neither is promised early.
+        Some(stanza) => forward_answering(
+            b,
+            now,
+            id,
+            stanza,
+            true,
+            "message",
+            Some((Box::new(built), pair)),
+        ),
+        None => b.actions.push_back(Action::Respond {
+            request: id,
+            answer: Answer::Built(Box::new(built)),
+        }),
+    }
 }
 
 /// Forgets the session of `pair`; `bye` ends its dialog toward SIP, `tell_xmpp` sends the

@@ -33,7 +33,10 @@
 //! Request-URI becomes the resource. Anything that does not map gets the mapped error.
 //!
 //! Sessions (Microsoft style, protocol notes §3): an INVITE from the Edge with an IM SDP is
-//! answered at once (a session promises nothing about messages); MESSAGE and INFO typing
+//! answered at once (a session promises nothing about messages), unless it carries the first
+//! message itself (`Ms-Text-Format: …; ms-body=<base64>`, as Lync clients do): then its 200
+//! waits for that message to be accepted like a MESSAGE would, and an error refuses the
+//! INVITE with the mapped status. MESSAGE and INFO typing
 //! inside it are translated like page-mode ones; BYE ends it and tells XMPP `<gone/>`. Toward
 //! SIP, `[sip] im_mode` chooses page or session per partner; `auto` starts in page mode and
 //! remembers SIP domains whose Edge refuses it. A session either side opened carries the

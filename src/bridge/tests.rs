@@ -768,3 +768,41 @@ fn an_xmpp_user_still_composing_is_refreshed_toward_sip_until_paused() {
     b.handle_timeout(at + Duration::from_secs(200));
     assert!(actions(&mut b).is_empty(), "no refresh after paused");
 }
+
+#[test]
+fn a_first_message_in_the_invite_is_delivered_before_the_session_is_accepted() {
+    let with_body = |call_id: &str| {
+        let text = String::from_utf8(invite_from_bob(call_id).message().as_bytes().to_vec())
+            .unwrap()
+            .replace(
+                "Content-Type: application/sdp",
+                "Ms-Text-Format: text/plain; charset=UTF-8;msgr=WAAtAE0AUwA;ms-body=aGkgQWxpY2U=\r\nContent-Type: application/sdp",
+            );
+        request(&text.replace("\r\n", "\n"))
+    };
+    let mut b = bridge();
+    let now = Instant::now();
+    b.handle_sip_request(now, 1, &with_body("first"));
+    let (st, r) = stanza_of(only(actions(&mut b)));
+    assert_eq!(st.child("body", NS_SERVER).unwrap().text(), "hi Alice");
+    let ping = written_then_ping(&mut b, now, r.unwrap());
+    b.handle_stanza(now, "contoso.test", "gmail.test", pong(&ping));
+    match only(actions(&mut b)) {
+        Action::Respond {
+            request: 1,
+            answer: Answer::Built(ok),
+        } => assert!(String::from_utf8(ok.to_bytes())
+            .unwrap()
+            .contains("m=message")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.sessions(), 1);
+
+    // Refused on the XMPP side: the INVITE gets the error and no session stays.
+    let mut b = bridge();
+    b.handle_sip_request(now, 1, &with_body("refused"));
+    let (_, r) = stanza_of(only(actions(&mut b)));
+    b.handle_xmpp_failed(now, r.unwrap(), StanzaErrorCondition::RemoteServerNotFound);
+    assert_eq!(status_of(&only(actions(&mut b))).1, 404);
+    assert_eq!(b.sessions(), 0);
+}

@@ -535,6 +535,107 @@ pub fn info_to_message(request: &Request, from: &Jid, to: &Jid) -> Result<Elemen
     Ok(base_message(from, to, request).with_child(activity.chat_state().to_element()))
 }
 
+/// The first message of a Microsoft IM session, carried in the INVITE itself:
+/// `Ms-Text-Format: text/plain; charset=UTF-8; msgr=…; ms-body=<base64>` (MS-SIPRE). `None`
+/// when the INVITE carries none; otherwise the message, as [`sip_to_message`] would make it
+/// from a MESSAGE with that body (same limits, charset rules and refusals).
+pub fn invite_first_message(
+    request: &Request,
+    from: &Jid,
+    to: &Jid,
+    limits: &ImLimits,
+) -> Result<Option<Element>, ImError> {
+    let Some(value) = request.header("Ms-Text-Format") else {
+        return Ok(None);
+    };
+    // Parsed by hand: base64 values end in `=`, which the media-type grammar refuses
+    // unquoted, and Microsoft does not quote them.
+    let mut parts = value.split(';').map(str::trim);
+    let media_type = parts.next().unwrap_or_default().to_ascii_lowercase();
+    let mut encoded = None;
+    let mut charset = None;
+    for part in parts {
+        if let Some((name, v)) = part.split_once('=') {
+            match name.trim().to_ascii_lowercase().as_str() {
+                "ms-body" => encoded = Some(unquote(v)),
+                "charset" => charset = Some(unquote(v)),
+                _ => {}
+            }
+        }
+    }
+    let Some(encoded) = encoded else {
+        return Ok(None);
+    };
+    if media_type != "text/plain" {
+        return Err(ImError::UnsupportedMediaType { media_type });
+    }
+    // Base64 grows by 4/3: refuse before decoding what could not fit anyway.
+    if encoded.len() / 4 * 3 > limits.max_body {
+        return Err(ImError::TooLarge {
+            what: "body",
+            len: encoded.len() / 4 * 3,
+            max: limits.max_body,
+        });
+    }
+    let bytes = base64_decode(encoded).ok_or(ImError::NotUtf8)?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    if bytes.len() > limits.max_body {
+        return Err(ImError::TooLarge {
+            what: "body",
+            len: bytes.len(),
+            max: limits.max_body,
+        });
+    }
+    match charset {
+        None => {}
+        Some(c) if c.eq_ignore_ascii_case("utf-8") || c.eq_ignore_ascii_case("us-ascii") => {}
+        Some(c) => {
+            return Err(ImError::UnsupportedCharset {
+                charset: c.to_owned(),
+            })
+        }
+    }
+    let text = String::from_utf8(bytes).map_err(|_| ImError::NotUtf8)?;
+    let mut stanza = base_message(from, to, request);
+    let body_at = stanza.children.len().saturating_sub(1);
+    stanza.children.insert(body_at, element_node("body", &text));
+    Ok(Some(stanza))
+}
+
+/// Standard base64 (RFC 4648 §4), padding optional, white space refused. `None` if invalid.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let trimmed = text.trim_end_matches('=');
+    if text.len() - trimmed.len() > 2 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(trimmed.len() / 4 * 3 + 2);
+    let mut acc = 0u32;
+    let mut bits = 0u32;
+    for &c in trimmed.as_bytes() {
+        acc = (acc << 6) | value(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // Leftover bits must be zero padding (fewer than 6 of them).
+    (bits < 6 && acc == 0).then_some(out)
+}
+
 // ---------------------------------------------------------------------------------------
 // SDP for IM sessions.
 
@@ -782,6 +883,62 @@ mod tests {
     use crate::xmpp::element::Node;
     use crate::xmpp::stream::parse_fragment;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn base64_decodes_rfc4648_vectors_and_refuses_garbage() {
+        for (enc, dec) in [
+            ("", ""),
+            ("Zg==", "f"),
+            ("Zm8=", "fo"),
+            ("Zm9v", "foo"),
+            ("Zm9vYg==", "foob"),
+            ("Zm9vYmE=", "fooba"),
+            ("Zm9vYmFy", "foobar"),
+            ("Zm9vYmFy", "foobar"),
+            ("Zm9vYg", "foob"),
+        ] {
+            assert_eq!(base64_decode(enc).as_deref(), Some(dec.as_bytes()), "{enc}");
+        }
+        for bad in ["Zm9v YmFy", "Zm9v!", "Z===", "Zh==", "Z"] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_first_message_of_a_microsoft_session_rides_in_the_invite() {
+        let from: Jid = "bob@contoso.test".parse().unwrap();
+        let to: Jid = "alice@gmail.test".parse().unwrap();
+        // "héllo <&> 日本" in UTF-8, base64.
+        let encoded = "aMOpbGxvIDwmPiDml6XmnKw=";
+        let invite = |format: &str| {
+            request(format!(
+                "INVITE sip:alice@gmail.test SIP/2.0\r\nVia: SIP/2.0/TLS e:5061;branch=z9hG4bK1\r\nFrom: <sip:bob@contoso.test>;tag=1\r\nTo: <sip:alice@gmail.test>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{format}Content-Length: 0\r\n\r\n"
+            ).as_bytes())
+        };
+        let limits = ImLimits::default();
+        let req = invite(&format!(
+            "Ms-Text-Format: text/plain; charset=UTF-8;msgr=WAAtAE0AUwA;ms-body={encoded}\r\n"
+        ));
+        let stanza = invite_first_message(&req, &from, &to, &limits)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stanza.child("body", NS_SERVER).unwrap().text(),
+            "héllo <&> 日本"
+        );
+        assert_eq!(stanza.attr("type"), Some("chat"));
+        assert_eq!(
+            invite_first_message(&invite(""), &from, &to, &limits),
+            Ok(None)
+        );
+        let bad = invite("Ms-Text-Format: text/plain; charset=UTF-8; ms-body=!!!\r\n");
+        assert!(invite_first_message(&bad, &from, &to, &limits).is_err());
+        let small = ImLimits { max_body: 4 };
+        assert!(matches!(
+            invite_first_message(&req, &from, &to, &small),
+            Err(ImError::TooLarge { .. })
+        ));
+    }
 
     const HOSTILE: &str = "< & \" ' ]]> &amp; <b>x</b> é 日本語 😀\r\n\ttab\n%41 \\";
 
