@@ -271,3 +271,354 @@ fn page_mode_messages_and_errors_reach_the_other_side() {
     );
     drop(gw);
 }
+
+#[test]
+fn a_session_the_sip_user_opens_carries_the_chat_both_ways() {
+    let testbed = Testbed::up("im-sip-session", &[]);
+    let gw = start_gateway(&testbed, &testbed.gateway_config("debug"));
+
+    // bob opens an IM session (Lync style), types, writes twice, and waits for alice's reply.
+    let bob = Peer::start(
+        &testbed,
+        &[
+            "sip-session",
+            "--to",
+            "sip:alice@gmail.test",
+            "--typing",
+            "--message",
+            TRICKY,
+            "--message",
+            "second",
+            "--linger",
+            "10",
+            "--expect",
+            "1",
+        ],
+    );
+    let invite = bob.wait_for("{\"invite\": ", 10 * SECOND);
+    assert_eq!(
+        json_int(&invite, "code"),
+        Some(200),
+        "bob's IM session is accepted: {invite}"
+    );
+    assert_eq!(
+        json_str(&invite, "content_type").as_deref(),
+        Some("application/sdp"),
+        "the 200 carries an SDP answer: {invite}"
+    );
+    assert!(
+        body(&invite).contains("m=message "),
+        "the SDP answer offers an IM (m=message) stream: {invite}"
+    );
+    // The session is open before alice answers: her reply must go inside it.
+    std::thread::sleep(2 * SECOND);
+    let alice = run_peer(
+        &testbed,
+        &[
+            "xmpp-recv",
+            "--user",
+            "alice@gmail.test",
+            "--count",
+            "2",
+            "--timeout",
+            "15",
+            "--send",
+            "bob@contoso.test",
+            "--body",
+            "reply ü < &",
+        ],
+    );
+    let seen = bob.finish(30 * SECOND);
+    let summary = seen.last().cloned().unwrap_or_default();
+    let call_id = json_str(&summary, "call_id").unwrap_or_default();
+
+    let sent = objects(&seen, "sent");
+    assert!(
+        sent.iter()
+            .filter(|l| json_str(l, "method").as_deref() != Some("BYE"))
+            .all(|l| json_int(l, "code") == Some(200)),
+        "bob's typing INFO and both MESSAGEs in the session are answered 200: {seen:?}"
+    );
+    let typing = stanzas(&alice, "chatstate");
+    assert!(
+        typing
+            .iter()
+            .any(|l| json_str(l, "state").as_deref() == Some("composing")),
+        "alice sees bob typing (his INFO KeyboardActivity): {alice:?}"
+    );
+    let bodies: Vec<String> = stanzas(&alice, "message").iter().map(|l| body(l)).collect();
+    assert_eq!(
+        bodies,
+        vec![TRICKY.to_string(), "second".to_string()],
+        "alice gets bob's session messages, in order and intact (each was answered 200): {alice:?}"
+    );
+
+    let from_alice = objects(&seen, "request");
+    let reply = from_alice
+        .iter()
+        .find(|l| json_str(l, "method").as_deref() == Some("MESSAGE"))
+        .unwrap_or_else(|| panic!("alice's reply reaches bob inside his session: {seen:?}"));
+    assert_eq!(
+        body(reply),
+        "reply ü < &",
+        "bob gets alice's reply intact: {reply}"
+    );
+    assert_eq!(
+        json_str(reply, "call_id"),
+        Some(call_id.clone()),
+        "alice's reply is in bob's session (same Call-ID), not a page-mode MESSAGE: {reply}"
+    );
+    assert!(
+        summary.contains(&format!("\"received\": [{{\"method\": \"MESSAGE\"")),
+        "sip-session counts alice's reply as received in the dialog: {summary}"
+    );
+    drop(gw);
+}
+
+/// The testbed's gateway configuration with `line` added to the `[partner gmail.test]` section.
+fn with_partner_setting(testbed: &Testbed, line: &str) -> String {
+    let config = testbed.gateway_config("debug");
+    assert!(config.contains("aliases = googlemail.test\n"), "{config}");
+    config.replacen(
+        "aliases = googlemail.test\n",
+        &format!("aliases = googlemail.test\n{line}\n"),
+        1,
+    )
+}
+
+#[test]
+fn in_session_mode_an_xmpp_user_opens_one_session_for_the_conversation() {
+    let testbed = Testbed::up("im-xmpp-session", &[]);
+    let gw = start_gateway(
+        &testbed,
+        &with_partner_setting(&testbed, "im_mode = session"),
+    );
+
+    // bob answers the INVITE and the MESSAGEs; INVITE + 2 MESSAGE + BYE.
+    let users = Peer::start(&testbed, &["sip-recv", "--count", "4", "--timeout", "25"]);
+    users.wait_ready();
+    let alice = run_peer(
+        &testbed,
+        &[
+            "xmpp-recv",
+            "--user",
+            "alice@gmail.test",
+            "--send",
+            "bob@contoso.test",
+            "--send",
+            "bob@contoso.test",
+            "--body",
+            TRICKY,
+            "--count",
+            "1",
+            "--timeout",
+            "4",
+        ],
+    );
+    assert!(
+        stanzas(&alice, "error").is_empty(),
+        "alice's messages in session mode do not bounce: {alice:?}"
+    );
+    // She closes the chat window.
+    run_peer(
+        &testbed,
+        &[
+            "xmpp-recv",
+            "--user",
+            "alice@gmail.test",
+            "--send",
+            "bob@contoso.test",
+            "--no-body",
+            "--send-state",
+            "gone",
+            "--count",
+            "1",
+            "--timeout",
+            "2",
+        ],
+    );
+    let seen = users.finish(40 * SECOND);
+
+    let invites = requests(&seen, "INVITE");
+    assert_eq!(
+        invites.len(),
+        1,
+        "alice's two messages to bob open one IM session (one INVITE): {seen:?}"
+    );
+    let invite = invites[0];
+    assert!(
+        json_str(invite, "content_type").as_deref() == Some("application/sdp")
+            && body(invite).contains("m=message "),
+        "the INVITE offers an IM session (SDP m=message): {invite}"
+    );
+    let call_id = json_str(invite, "call_id");
+    let texts: Vec<&String> = requests(&seen, "MESSAGE")
+        .into_iter()
+        .filter(|l| json_str(l, "content_type").as_deref() == Some("text/plain; charset=UTF-8"))
+        .collect();
+    assert_eq!(
+        texts.len(),
+        2,
+        "bob gets both of alice's messages: {seen:?}"
+    );
+    for text in &texts {
+        assert_eq!(body(text), TRICKY, "bob gets alice's text intact: {text}");
+        assert_eq!(
+            json_str(text, "call_id"),
+            call_id,
+            "alice's message comes inside the session (the INVITE's Call-ID): {text}"
+        );
+    }
+    let byes = requests(&seen, "BYE");
+    assert!(
+        byes.iter().any(|l| json_str(l, "call_id") == call_id),
+        "alice closing the chat (<gone/>) ends bob's session with BYE: {seen:?}"
+    );
+    drop(gw);
+}
+
+#[test]
+fn what_must_not_be_relayed_is_refused_with_a_reason() {
+    let testbed = Testbed::up("im-refusals", &[]);
+    let gw = start_gateway(&testbed, &testbed.gateway_config("debug"));
+
+    let result = sip_send(&testbed, &["--to", "sip:x@jabber.test", "--body", "hi"]);
+    assert_eq!(
+        code(&result),
+        Some(404),
+        "a SIP user writing to a domain the gateway does not federate with (jabber.test) gets 404: {result}"
+    );
+    gw.wait_for("refused MESSAGE for domain `jabber.test` with 404");
+
+    let result = sip_send(
+        &testbed,
+        &[
+            "--from",
+            "sip:bob@evil.test",
+            "--to",
+            "sip:alice@gmail.test",
+            "--body",
+            "hi",
+        ],
+    );
+    assert_eq!(
+        code(&result),
+        Some(403),
+        "a MESSAGE from a domain the gateway does not host (evil.test) is refused: {result}"
+    );
+
+    let result = sip_send(&testbed, &["--to", "sip:%20bob@gmail.test", "--body", "hi"]);
+    assert_eq!(
+        code(&result),
+        Some(404),
+        "a Request-URI that is no JID (user part ' bob') gets 404: {result}"
+    );
+    let warning = json_str(&result, "warning").unwrap_or_default();
+    assert!(
+        warning.contains("cannot be mapped"),
+        "the sender's client shows that the address cannot be mapped: {result}"
+    );
+
+    // alice writes to northwind.test, whose SRV points at the gateway, which does not host it:
+    // the gateway refuses the stream (it is no open relay) and alice gets an error.
+    let result = run_peer(
+        &testbed,
+        &[
+            "xmpp-send",
+            "--sender",
+            "alice@gmail.test",
+            "--receiver",
+            "bob@gmail.test",
+            "--remote",
+            "x@northwind.test",
+            "--wait",
+            "5",
+        ],
+    );
+    let result = result.last().cloned().unwrap_or_default();
+    assert!(
+        result.contains("\"login\": {\"alice\": true"),
+        "alice logged in: {result}"
+    );
+    gw.wait_for("stream to a domain not served here");
+    assert!(
+        result.contains("\"errors\": [{\"from\": \"x@northwind.test\""),
+        "alice's message to x@northwind.test comes back as an error stanza: {result}"
+    );
+    drop(gw);
+}
+
+#[test]
+fn with_the_partner_unreachable_no_sip_message_is_answered_200() {
+    let testbed = Testbed::up("im-unreachable", &[]);
+    let config = testbed
+        .gateway_config("debug")
+        .replacen("[sip]\n", "[sip]\ndelivery_timeout = 3s\n", 1)
+        .replacen("[xmpp]\n", "[xmpp]\nconnect_timeout = 2s\n", 1);
+    assert!(config.contains("delivery_timeout = 3s") && config.contains("connect_timeout = 2s"));
+    let gw = start_gateway(&testbed, &config);
+
+    // A stream to gmail.test exists: this message is accepted by Prosody.
+    let result = sip_send(
+        &testbed,
+        &["--to", "sip:alice@gmail.test", "--body", "before"],
+    );
+    assert_eq!(
+        code(&result),
+        Some(200),
+        "gmail.test is reachable at first: {result}"
+    );
+
+    // gmail.test's server hangs (SIGSTOP): the stream is open, the stanza is written, but
+    // nothing is accepted; the gateway must not answer 200 on the strength of the write.
+    let pid = std::fs::read_to_string(testbed.dir.join("pids/prosody.pid"))
+        .unwrap()
+        .trim()
+        .to_string();
+    signal_process(&pid, "STOP");
+    let result = sip_send(
+        &testbed,
+        &["--to", "sip:alice@gmail.test", "--body", "hung"],
+    );
+    signal_process(&pid, "CONT");
+    assert_eq!(
+        code(&result),
+        Some(408),
+        "bob's message while gmail.test's server hangs times out (408), never 200: {result}"
+    );
+    assert!(
+        json_str(&result, "warning").is_some_and(|w| w.contains("gw.contoso.test")),
+        "the 408 is the gateway's ([sip] delivery_timeout 3s), before the Edge's 5 s timer: {result}"
+    );
+
+    // gmail.test's server goes away.
+    signal_process(&pid, "TERM");
+    let deadline = std::time::Instant::now() + 10 * SECOND;
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Prosody {pid} did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for attempt in ["after the stream was lost", "while gmail.test stays down"] {
+        let result = sip_send(
+            &testbed,
+            &["--to", "sip:alice@gmail.test", "--body", attempt],
+        );
+        assert!(
+            matches!(code(&result), Some(404) | Some(408)),
+            "bob's message {attempt} gets an error (404 or 408), never 200 (alice cannot have it): {result}"
+        );
+    }
+    drop(gw);
+}
+
+/// Sends a signal (`STOP`, `CONT`, `TERM`) to a testbed service by pid with kill(1).
+fn signal_process(pid: &str, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
