@@ -24,9 +24,8 @@ const IS_COMPOSING_ACTIVE: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
 const SECOND: Duration = Duration::from_secs(1);
 
 /// What `sip-send` reported: the final status of each MESSAGE, in order (`None`: timeout).
-fn finals(result: &[String]) -> Vec<Option<i64>> {
-    let line = result.last().map(String::as_str).unwrap_or("");
-    let Some(list) = line.split("\"finals\": [").nth(1) else {
+fn finals(result: &str) -> Vec<Option<i64>> {
+    let Some(list) = result.split("\"finals\": [").nth(1) else {
         return Vec::new();
     };
     let list = list.split(']').next().unwrap_or("");
@@ -149,7 +148,7 @@ fn page_mode_messages_and_errors_reach_the_other_side() {
         ],
     );
     assert_eq!(
-        finals(&[result.clone()]),
+        finals(&result),
         vec![Some(200), Some(200)],
         "bob's two messages to online alice are answered 200 each: {result}"
     );
@@ -369,7 +368,7 @@ fn a_session_the_sip_user_opens_carries_the_chat_both_ways() {
         "alice's reply is in bob's session (same Call-ID), not a page-mode MESSAGE: {reply}"
     );
     assert!(
-        summary.contains(&format!("\"received\": [{{\"method\": \"MESSAGE\"")),
+        summary.contains("\"received\": [{\"method\": \"MESSAGE\""),
         "sip-session counts alice's reply as received in the dialog: {summary}"
     );
     drop(gw);
