@@ -1,7 +1,8 @@
 //! xsgw in the deployment it is built for, with real peers from the testbed: Kamailio as the
 //! Access Edge reaches xsgw over mutual TLS when a SIP user writes to gmail.test, and Prosody
 //! (gmail.test) finds xsgw by SRV, opens a server-to-server stream to it, authenticates and
-//! delivers a stanza.
+//! delivers a message, which reaches the SIP user through the Edge. The chat itself (both
+//! directions, errors, sessions, typing) is checked in `gateway_im.rs`.
 
 mod common;
 

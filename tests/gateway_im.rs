@@ -268,6 +268,57 @@ fn page_mode_messages_and_errors_reach_the_other_side() {
             .all(|l| !l.contains("\"from\": \"bob@contoso.test\"")),
         "alice's message that bob got does not bounce: {alice:?}"
     );
+
+    // googlemail.test is an alias of gmail.test ([partner] aliases): carol@googlemail.test
+    // chats with bob both ways under her own address.
+    let users = Peer::start(&testbed, &["sip-recv", "--count", "1", "--timeout", "15"]);
+    users.wait_ready();
+    let carol = Peer::start(
+        &testbed,
+        &[
+            "xmpp-recv",
+            "--user",
+            "carol@googlemail.test",
+            "--send",
+            "bob@contoso.test",
+            "--body",
+            "from the alias",
+            "--count",
+            "1",
+            "--timeout",
+            "15",
+        ],
+    );
+    carol.wait_ready();
+    let result = sip_send(
+        &testbed,
+        &[
+            "--to",
+            "sip:carol@googlemail.test",
+            "--body",
+            "to the alias",
+        ],
+    );
+    assert_eq!(
+        code(&result),
+        Some(200),
+        "bob's message to carol@googlemail.test is accepted: {result}"
+    );
+    let seen = carol.finish(20 * SECOND);
+    assert!(
+        stanzas(&seen, "message")
+            .iter()
+            .any(|l| body(l) == "to the alias"),
+        "carol gets bob's message (it was answered 200): {seen:?}"
+    );
+    let seen = users.finish(20 * SECOND);
+    assert!(
+        requests(&seen, "MESSAGE")
+            .iter()
+            .any(|l| body(l) == "from the alias"
+                && json_str(l, "from").as_deref() == Some("sip:carol@googlemail.test")),
+        "bob gets carol's message from sip:carol@googlemail.test: {seen:?}"
+    );
     drop(gw);
 }
 
@@ -276,7 +327,21 @@ fn a_session_the_sip_user_opens_carries_the_chat_both_ways() {
     let testbed = Testbed::up("im-sip-session", &[]);
     let gw = start_gateway(&testbed, &testbed.gateway_config("debug"));
 
-    // bob opens an IM session (Lync style), types, writes twice, and waits for alice's reply.
+    // alice is online; bob opens an IM session (Lync style), types, writes twice, and waits
+    // for alice's reply.
+    let alice = Peer::start(
+        &testbed,
+        &[
+            "xmpp-recv",
+            "--user",
+            "alice@gmail.test",
+            "--count",
+            "2",
+            "--timeout",
+            "20",
+        ],
+    );
+    alice.wait_ready();
     let bob = Peer::start(
         &testbed,
         &[
@@ -309,23 +374,30 @@ fn a_session_the_sip_user_opens_carries_the_chat_both_ways() {
         body(&invite).contains("m=message "),
         "the SDP answer offers an IM (m=message) stream: {invite}"
     );
-    // The session is open before alice answers: her reply must go inside it.
-    std::thread::sleep(2 * SECOND);
-    let alice = run_peer(
+    let alice = alice.finish(20 * SECOND);
+    // The session is open when alice answers (from her phone, another resource): her reply
+    // must go inside it.
+    let phone = run_peer(
         &testbed,
         &[
             "xmpp-recv",
             "--user",
             "alice@gmail.test",
-            "--count",
-            "2",
-            "--timeout",
-            "15",
             "--send",
             "bob@contoso.test",
             "--body",
             "reply ü < &",
+            "--count",
+            "1",
+            "--count-kind",
+            "error",
+            "--timeout",
+            "2",
         ],
+    );
+    assert!(
+        stanzas(&phone, "error").is_empty(),
+        "alice's reply in the session does not bounce: {phone:?}"
     );
     let seen = bob.finish(30 * SECOND);
     let summary = seen.last().cloned().unwrap_or_default();
