@@ -9,7 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::peers::{json_int, json_str, objects, run_peer, start_gateway, Peer};
+use common::peers::{
+    finals, json_int, json_str, objects, requests, run_peer, stanzas, start_gateway, Peer,
+};
 use common::testbed::Testbed;
 
 /// Every character XML, SIP or JSON could mangle: markup, a CDATA end, quotes, accents, CJK
@@ -23,18 +25,6 @@ const IS_COMPOSING_ACTIVE: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// What `sip-send` reported: the final status of each MESSAGE, in order (`None`: timeout).
-fn finals(result: &str) -> Vec<Option<i64>> {
-    let Some(list) = result.split("\"finals\": [").nth(1) else {
-        return Vec::new();
-    };
-    let list = list.split(']').next().unwrap_or("");
-    list.split("{\"code\": ")
-        .skip(1)
-        .map(|entry| entry.split(',').next().and_then(|c| c.parse().ok()))
-        .collect()
-}
-
 /// `sip-send` from a SIP user; its one JSON line.
 fn sip_send(testbed: &Testbed, args: &[&str]) -> String {
     let mut all = vec!["sip-send", "--timeout", "15"];
@@ -44,26 +34,9 @@ fn sip_send(testbed: &Testbed, args: &[&str]) -> String {
     lines[0].clone()
 }
 
+/// The final status of the last MESSAGE `sip-send` sent (`None`: it timed out).
 fn code(result: &str) -> Option<i64> {
-    json_int(result, "code")
-}
-
-/// Stanzas an `xmpp-recv` printed, with the given `kind` (message, chatstate, error).
-fn stanzas<'a>(lines: &'a [String], kind: &str) -> Vec<&'a String> {
-    let kind = format!("\"kind\": \"{kind}\"");
-    objects(lines, "message")
-        .into_iter()
-        .filter(|l| l.contains(&kind))
-        .collect()
-}
-
-/// Requests a `sip-recv` printed, with the given method.
-fn requests<'a>(lines: &'a [String], method: &str) -> Vec<&'a String> {
-    let method = format!("\"method\": \"{method}\"");
-    objects(lines, "request")
-        .into_iter()
-        .filter(|l| l.contains(&method))
-        .collect()
+    finals(result).last().copied().flatten()
 }
 
 fn body(line: &str) -> String {

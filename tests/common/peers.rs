@@ -24,8 +24,7 @@ pub fn start_gateway(testbed: &Testbed, config: &str) -> Running {
     gw
 }
 
-/// Runs a testbed peer to its end; its stdout lines (stderr is appended to failure messages
-/// by the callers through [`Peer`] when needed).
+/// Runs a testbed peer to its end (at most 60 s) and returns its stdout lines.
 pub fn run_peer(testbed: &Testbed, args: &[&str]) -> Vec<String> {
     Peer::start(testbed, args).finish(Duration::from_secs(60))
 }
@@ -196,4 +195,35 @@ pub fn json_int(line: &str, key: &str) -> Option<i64> {
 pub fn objects<'a>(lines: &'a [String], kind: &str) -> Vec<&'a String> {
     let prefix = format!("{{\"{kind}\": ");
     lines.iter().filter(|l| l.starts_with(&prefix)).collect()
+}
+
+/// What `sip-send` reported: the final status of each MESSAGE, in order (`None`: timeout).
+pub fn finals(result: &str) -> Vec<Option<i64>> {
+    let Some(list) = result.split("\"finals\": [").nth(1) else {
+        return Vec::new();
+    };
+    // Each entry ends with '}'; the list with '}]' (a Warning may hold a ']').
+    let list = list.split("}]").next().unwrap_or("");
+    list.split("{\"code\": ")
+        .skip(1)
+        .map(|entry| entry.split(',').next().and_then(|c| c.parse().ok()))
+        .collect()
+}
+
+/// Stanzas an `xmpp-recv` printed, with the given `kind` (message, chatstate, error).
+pub fn stanzas<'a>(lines: &'a [String], kind: &str) -> Vec<&'a String> {
+    let kind = format!("\"kind\": \"{kind}\"");
+    objects(lines, "message")
+        .into_iter()
+        .filter(|l| l.contains(&kind))
+        .collect()
+}
+
+/// Requests a `sip-recv` printed, with the given method.
+pub fn requests<'a>(lines: &'a [String], method: &str) -> Vec<&'a String> {
+    let method = format!("\"method\": \"{method}\"");
+    objects(lines, "request")
+        .into_iter()
+        .filter(|l| l.contains(&method))
+        .collect()
 }
