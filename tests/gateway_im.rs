@@ -363,14 +363,22 @@ fn a_session_the_sip_user_opens_carries_the_chat_both_ways() {
             "--count",
             "1",
             "--count-kind",
-            "error",
+            "chatstate",
             "--timeout",
-            "2",
+            "10",
         ],
     );
     assert!(
         stanzas(&phone, "error").is_empty(),
         "alice's reply in the session does not bounce: {phone:?}"
+    );
+    // Once her reply is in, bob's client ends the session (BYE): alice sees him leave.
+    assert!(
+        stanzas(&phone, "chatstate").iter().any(|l| {
+            json_str(l, "state").as_deref() == Some("gone")
+                && json_str(l, "from").as_deref() == Some("bob@contoso.test")
+        }),
+        "bob's BYE reaches alice as chat state gone: {phone:?}"
     );
     let seen = bob.finish(30 * SECOND);
     let summary = seen.last().cloned().unwrap_or_default();
