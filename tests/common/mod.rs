@@ -242,5 +242,6 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+pub mod peers;
 pub mod process;
 pub mod testbed;
