@@ -323,7 +323,7 @@ fn dialback_required_for_a_partner_is_used_though_external_would_work() {
 }
 
 #[test]
-fn without_a_sink_an_inbound_message_is_answered_with_service_unavailable() {
+fn without_a_sink_an_inbound_message_goes_to_the_translator_and_its_failure_comes_back() {
     let testbed = Testbed::up("s2s-no-sink", &[]);
     let gw = InProcess::start_edited(&testbed, &[], |text| text, false);
     let out = testbed.command(&[
@@ -335,14 +335,16 @@ fn without_a_sink_an_inbound_message_is_answered_with_service_unavailable() {
         "--remote",
         "someone@contoso.test",
         "--wait",
-        "5",
+        "9",
     ]);
+    // The translator sends it on to the Edge; no SIP user answers at 127.0.10.40, so
+    // Kamailio's transaction times out (408) and alice gets the mapped error, not silence.
     let json = String::from_utf8_lossy(&out.stdout);
     let errors = json.split("\"errors\": [").nth(1).unwrap_or("");
     assert!(
         errors.contains("\"from\": \"someone@contoso.test\"")
-            && errors.contains("service-unavailable")
-            && errors.contains("cannot deliver"),
+            && errors.contains("remote-server-timeout")
+            && errors.contains("SIP 408"),
         "alice got her message back as an error: {json}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
