@@ -275,13 +275,6 @@ pub(super) fn sip_request(b: &mut Bridge, now: Instant, id: RequestId, req: &Req
                 Some(format!("{} outside a dialog", req.method)),
             )
         }
-        Method::Subscribe | Method::Notify | Method::Publish => {
-            return b.respond(
-                id,
-                StatusCode::TEMPORARILY_UNAVAILABLE,
-                Some("presence is not translated by this version of xsgw".into()),
-            )
-        }
         _ => {
             return b.respond(
                 id,
@@ -811,20 +804,28 @@ pub(super) fn stanza(b: &mut Bridge, now: Instant, local: &str, remote: &str, st
     match stanza.name.as_str() {
         "message" => message_from_xmpp(b, now, local, remote, stanza),
         "iq" => iq_from_xmpp(b, local, remote, stanza),
-        "presence" => {
-            // Presence is the next step (RFC 8048); a subscription request is told so
-            // rather than left unanswered.
-            if stanza.attr("type") == Some("subscribe") {
-                bounce(
-                    b,
-                    &stanza,
-                    StanzaErrorCondition::ServiceUnavailable,
-                    "presence is not translated by this version of xsgw",
-                );
-            }
-        }
+        "presence" => presence_from_xmpp(b, now, local, remote, &stanza),
         other => log::debug!("xmpp inbound {remote}: <{other}/> ignored"),
     }
+}
+
+fn presence_from_xmpp(b: &mut Bridge, now: Instant, local: &str, remote: &str, stanza: &Element) {
+    if stanza.attr("type") == Some("error") {
+        log::debug!("xmpp inbound {remote}: presence error ignored");
+        return;
+    }
+    let (Some(from), Some(to)) = (jid_attr(stanza, "from"), jid_attr(stanza, "to")) else {
+        return;
+    };
+    if !from.domain().eq_ignore_ascii_case(remote) || !to.domain().eq_ignore_ascii_case(local) {
+        log::warn!("xmpp inbound {remote}: presence from {from} to {to} outside the authenticated pair {remote} → {local}: dropped");
+        return;
+    }
+    if to.local().is_none() {
+        // Presence to the gateway's domain itself (e.g. a probe of the server): nothing to do.
+        return;
+    }
+    super::presence::stanza(b, now, stanza, &from, &to);
 }
 
 fn message_from_xmpp(b: &mut Bridge, now: Instant, local: &str, remote: &str, stanza: Element) {
@@ -936,7 +937,7 @@ fn deliver_to_sip(
 }
 
 /// From, To, Call-ID and CSeq of a request outside any dialog; returns our From tag.
-fn fresh_request(
+pub(super) fn fresh_request(
     b: &mut Bridge,
     method: &Method,
     from: &Uri,

@@ -46,6 +46,9 @@
 //! router keeps those by [`RequestId`]), presence (issue 6 adds it beside IM here).
 
 mod im;
+mod presence;
+#[cfg(test)]
+mod presence_tests;
 #[cfg(test)]
 mod tests;
 
@@ -190,6 +193,10 @@ pub enum Action {
         stanza: Element,
         receipt: Option<Receipt>,
     },
+    /// Replace the saved presence subscriptions with this text (atomically: a crash while
+    /// writing must leave the previous version); read back with
+    /// [`Bridge::restore_subscriptions`].
+    SaveSubscriptions(String),
 }
 
 /// The end of a client transaction the bridge started.
@@ -229,6 +236,10 @@ pub struct Bridge {
     deadlines: VecDeque<(Instant, Receipt)>,
     next_sweep: Option<Instant>,
     stats: Stats,
+    presence: presence::PresenceState,
+    /// An instant and the wall-clock seconds it stands for, so persisted expiries survive
+    /// a restart.
+    clock: (Instant, u64),
 }
 
 impl std::fmt::Debug for Bridge {
@@ -251,7 +262,40 @@ impl Bridge {
             deadlines: VecDeque::new(),
             next_sweep: None,
             stats: Stats::default(),
+            presence: presence::PresenceState::default(),
+            clock: (
+                Instant::now(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default(),
+            ),
         }
+    }
+
+    /// Sets which wall-clock second `now` is (tests; the gateway uses the system clock).
+    pub fn with_clock(mut self, now: Instant, unix_now: u64) -> Bridge {
+        self.clock = (now, unix_now);
+        self
+    }
+
+    /// Reads the presence subscriptions saved by [`Action::SaveSubscriptions`] and
+    /// re-establishes them. Returns how many were read and one message per refused line.
+    pub fn restore_subscriptions(&mut self, now: Instant, text: &str) -> (usize, Vec<String>) {
+        let out = presence::restore(self, now, text);
+        presence::maybe_save(self, now);
+        out
+    }
+
+    /// Saves the presence subscriptions now if anything changed since the last save (at
+    /// shutdown: nothing waits for the rate limit).
+    pub fn flush(&mut self, now: Instant) {
+        presence::flush(self, now);
+    }
+
+    /// How many presence subscriptions exist (both directions).
+    pub fn subscriptions(&self) -> usize {
+        self.presence.len()
     }
 
     /// The next thing to do.
@@ -265,6 +309,7 @@ impl Bridge {
             self.deadlines.front().map(|(t, _)| *t),
             self.next_sweep,
             im::next_typing_timer(self),
+            self.presence.next_timer(),
         ]
         .into_iter()
         .flatten()
@@ -286,18 +331,28 @@ impl Bridge {
     /// [`Action::Respond`], now or later.
     pub fn handle_sip_request(&mut self, now: Instant, id: RequestId, request: &Request) {
         self.arm_sweep(now);
-        im::sip_request(self, now, id, request);
+        match request.method {
+            crate::sip::Method::Subscribe | crate::sip::Method::Notify => {
+                presence::sip_request(self, now, id, request)
+            }
+            _ => im::sip_request(self, now, id, request),
+        }
+        presence::maybe_save(self, now);
     }
 
     /// The end of a client transaction started with [`Action::SendSip`].
     pub fn handle_sip_outcome(&mut self, now: Instant, tag: TxTag, outcome: SipOutcome) {
-        im::sip_outcome(self, now, tag, outcome);
+        if !presence::sip_outcome(self, now, tag, &outcome) {
+            im::sip_outcome(self, now, tag, outcome);
+        }
+        presence::maybe_save(self, now);
     }
 
     /// An authenticated stanza from `remote` (a partner domain) to `local` (a hosted domain).
     pub fn handle_stanza(&mut self, now: Instant, local: &str, remote: &str, stanza: Element) {
         self.arm_sweep(now);
         im::stanza(self, now, local, remote, stanza);
+        presence::maybe_save(self, now);
     }
 
     /// These stanzas are on an authenticated stream.
@@ -325,6 +380,7 @@ impl Bridge {
             im::deadline(self, receipt);
         }
         im::typing_timers(self, now);
+        presence::timers(self, now);
         if self.next_sweep.is_some_and(|t| t <= now) {
             im::sweep_sessions(self, now);
             self.next_sweep = (!self.im.sessions.is_empty()).then(|| now + SWEEP_EVERY);

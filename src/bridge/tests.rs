@@ -21,7 +21,7 @@ max_message = 4KiB
 aliases = googlemail.test
 ";
 
-fn bridge_with(extra: &str) -> Bridge {
+pub(super) fn bridge_with(extra: &str) -> Bridge {
     let text = format!("{CONFIG}{extra}");
     let config = crate::config::parse(&text, Path::new("t.ini"))
         .expect("parses")
@@ -38,11 +38,11 @@ fn bridge_with(extra: &str) -> Bridge {
     )
 }
 
-fn bridge() -> Bridge {
+pub(super) fn bridge() -> Bridge {
     bridge_with("")
 }
 
-fn request(text: &str) -> Request {
+pub(super) fn request(text: &str) -> Request {
     let text = text.replace('\n', "\r\n");
     Request::from_message(parse_message(text.as_bytes()).unwrap()).unwrap()
 }
@@ -52,7 +52,7 @@ fn response(text: &str) -> Box<Response> {
     Box::new(Response::from_message(parse_message(text.as_bytes()).unwrap()).unwrap())
 }
 
-fn stanza(xml: &str) -> Element {
+pub(super) fn stanza(xml: &str) -> Element {
     parse_fragment(xml.as_bytes()).unwrap()
 }
 
@@ -63,7 +63,7 @@ fn sip_message(call_id: &str, from: &str, to: &str, body: &str) -> Request {
     ))
 }
 
-fn actions(b: &mut Bridge) -> Vec<Action> {
+pub(super) fn actions(b: &mut Bridge) -> Vec<Action> {
     std::iter::from_fn(|| b.poll_action()).collect()
 }
 
@@ -72,7 +72,7 @@ fn only<T>(mut v: Vec<T>) -> T {
     v.remove(0)
 }
 
-fn status_of(action: &Action) -> (RequestId, u16, Option<String>) {
+pub(super) fn status_of(action: &Action) -> (RequestId, u16, Option<String>) {
     match action {
         Action::Respond {
             request,
@@ -286,7 +286,7 @@ fn alice_says(body: &str) -> Element {
     ))
 }
 
-fn ok_to(request: &str, status: &str, extra: &str) -> Box<Response> {
+pub(super) fn ok_to(request: &str, status: &str, extra: &str) -> Box<Response> {
     let call_id = request
         .lines()
         .find_map(|l| l.strip_prefix("Call-ID: "))

@@ -148,6 +148,22 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// The presence subscriptions, under `[gateway] state_dir`.
+pub const SUBSCRIPTIONS_FILE: &str = "subscriptions";
+
+/// Writes each version of the subscriptions it is handed (only the latest of those waiting),
+/// atomically, until the router lets go of its sender.
+fn state_writer(path: &std::path::Path, versions: crossbeam_channel::Receiver<String>) {
+    while let Ok(mut text) = versions.recv() {
+        while let Ok(newer) = versions.try_recv() {
+            text = newer;
+        }
+        if let Err(e) = state::write_atomically(path, text.as_bytes(), 0o600) {
+            log::error!("presence subscriptions not saved: {e}");
+        }
+    }
+}
+
 /// Start-up options beyond the configuration (for embedding and in-process tests).
 #[derive(Debug, Default)]
 pub struct GatewayOptions {
@@ -266,9 +282,33 @@ impl Gateway {
         let bridge_config = crate::bridge::BridgeConfig::from_config(&config)
             .map_err(|e| RunError::Tls(format!("[gateway] fqdn cannot be a SIP host: {e}")))?;
         let bridge = crate::bridge::Bridge::new(bridge_config, Box::new(edge::fill_random));
-        let router_state = router::Router::new(Arc::clone(&config), stopping, listener_addrs)
+        let subscriptions_file = config.gateway.state_dir.join(SUBSCRIPTIONS_FILE);
+        let saved = match std::fs::read_to_string(&subscriptions_file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => {
+                return Err(RunError::State(state::StateError::Io {
+                    path: subscriptions_file,
+                    what: "read",
+                    error,
+                }))
+            }
+        };
+        let (saver, to_save) = crossbeam_channel::bounded::<String>(8);
+        let writer_path = subscriptions_file.clone();
+        listeners.push(
+            threads::spawn("state-writer".into(), threads::SERVICE_STACK, move || {
+                state_writer(&writer_path, to_save)
+            })
+            .map_err(|error| RunError::Spawn {
+                name: "state-writer".into(),
+                error,
+            })?,
+        );
+        let mut router_state = router::Router::new(Arc::clone(&config), stopping, listener_addrs)
             .with_xmpp(xmpp_routes)
-            .with_translator(bridge, edge.clone(), events.clone());
+            .with_translator(bridge, edge.clone(), events.clone(), saver);
+        router_state.restore_subscriptions(&saved, &subscriptions_file);
         let router = threads::spawn("router".into(), threads::SERVICE_STACK, move || {
             router_state.run(inbox)
         })

@@ -88,6 +88,8 @@ struct Translator {
     /// Requests from the Edge the bridge has yet to answer.
     pending: HashMap<RequestId, InboundRequest>,
     next_request: RequestId,
+    /// To the state writer thread: the presence subscriptions to save.
+    saver: Sender<String>,
 }
 
 impl Router {
@@ -113,6 +115,7 @@ impl Router {
         bridge: Bridge,
         edge: EdgeHandle,
         events: Sender<RouterEvent>,
+        saver: Sender<String>,
     ) -> Self {
         self.translator = Some(Translator {
             bridge,
@@ -120,8 +123,26 @@ impl Router {
             events,
             pending: HashMap::new(),
             next_request: 1,
+            saver,
         });
         self
+    }
+
+    /// Re-establishes the presence subscriptions saved in `text` (read at start-up).
+    pub(super) fn restore_subscriptions(&mut self, text: &str, source: &std::path::Path) {
+        let Some(t) = self.translator.as_mut() else {
+            return;
+        };
+        let (taken, refused) = t.bridge.restore_subscriptions(Instant::now(), text);
+        for why in &refused {
+            log::warn!("{}: {why}: subscription ignored", source.display());
+        }
+        if taken > 0 {
+            log::info!(
+                "restored {taken} presence subscription(s) from {}",
+                source.display()
+            );
+        }
     }
 
     /// Gives the router the XMPP S2S table (outbound streams, the stanza sink).
@@ -132,6 +153,7 @@ impl Router {
 
     /// Runs until [`RouterEvent::Shutdown`] (or every sender is gone), then shuts down.
     pub fn run(mut self, inbox: Receiver<RouterEvent>) {
+        self.carry_out();
         loop {
             let timeout = self
                 .translator
@@ -164,16 +186,21 @@ impl Router {
             }
             self.carry_out();
         }
+        if let Some(t) = self.translator.as_mut() {
+            t.bridge.flush(Instant::now());
+        }
+        self.carry_out();
         if let Some(t) = &self.translator {
             let s = t.bridge.stats();
             log::info!(
-                "translated: SIP → XMPP {} delivered, {} refused; XMPP → SIP {} delivered, {} bounced; {} typing notifications, {} IM session(s)",
+                "translated: SIP → XMPP {} delivered, {} refused; XMPP → SIP {} delivered, {} bounced; {} typing notifications, {} IM session(s); {} presence subscription(s) held",
                 s.sip_to_xmpp_delivered,
                 s.sip_to_xmpp_refused,
                 s.xmpp_to_sip_delivered,
                 s.xmpp_to_sip_bounced,
                 s.typing,
-                s.sessions_opened
+                s.sessions_opened,
+                t.bridge.subscriptions()
             );
         }
         self.shut_down(&inbox);
@@ -203,6 +230,11 @@ impl Router {
                 Action::SendSipStateless { request } => {
                     if !t.edge.try_send_stateless(*request) {
                         log::info!("sip: ACK not sent: the Edge connection is busy or gone");
+                    }
+                }
+                Action::SaveSubscriptions(text) => {
+                    if t.saver.try_send(text).is_err() {
+                        log::warn!("presence subscriptions not saved: the state writer is busy; the next change saves them");
                     }
                 }
                 Action::SendStanza { stanza, receipt } => {
