@@ -220,9 +220,11 @@ pub(super) fn stanza(b: &mut Bridge, now: Instant, stanza: &Element, from: &Jid,
         }
         PresenceKind::Unsubscribed => drive(b, now, &inbound, Event::XmppUnsubscribed, None, None),
         PresenceKind::Available | PresenceKind::Unavailable => {
+            let was_online = b.presence.xmpp_presence.contains_key(&xmpp);
             remember(b, from, &xmpp, presence.clone());
             drive(b, now, &inbound, Event::XmppPresence, None, None);
-            if presence.kind == PresenceKind::Available {
+            // Coming online (not every status change) refreshes what the user watches.
+            if presence.kind == PresenceKind::Available && !was_online {
                 drive(b, now, &outbound, Event::XmppAvailable, None, None);
             }
         }
