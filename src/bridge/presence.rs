@@ -65,6 +65,20 @@ pub(super) struct PresenceState {
     xmpp_presence: HashMap<String, BTreeMap<String, XmppPresence>>,
     dirty: bool,
     last_save: Option<Instant>,
+    /// Dialogs of subscriptions that just ended (bounded, oldest forgotten first): the final
+    /// NOTIFY a notifier sends after our unsubscribe is answered 200, not 481.
+    ended: std::collections::VecDeque<DialogId>,
+}
+
+/// How many ended dialogs are remembered.
+const MAX_ENDED: usize = 4096;
+
+fn forget_dialog(state: &mut PresenceState, dialog: &Dialog) {
+    state.dialogs.remove(&dialog.id);
+    if state.ended.len() >= MAX_ENDED {
+        state.ended.pop_front();
+    }
+    state.ended.push_back(dialog.id.clone());
 }
 
 struct Sub {
@@ -154,7 +168,7 @@ fn drive(
             CoreAction::Forget => {
                 if let Some(sub) = b.presence.subs.remove(key) {
                     if let Some(d) = sub.dialog {
-                        b.presence.dialogs.remove(&d.id);
+                        forget_dialog(&mut b.presence, &d);
                     }
                 }
                 b.presence.dirty = true;
@@ -571,6 +585,8 @@ fn notify_from_sip(b: &mut Bridge, now: Instant, id: RequestId, req: &Request) {
         Some(key) => (key.clone(), false),
         None => match b.presence.early.get(&early_key) {
             Some((key, fetch)) => (key.clone(), *fetch),
+            // The notifier's last word on a subscription we ended: acknowledged.
+            None if b.presence.ended.contains(&did) => return b.respond(id, StatusCode::OK, None),
             None => return b.respond(id, StatusCode::CALL_DOES_NOT_EXIST, None),
         },
     };
