@@ -3583,7 +3583,14 @@ def cmd_xmpp_presence(args):
         ready = loop.create_future()
         lines = asyncio.Queue()
 
-        def on_start(_event):
+        async def on_start(_event):
+            # Fetching the roster makes this session an "interested resource" (RFC 6121
+            # §2.1.6): only those get roster pushes and subscription states from Prosody.
+            try:
+                await c.get_roster(timeout=10)
+            except Exception as e:
+                if not ready.done():
+                    ready.set_result("failed: roster: %s: %s" % (type(e).__name__, e))
             if not ready.done():
                 ready.set_result(True)
 
@@ -3664,8 +3671,13 @@ def cmd_xmpp_presence(args):
                 iq = c.Iq()
                 iq["type"] = "set"
                 iq["roster"]["items"] = {cmd["jid"]: {"subscription": "remove"}}
-                await iq.send(timeout=10)
-                return {"jid": cmd["jid"]}
+                try:
+                    await iq.send(timeout=10)
+                except slixmpp.exceptions.IqError as e:
+                    if e.iq["error"]["condition"] != "item-not-found":
+                        raise
+                    return {"jid": cmd["jid"], "removed": False}  # was not in the roster
+                return {"jid": cmd["jid"], "removed": True}
             raise ValueError("unknown command %r" % name)
 
         deadline = loop.time() + args.timeout
