@@ -3216,8 +3216,11 @@ class PresenceUA:
         terminated;reason=timeout for Expires 0."""
         key = (w["call_id"], w["tag"])
         if expires == 0:
+            # A fetch (Expires 0 outside a dialog, RFC 6665 §4.4.3) gets the current state
+            # in its terminating NOTIFY; an unsubscribe in the dialog gets none.
+            fetch = w["cseq"] == 0 and w["state"] == "active"
             self.watchers.pop(key, None)
-            self.later.append(lambda: self.notify(w, "terminated;reason=timeout"))
+            self.later.append(lambda: self.notify(w, "terminated;reason=timeout", with_state=fetch))
             return
         w["expires_at"] = time.monotonic() + expires
         self.later.append(lambda: self.notify_current(w))
@@ -3445,6 +3448,18 @@ class PresenceUA:
             return self.in_dialog_subscribe(cmd, "refresh")
         if name == "unsubscribe":
             return self.in_dialog_subscribe(cmd, "unsubscribe")
+        if name == "message":
+            to, sender = cmd["to"], cmd.get("from") or self.users[0]
+            body = cmd.get("body", "").encode("utf-8", "surrogateescape")
+            ctype = cmd.get("content_type", "text/plain; charset=UTF-8")
+            cid = secrets.token_hex(8) + "@testbed"
+            req = build_sip_request("MESSAGE", to, self.ua.via(),
+                                    "<%s>;tag=%s" % (sender, secrets.token_hex(4)), "<%s>" % to,
+                                    cid, 1, list(cmd.get("headers", [])), body, ctype)
+            self.send(req, ("udp", (EDGE_ADDR, SIP_PORT)),
+                      {"method": "MESSAGE", "kind": "message", "to": to, "from": sender,
+                       "call_id": cid, "cseq": "1 MESSAGE"})
+            return {"call_id": cid}
         if name == "subscriptions":
             return {"subscriptions": [
                 {"to": s["to"], "from": s["from"], "call_id": s["call_id"], "state": s["state"],
