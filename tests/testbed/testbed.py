@@ -1850,6 +1850,10 @@ def check_edge(d, info, res):
                 "NOTIFYs (PIDF: open/closed, note, RPID away) follow the route set back; a "
                 "refresh is answered, one refused with 481, Expires 0 ends in NOTIFY terminated",
                 lambda: check_sip_presence(d, info))
+        res.run("edge: presence dialogs with a stand-in gateway (TLS) both ways: its SUBSCRIBE, "
+                "refresh and unsubscribe reach sip-presence and the NOTIFYs its Contact; a user's "
+                "SUBSCRIBE reaches it, its NOTIFY (before its 200) and the user's refresh pass",
+                lambda: check_presence_with_gateway(d, info))
 
 
 def run_sipp(d, name, args, timeout):
@@ -2192,6 +2196,183 @@ def check_xmpp_presence(d, info):
         again.expect(lambda x: x["ack"]["cmd"] == "remove", "remove ack")
     finally:
         again.close()
+    return not problems, "; ".join(problems)
+
+
+class StandInGateway:
+    """The gateway's SIP side for presence dialogs: a TLS listener on GW_ADDR:5061 (any number
+    of connections from the Edge) and one TLS connection of its own to the Edge; every SIP
+    message from either goes to one inbox, taken with wait() (non-matching ones are kept)."""
+
+    CONTACT = "<sip:alice@%s:%d;transport=tls>" % (GW_NAME, SIPS_PORT)
+
+    def __init__(self, info):
+        import queue
+
+        self.inbox = queue.Queue()
+        self.backlog = []
+        self.tags = {}
+        self.closed = False
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(info["pki"]["gateway"]["cert"], info["pki"]["gateway"]["key"])
+        self.ctx.load_verify_locations(info["pki"]["ca"]["cert"])
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((GW_ADDR, SIPS_PORT))
+        self.listener.listen(4)
+        self.listener.settimeout(0.2)
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.settimeout(5)
+        raw.bind((GW_ADDR, 0))
+        raw.connect((EDGE_ADDR, SIPS_PORT))
+        self.out = tls_client_ctx(info, "gateway", ssl.TLSVersion.TLSv1_3).wrap_socket(
+            raw, server_hostname=EDGE_NAME)
+        self.out.settimeout(None)
+        self.conns.append(self.out)
+        threading.Thread(target=self._read, args=(self.out, "own"), daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                conn, peer = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                conn.settimeout(5)
+                s = self.ctx.wrap_socket(conn, server_side=True)
+                s.settimeout(None)
+            except (ssl.SSLError, OSError):
+                conn.close()
+                continue
+            self.conns.append(s)
+            threading.Thread(target=self._read, args=(s, "from %s:%d" % peer), daemon=True).start()
+
+    def _read(self, s, name):
+        buf = b""
+        while True:
+            try:
+                data = s.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            msgs, buf = stream_frames(buf + data)
+            for m in msgs:
+                self.inbox.put((SipMsg(m), s, name))
+
+    def wait(self, pred, what, timeout=8.0):
+        import queue
+
+        for i, item in enumerate(self.backlog):
+            if pred(item[0]):
+                del self.backlog[i]
+                return item
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                item = self.inbox.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError("gateway: no %s; kept %s" % (what, [m.first for m, _, _ in self.backlog]))
+            if pred(item[0]):
+                return item
+            self.backlog.append(item)
+
+    def answer(self, req, conn, code=200, extra=()):
+        tag = self.tags.setdefault(req.get("call-id"), secrets.token_hex(4))
+        conn.sendall(build_sip_response(req, code, to_tag=tag, extra=list(extra)))
+
+    def request(self, method, ruri, from_hdr, to_hdr, call_id, cseq, extra=(), body=b"", ctype=None):
+        via = "SIP/2.0/TLS %s:%d;branch=z9hG4bK-gw%s" % (GW_ADDR, SIPS_PORT, secrets.token_hex(6))
+        self.out.sendall(build_sip_request(method, ruri, via, from_hdr, to_hdr, call_id, cseq,
+                                           list(extra), body, ctype))
+        resp, _, _ = self.wait(lambda m: not m.is_request and m.code >= 200
+                               and m.get("call-id") == call_id and m.cseq() == (cseq, method),
+                               "final to %s %d" % (method, cseq))
+        return resp
+
+    def close(self):
+        self.closed = True
+        for s in [self.listener] + self.conns:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def check_presence_with_gateway(d, info):
+    """Presence dialogs between a stand-in gateway (TLS) and sip-presence users, through the
+    Edge, both ways, with refreshes in the dialog."""
+    problems = []
+    gw = StandInGateway(info)
+    bob = JsonLinesPeer(d, "sip-presence-gw-bob", ["sip-presence", "--timeout", "40"])
+    carol = JsonLinesPeer(d, "sip-presence-gw-carol", [
+        "sip-presence", "--user", "sip:carol@contoso.test", "--port", "0", "--timeout", "40"])
+    try:
+        bob.expect(lambda x: x["ready"] is True, "ready")
+        carol.expect(lambda x: x["ready"] is True, "ready")
+        # The gateway watches bob: SUBSCRIBE, refresh and unsubscribe from the gateway,
+        # bob's NOTIFYs back to the gateway's Contact.
+        cid = secrets.token_hex(8) + "@gw"
+        me = "<sip:alice@gmail.test>;tag=%s" % secrets.token_hex(4)
+        head = ["Contact: " + gw.CONTACT, "Event: presence", "Accept: " + PIDF_TYPE]
+        ok = gw.request("SUBSCRIBE", "sip:bob@contoso.test", me, "<sip:bob@contoso.test>", cid, 1,
+                        head + ["Expires: 600"])
+        if ok.code != 200:
+            raise AssertionError("gateway's SUBSCRIBE got %s" % ok.first)
+        routes = list(reversed(ok.all("record-route")))
+        remote, to_hdr = uri_of(ok.get("contact")), ok.get("to")
+        for n, (expires, state) in enumerate([(None, "active;expires=600"),
+                                              (300, "active;expires=300"),
+                                              (0, "terminated;reason=timeout")]):
+            if expires is not None:
+                r = gw.request("SUBSCRIBE", remote, me, to_hdr, cid, n + 1,
+                               ["Route: " + x for x in routes] + head + ["Expires: %d" % expires])
+                if r.code != 200:
+                    problems.append("gateway's in-dialog SUBSCRIBE (Expires %d) got %s" % (expires, r.first))
+            notify, conn, _ = gw.wait(lambda m: m.method == "NOTIFY" and m.get("call-id") == cid,
+                                      "NOTIFY %d" % (n + 1))
+            gw.answer(notify, conn)
+            if (notify.ruri != uri_of(gw.CONTACT) or notify.all("route")
+                    or notify.get("subscription-state") != state):
+                problems.append("NOTIFY at the gateway: %s, Route %s, %s"
+                                % (notify.first, notify.all("route"), notify.get("subscription-state")))
+        # carol watches alice@gmail.test: the gateway NOTIFYs before its 200 (RFC 6665
+        # allows it); carol's refresh reaches the gateway's Contact.
+        carol.send({"cmd": "subscribe", "to": "sip:alice@gmail.test", "expires": 600})
+        sub, conn, _ = gw.wait(lambda m: m.method == "SUBSCRIBE" and m.ruri == "sip:alice@gmail.test",
+                               "carol's SUBSCRIBE")
+        rr = sub.all("record-route")
+        tag = gw.tags.setdefault(sub.get("call-id"), secrets.token_hex(4))
+        body = pidf_document("sip:alice@gmail.test", "open", "From XMPP").encode()
+        r = gw.request("NOTIFY", uri_of(sub.get("contact")), "%s;tag=%s" % (sub.get("to"), tag),
+                       sub.get("from"), sub.get("call-id"), 1,
+                       ["Route: " + x for x in rr] + ["Contact: " + gw.CONTACT, "Event: presence",
+                                                      "Subscription-State: active;expires=600"],
+                       body, PIDF_TYPE)
+        gw.answer(sub, conn, 200, ["Contact: " + gw.CONTACT, "Expires: 600"]
+                  + ["Record-Route: " + x for x in rr])
+        n = carol.expect(lambda x: "notify" in x, "NOTIFY")["notify"]
+        if r.code != 200 or (n["basic"], n["note"], n["state"]) != ("open", "From XMPP", "active"):
+            problems.append("gateway's NOTIFY got %s, carol saw %s" % (r.first, n))
+        carol.expect(lambda x: x["response"]["kind"] == "subscribe", "200 to SUBSCRIBE")
+        carol.send({"cmd": "refresh", "to": "sip:alice@gmail.test", "expires": 300})
+        ref, conn, _ = gw.wait(lambda m: m.method == "SUBSCRIBE" and m.get("call-id") == sub.get("call-id"),
+                               "carol's refresh")
+        gw.answer(ref, conn, 200, ["Contact: " + gw.CONTACT, "Expires: 300"])
+        if ref.ruri != uri_of(gw.CONTACT) or ref.all("route") or ref.get("expires") != "300":
+            problems.append("refresh at the gateway: %s, Route %s" % (ref.first, ref.all("route")))
+        r = carol.expect(lambda x: x["response"]["kind"] == "refresh", "200 to refresh")["response"]
+        if r["code"] != 200:
+            problems.append("carol's refresh got %s" % r["code"])
+    finally:
+        bob.close()
+        carol.close()
+        gw.close()
     return not problems, "; ".join(problems)
 
 
