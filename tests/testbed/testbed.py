@@ -3659,12 +3659,12 @@ def cmd_sip_presence(args):
         emit_json({"ready": False, "error": "%s" % e})
         emit_json({"done": True, "reason": "error"})
         return 0
-    commands = stdin_lines()
+    import queue
+
+    commands = queue.Queue() if args.no_stdin else stdin_lines()
     emit_json({"ready": True, "port": pua.ua.port, "users": pua.users})
     deadline = time.monotonic() + args.timeout
     reason = "timeout"
-    import queue
-
     try:
         while time.monotonic() < deadline:
             pua.ua.step(0.02)
@@ -3832,7 +3832,8 @@ def cmd_xmpp_presence(args):
                 pass
             loop.call_soon_threadsafe(lines.put_nowait, None)
 
-        threading.Thread(target=reader, daemon=True).start()
+        if not args.no_stdin:
+            threading.Thread(target=reader, daemon=True).start()
 
         async def run(cmd):
             name = cmd["cmd"]
@@ -4159,6 +4160,8 @@ def build_parser():
     sp.add_argument("--note", help="initial PIDF note")
     sp.add_argument("--activity", action="append", default=[],
                     help="initial RPID activity (away, busy, ...; repeatable)")
+    sp.add_argument("--no-stdin", action="store_true",
+                    help="read no commands (stdin EOF does not end it): run until --timeout")
     sp.add_argument("--message-status", type=int, default=200, help="answer to MESSAGE")
     sp.add_argument("--other-status", type=int, default=501,
                     help="answer to methods other than SUBSCRIBE, NOTIFY, MESSAGE, INFO, OPTIONS, BYE")
@@ -4174,6 +4177,8 @@ def build_parser():
     xpr.add_argument("--status", help="with --available")
     xpr.add_argument("--priority", type=int, help="with --available")
     xpr.add_argument("--timeout", type=float, default=300.0, help="total run time cap (seconds)")
+    xpr.add_argument("--no-stdin", action="store_true",
+                     help="read no commands (stdin EOF does not end it): run until --timeout")
     return ap
 
 
