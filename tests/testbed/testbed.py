@@ -18,6 +18,8 @@ Peers for tests (JSON on stdout, non-ASCII as UTF-8; see README.md for every sha
     testbed.py sip-session --dir DIR ...  an IM session (INVITE m=message ... BYE) via the Edge
     testbed.py xmpp-send --dir DIR ...    Prosody user: local check, messages to remote JIDs, bounces
     testbed.py xmpp-recv --dir DIR ...    Prosody user: send, then report messages/chat states/errors
+    testbed.py sip-presence --dir DIR ... SIP user for presence (notifier + subscriber), stdin commands
+    testbed.py xmpp-presence --dir DIR ... Prosody user for presence/subscriptions, stdin commands
 
 The gateway under test (127.0.10.100: XMPP 5269, SIP TLS 5061) is never started here.
 See README.md next to this file for the address plan and the testbed.json schema.
@@ -1840,6 +1842,18 @@ def check_edge(d, info, res):
 
     check_sipp(d, info, res)
     check_sip_tools(d, info, res)
+    if info["sip"]["users"]["transport"] != "udp" or info["sip"]["users"]["port"] != SIP_PORT:
+        res.check(True, "sip-presence: skipped (testbed not on the default UDP %s:%d)"
+                  % (UA_ADDR, SIP_PORT))
+    else:
+        res.run("sip-presence: carol SUBSCRIBEs to bob through the Edge (Record-Route); bob's "
+                "NOTIFYs (PIDF: open/closed, note, RPID away) follow the route set back; a "
+                "refresh is answered, one refused with 481, Expires 0 ends in NOTIFY terminated",
+                lambda: check_sip_presence(d, info))
+        res.run("edge: presence dialogs with a stand-in gateway (TLS) both ways: its SUBSCRIBE, "
+                "refresh and unsubscribe reach sip-presence and the NOTIFYs its Contact; a user's "
+                "SUBSCRIBE reaches it, its NOTIFY (before its 200) and the user's refresh pass",
+                lambda: check_presence_with_gateway(d, info))
 
 
 def run_sipp(d, name, args, timeout):
@@ -1977,6 +1991,391 @@ def check_sip_tools(d, info, res):
             "back in the dialog) reach sip-recv through the Edge, UTF-8 bodies exact", tools)
 
 
+class JsonLinesPeer:
+    """A testbed peer command run as a child process: JSON commands to its stdin, its
+    stdout's JSON lines read by a thread; stderr to D/logs/NAME.err."""
+
+    def __init__(self, d, name, argv):
+        import queue
+
+        me = [DEBIAN_PYTHON if os.path.exists(DEBIAN_PYTHON) else sys.executable,
+              os.path.abspath(__file__)]
+        self.name = name
+        self.err = open(os.path.join(d, "logs", name + ".err"), "wb")
+        self.p = subprocess.Popen(me + argv + ["--dir", d], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=self.err)
+        self.q = queue.Queue()
+        self.seen = []
+        self.backlog = []
+
+        def reader():
+            for raw in self.p.stdout:
+                try:
+                    self.q.put(json.loads(raw.decode("utf-8")))
+                except ValueError:
+                    self.q.put({"unparsed": raw.decode("utf-8", "replace")})
+            self.q.put(None)
+
+        threading.Thread(target=reader, daemon=True).start()
+
+    def send(self, obj):
+        self.p.stdin.write((json.dumps(obj) + "\n").encode())
+        self.p.stdin.flush()
+
+    def expect(self, pred, what, timeout=8.0):
+        """The first line, in order, for which pred(line) holds; lines that do not match stay
+        for later calls (so order between independent events does not matter)."""
+        import queue
+
+        def match(line):
+            try:
+                return bool(pred(line))
+            except (KeyError, TypeError, AttributeError):
+                return False
+
+        for i, line in enumerate(self.backlog):
+            if match(line):
+                del self.backlog[i]
+                return line
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self.q.get(timeout=left) if left > 0 else None
+                if line is None and left > 0:
+                    self.q.put(None)  # end of output: later calls see it too
+            except queue.Empty:
+                line = None
+            if line is None:
+                raise TimeoutError("%s: no %s; unmatched: %s" % (self.name, what, self.backlog[-6:]))
+            self.seen.append(line)
+            if match(line):
+                return line
+            self.backlog.append(line)
+
+    def absent(self, pred, timeout):
+        """True when no line matching pred arrives (or is waiting) within timeout."""
+        try:
+            self.expect(pred, "", timeout)
+            return False
+        except TimeoutError:
+            return True
+
+    def close(self):
+        try:
+            self.send({"cmd": "quit"})
+            self.p.stdin.close()
+            self.p.wait(5)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            pass
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+        self.err.close()
+
+
+def check_sip_presence(d, info):
+    """Two sip-presence users through the Edge: carol (free port) SUBSCRIBEs to bob (5060),
+    bob NOTIFYs, publishes, answers a refresh, refuses one with 481, and a new subscription
+    ends with Expires 0 and NOTIFY terminated."""
+    bob = JsonLinesPeer(d, "sip-presence-bob", [
+        "sip-presence", "--user", "sip:bob@contoso.test", "--timeout", "40", "--note", "Here"])
+    carol = JsonLinesPeer(d, "sip-presence-carol", [
+        "sip-presence", "--user", "sip:carol@contoso.test", "--port", "0", "--timeout", "40"])
+    problems = []
+    try:
+        bob.expect(lambda x: x["ready"] is True, "ready")
+        carol.expect(lambda x: x["ready"] is True, "ready")
+        to = "sip:bob@contoso.test"
+
+        def response(kind, code):
+            r = carol.expect(lambda x: x["response"]["kind"] == kind, kind + " response")["response"]
+            if r["code"] != code:
+                problems.append("%s got %s %s" % (kind, r["code"], r["reason"]))
+            return r
+
+        def notify(want):
+            n = carol.expect(lambda x: "notify" in x, "NOTIFY")["notify"]
+            got = {k: n.get(k) for k in want}
+            if got != want:
+                problems.append("NOTIFY %s, wanted %s" % (got, want))
+            return n
+
+        carol.send({"cmd": "subscribe", "to": to, "expires": 600})
+        sub = bob.expect(lambda x: x["request"]["method"] == "SUBSCRIBE", "SUBSCRIBE")["request"]
+        if sub["source"] != "%s:%d" % (EDGE_ADDR, SIP_PORT) or not sub["record_route"]:
+            problems.append("SUBSCRIBE came from %s with Record-Route %s"
+                            % (sub["source"], sub["record_route"]))
+        r = response("subscribe", 200)
+        if r.get("expires") != "600":
+            problems.append("200 to SUBSCRIBE has Expires %r" % r.get("expires"))
+        n = notify({"state": "active", "basic": "open", "note": "Here", "activities": [],
+                    "entity": to})
+        req = carol.expect(lambda x: x["request"]["method"] == "NOTIFY", "NOTIFY request")["request"]
+        if req.get("source") != "%s:%d" % (EDGE_ADDR, SIP_PORT):
+            problems.append("NOTIFY came from %s, not through the Edge" % req.get("source"))
+        if not 590 <= (n.get("expires") or 0) <= 600:
+            problems.append("NOTIFY expires %r" % n.get("expires"))
+        bob.send({"cmd": "publish", "basic": "closed", "note": "Gone <home> & \u00fc",
+                  "activity": "away"})
+        notify({"state": "active", "basic": "closed", "note": "Gone <home> & \u00fc",
+                "activities": ["away"]})
+        carol.send({"cmd": "refresh", "to": to, "expires": 300})
+        response("refresh", 200)
+        notify({"state": "active", "basic": "closed"})
+        bob.send({"cmd": "refresh-status", "code": 481})
+        bob.expect(lambda x: x["ack"]["cmd"] == "refresh-status", "ack")
+        carol.send({"cmd": "refresh", "to": to})
+        response("refresh", 481)
+        carol.send({"cmd": "subscribe", "to": to, "expires": 60})
+        response("subscribe", 200)
+        notify({"state": "active", "basic": "closed"})
+        carol.send({"cmd": "unsubscribe", "to": to})
+        response("unsubscribe", 200)
+        notify({"state": "terminated", "reason": "timeout", "body": ""})
+        bob.send({"cmd": "watchers"})
+        w = bob.expect(lambda x: x["ack"]["cmd"] == "watchers", "watchers ack")["ack"]["watchers"]
+        if w:
+            problems.append("watchers left at bob: %s" % w)
+    finally:
+        bob.close()
+        carol.close()
+    return not problems, "; ".join(problems)
+
+
+def check_xmpp_presence(d, info):
+    """alice subscribes to bob (xmpp-presence, both available): bob sees the request and
+    nothing answers it for him; bob approves; alice sees subscribed, the roster push and
+    bob's presence, then his away; a new alice session finds bob in her stored roster."""
+    a, b = "alice@gmail.test", "bob@gmail.test"
+    problems = []
+    alice = JsonLinesPeer(d, "xmpp-presence-alice", ["xmpp-presence", "--user", a, "--available"])
+    bob = JsonLinesPeer(d, "xmpp-presence-bob", ["xmpp-presence", "--user", b, "--available",
+                                                 "--status", "Hello"])
+    try:
+        alice.expect(lambda x: x["ready"] is True, "ready", 20)
+        bob.expect(lambda x: x["ready"] is True, "ready", 20)
+        # Start from empty rosters (the testbed may have been used before).
+        alice.send({"cmd": "remove", "jid": b})
+        bob.send({"cmd": "remove", "jid": a})
+        alice.expect(lambda x: x["ack"]["cmd"] == "remove", "remove ack")
+        bob.expect(lambda x: x["ack"]["cmd"] == "remove", "remove ack")
+        alice.send({"cmd": "subscribe", "to": b})
+        req = bob.expect(lambda x: x["presence"]["type"] == "subscribe", "subscribe")["presence"]
+        if req["from"] != a:
+            problems.append("subscribe from %r" % req["from"])
+        alice.expect(lambda x: x["roster"]["jid"] == b and x["roster"]["ask"] == "subscribe",
+                     "roster push ask=subscribe")
+        if not alice.absent(lambda x: x["presence"]["type"] == "subscribed", 0.5):
+            problems.append("subscribed before bob approved")
+        bob.send({"cmd": "approve", "to": a})
+        alice.expect(lambda x: x["presence"]["type"] == "subscribed" and x["presence"]["from"] == b,
+                     "subscribed")
+        alice.expect(lambda x: x["roster"]["jid"] == b and x["roster"]["subscription"] == "to",
+                     "roster push subscription=to")
+        p = alice.expect(lambda x: x["presence"]["from"].startswith(b + "/")
+                         and x["presence"]["type"] is None, "bob's presence")["presence"]
+        if p["status"] != "Hello":
+            problems.append("bob's presence %s" % p)
+        bob.send({"cmd": "presence", "show": "away", "status": "Lunch"})
+        p = alice.expect(lambda x: x["presence"]["from"].startswith(b + "/")
+                         and x["presence"]["show"] == "away", "bob away")["presence"]
+        if p["status"] != "Lunch" or p["type"] is not None:
+            problems.append("bob away: %s" % p)
+    finally:
+        alice.close()
+        bob.close()
+    again = JsonLinesPeer(d, "xmpp-presence-alice2", ["xmpp-presence", "--user", a])
+    try:
+        again.expect(lambda x: x["ready"] is True, "ready", 20)
+        again.send({"cmd": "roster"})
+        items = again.expect(lambda x: x["ack"]["cmd"] == "roster", "roster ack")["ack"]["items"]
+        if [(i["jid"], i["subscription"]) for i in items] != [(b, "to")]:
+            problems.append("alice's stored roster: %s" % items)
+        again.send({"cmd": "remove", "jid": b})
+        again.expect(lambda x: x["ack"]["cmd"] == "remove", "remove ack")
+    finally:
+        again.close()
+    return not problems, "; ".join(problems)
+
+
+class StandInGateway:
+    """The gateway's SIP side for presence dialogs: a TLS listener on GW_ADDR:5061 (any number
+    of connections from the Edge) and one TLS connection of its own to the Edge; every SIP
+    message from either goes to one inbox, taken with wait() (non-matching ones are kept)."""
+
+    CONTACT = "<sip:alice@%s:%d;transport=tls>" % (GW_NAME, SIPS_PORT)
+
+    def __init__(self, info):
+        import queue
+
+        self.inbox = queue.Queue()
+        self.backlog = []
+        self.tags = {}
+        self.closed = False
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(info["pki"]["gateway"]["cert"], info["pki"]["gateway"]["key"])
+        self.ctx.load_verify_locations(info["pki"]["ca"]["cert"])
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((GW_ADDR, SIPS_PORT))
+        self.listener.listen(4)
+        self.listener.settimeout(0.2)
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.settimeout(5)
+        raw.bind((GW_ADDR, 0))
+        raw.connect((EDGE_ADDR, SIPS_PORT))
+        self.out = tls_client_ctx(info, "gateway", ssl.TLSVersion.TLSv1_3).wrap_socket(
+            raw, server_hostname=EDGE_NAME)
+        self.out.settimeout(None)
+        self.conns.append(self.out)
+        threading.Thread(target=self._read, args=(self.out, "own"), daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                conn, peer = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                conn.settimeout(5)
+                s = self.ctx.wrap_socket(conn, server_side=True)
+                s.settimeout(None)
+            except (ssl.SSLError, OSError):
+                conn.close()
+                continue
+            self.conns.append(s)
+            threading.Thread(target=self._read, args=(s, "from %s:%d" % peer), daemon=True).start()
+
+    def _read(self, s, name):
+        buf = b""
+        while True:
+            try:
+                data = s.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            msgs, buf = stream_frames(buf + data)
+            for m in msgs:
+                self.inbox.put((SipMsg(m), s, name))
+
+    def wait(self, pred, what, timeout=8.0):
+        import queue
+
+        for i, item in enumerate(self.backlog):
+            if pred(item[0]):
+                del self.backlog[i]
+                return item
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                item = self.inbox.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError("gateway: no %s; kept %s" % (what, [m.first for m, _, _ in self.backlog]))
+            if pred(item[0]):
+                return item
+            self.backlog.append(item)
+
+    def answer(self, req, conn, code=200, extra=()):
+        tag = self.tags.setdefault(req.get("call-id"), secrets.token_hex(4))
+        conn.sendall(build_sip_response(req, code, to_tag=tag, extra=list(extra)))
+
+    def request(self, method, ruri, from_hdr, to_hdr, call_id, cseq, extra=(), body=b"", ctype=None):
+        via = "SIP/2.0/TLS %s:%d;branch=z9hG4bK-gw%s" % (GW_ADDR, SIPS_PORT, secrets.token_hex(6))
+        self.out.sendall(build_sip_request(method, ruri, via, from_hdr, to_hdr, call_id, cseq,
+                                           list(extra), body, ctype))
+        resp, _, _ = self.wait(lambda m: not m.is_request and m.code >= 200
+                               and m.get("call-id") == call_id and m.cseq() == (cseq, method),
+                               "final to %s %d" % (method, cseq))
+        return resp
+
+    def close(self):
+        self.closed = True
+        for s in [self.listener] + self.conns:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def check_presence_with_gateway(d, info):
+    """Presence dialogs between a stand-in gateway (TLS) and sip-presence users, through the
+    Edge, both ways, with refreshes in the dialog."""
+    problems = []
+    gw = StandInGateway(info)
+    bob = JsonLinesPeer(d, "sip-presence-gw-bob", ["sip-presence", "--timeout", "40"])
+    carol = JsonLinesPeer(d, "sip-presence-gw-carol", [
+        "sip-presence", "--user", "sip:carol@contoso.test", "--port", "0", "--timeout", "40"])
+    try:
+        bob.expect(lambda x: x["ready"] is True, "ready")
+        carol.expect(lambda x: x["ready"] is True, "ready")
+        # The gateway watches bob: SUBSCRIBE, refresh and unsubscribe from the gateway,
+        # bob's NOTIFYs back to the gateway's Contact.
+        cid = secrets.token_hex(8) + "@gw"
+        me = "<sip:alice@gmail.test>;tag=%s" % secrets.token_hex(4)
+        head = ["Contact: " + gw.CONTACT, "Event: presence", "Accept: " + PIDF_TYPE]
+        ok = gw.request("SUBSCRIBE", "sip:bob@contoso.test", me, "<sip:bob@contoso.test>", cid, 1,
+                        head + ["Expires: 600"])
+        if ok.code != 200:
+            raise AssertionError("gateway's SUBSCRIBE got %s" % ok.first)
+        routes = list(reversed(ok.all("record-route")))
+        remote, to_hdr = uri_of(ok.get("contact")), ok.get("to")
+        for n, (expires, state) in enumerate([(None, "active;expires=600"),
+                                              (300, "active;expires=300"),
+                                              (0, "terminated;reason=timeout")]):
+            if expires is not None:
+                r = gw.request("SUBSCRIBE", remote, me, to_hdr, cid, n + 1,
+                               ["Route: " + x for x in routes] + head + ["Expires: %d" % expires])
+                if r.code != 200:
+                    problems.append("gateway's in-dialog SUBSCRIBE (Expires %d) got %s" % (expires, r.first))
+            notify, conn, _ = gw.wait(lambda m: m.method == "NOTIFY" and m.get("call-id") == cid,
+                                      "NOTIFY %d" % (n + 1))
+            gw.answer(notify, conn)
+            if (notify.ruri != uri_of(gw.CONTACT) or notify.all("route")
+                    or notify.get("subscription-state") != state):
+                problems.append("NOTIFY at the gateway: %s, Route %s, %s"
+                                % (notify.first, notify.all("route"), notify.get("subscription-state")))
+        # carol watches alice@gmail.test: the gateway NOTIFYs before its 200 (RFC 6665
+        # allows it); carol's refresh reaches the gateway's Contact.
+        carol.send({"cmd": "subscribe", "to": "sip:alice@gmail.test", "expires": 600})
+        sub, conn, _ = gw.wait(lambda m: m.method == "SUBSCRIBE" and m.ruri == "sip:alice@gmail.test",
+                               "carol's SUBSCRIBE")
+        rr = sub.all("record-route")
+        tag = gw.tags.setdefault(sub.get("call-id"), secrets.token_hex(4))
+        body = pidf_document("sip:alice@gmail.test", "open", "From XMPP").encode()
+        r = gw.request("NOTIFY", uri_of(sub.get("contact")), "%s;tag=%s" % (sub.get("to"), tag),
+                       sub.get("from"), sub.get("call-id"), 1,
+                       ["Route: " + x for x in rr] + ["Contact: " + gw.CONTACT, "Event: presence",
+                                                      "Subscription-State: active;expires=600"],
+                       body, PIDF_TYPE)
+        gw.answer(sub, conn, 200, ["Contact: " + gw.CONTACT, "Expires: 600"]
+                  + ["Record-Route: " + x for x in rr])
+        n = carol.expect(lambda x: "notify" in x, "NOTIFY")["notify"]
+        if r.code != 200 or (n["basic"], n["note"], n["state"]) != ("open", "From XMPP", "active"):
+            problems.append("gateway's NOTIFY got %s, carol saw %s" % (r.first, n))
+        carol.expect(lambda x: x["response"]["kind"] == "subscribe", "200 to SUBSCRIBE")
+        carol.send({"cmd": "refresh", "to": "sip:alice@gmail.test", "expires": 300})
+        ref, conn, _ = gw.wait(lambda m: m.method == "SUBSCRIBE" and m.get("call-id") == sub.get("call-id"),
+                               "carol's refresh")
+        gw.answer(ref, conn, 200, ["Contact: " + gw.CONTACT, "Expires: 300"])
+        if ref.ruri != uri_of(gw.CONTACT) or ref.all("route") or ref.get("expires") != "300":
+            problems.append("refresh at the gateway: %s, Route %s" % (ref.first, ref.all("route")))
+        r = carol.expect(lambda x: x["response"]["kind"] == "refresh", "200 to refresh")["response"]
+        if r["code"] != 200:
+            problems.append("carol's refresh got %s" % r["code"])
+    finally:
+        bob.close()
+        carol.close()
+        gw.close()
+    return not problems, "; ".join(problems)
+
+
 def _live_testbed(d):
     path = os.path.join(d, "testbed.json")
     if not os.path.exists(path):
@@ -2034,6 +2433,10 @@ def cmd_selftest(args):
             res.run("xmpp tools: xmpp-recv reports a chat state (kind chatstate) and a body with "
                     "its state exactly as xmpp-recv --send-state/--body-state sent them",
                     lambda: check_xmpp_tools(d, info))
+            res.run("xmpp-presence: alice's subscription request reaches bob unanswered until "
+                    "he approves; alice gets subscribed, the roster push and bob's presence and "
+                    "away; her roster (bob, to) is still stored for a new session",
+                    lambda: check_xmpp_presence(d, info))
             try:
                 check_prosody_s2s_in(info, res)
             except Exception as e:
@@ -2724,6 +3127,803 @@ def cmd_sip_session(args):
 
 
 # ---------------------------------------------------------------------------
+# sip-presence: a SIP user for presence (RFC 6665 / RFC 3856 / PIDF RFC 3863), driven by
+# JSON commands on stdin: a notifier others SUBSCRIBE to and a subscriber of its own
+# ---------------------------------------------------------------------------
+PIDF_NS = "urn:ietf:params:xml:ns:pidf"
+PIDF_DM_NS = "urn:ietf:params:xml:ns:pidf:data-model"
+PIDF_RPID_NS = "urn:ietf:params:xml:ns:pidf:rpid"
+PIDF_TYPE = "application/pidf+xml"
+
+
+def pidf_document(entity, basic, note=None, activities=(), tuple_id="t1"):
+    """A PIDF document (RFC 3863): one tuple with <basic> and <note>, and RPID activities
+    (RFC 4480) in a data-model person element when there are any."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    out = ['<?xml version="1.0" encoding="UTF-8"?>\n',
+           '<presence xmlns="%s" xmlns:dm="%s" xmlns:rpid="%s" entity=%s>\n'
+           % (PIDF_NS, PIDF_DM_NS, PIDF_RPID_NS, quoteattr(entity)),
+           '  <tuple id=%s>\n' % quoteattr(tuple_id),
+           '    <status><basic>%s</basic></status>\n' % escape(basic),
+           '    <contact>%s</contact>\n' % escape(entity)]
+    if note is not None:
+        out.append('    <note>%s</note>\n' % escape(note))
+    out.append('  </tuple>\n')
+    if activities:
+        out.append('  <dm:person id="p1">\n    <rpid:activities>%s</rpid:activities>\n'
+                   '  </dm:person>\n' % "".join("<rpid:%s/>" % a for a in activities))
+    out.append('</presence>\n')
+    return "".join(out)
+
+
+def pidf_parse(text):
+    """What a test wants to know of a PIDF body: entity, the first tuple's basic and note
+    (else the first note anywhere), RPID activities, and every tuple."""
+    import xml.etree.ElementTree as ET
+
+    out = {"entity": None, "basic": None, "note": None, "activities": [], "tuples": []}
+    try:
+        root = ET.fromstring(text.encode("utf-8"))
+    except ET.ParseError as e:
+        out["pidf_error"] = str(e)
+        return out
+    p = "{%s}" % PIDF_NS
+    out["entity"] = root.get("entity")
+    for t in root.findall(p + "tuple"):
+        contact = t.find(p + "contact")
+        note = t.find(p + "note")
+        out["tuples"].append({
+            "id": t.get("id"),
+            "basic": t.findtext("%sstatus/%sbasic" % (p, p)),
+            "note": note.text if note is not None else None,
+            "contact": contact.text if contact is not None else None,
+            "priority": contact.get("priority") if contact is not None else None})
+    if out["tuples"]:
+        out["basic"] = out["tuples"][0]["basic"]
+        out["note"] = out["tuples"][0]["note"]
+    if out["note"] is None:
+        for el in root.iter():
+            if isinstance(el.tag, str) and el.tag.endswith("}note") and el.text is not None:
+                out["note"] = el.text
+                break
+    for acts in root.iter("{%s}activities" % PIDF_RPID_NS):
+        for a in acts:
+            if isinstance(a.tag, str):
+                out["activities"].append(a.tag.split("}", 1)[-1])
+    return out
+
+
+def subscription_state(value):
+    """(state, {param: value}) of a Subscription-State header (RFC 6665 §8.2.3)."""
+    if not value:
+        return None, {}
+    parts = [x.strip() for x in value.split(";")]
+    params = {}
+    for p in parts[1:]:
+        k, _, v = p.partition("=")
+        params[k.strip().lower()] = v.strip()
+    return parts[0].lower(), params
+
+
+def sip_expires(msg, default):
+    v = (msg.get("expires") or "").strip()
+    return int(v) if v.isdigit() else default
+
+
+def stdin_lines():
+    """A queue of stdin lines (str), then None at EOF; read by a daemon thread."""
+    import queue
+
+    q = queue.Queue()
+
+    def reader():
+        try:
+            for raw in sys.stdin.buffer:
+                q.put(raw.decode("utf-8", "replace"))
+        except (OSError, ValueError):
+            pass
+        q.put(None)
+
+    threading.Thread(target=reader, daemon=True).start()
+    return q
+
+
+def parse_command(line):
+    """A JSON command object from a stdin line, or raises ValueError."""
+    cmd = json.loads(line)
+    if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
+        raise ValueError('not a JSON object with a string "cmd"')
+    return cmd
+
+
+def sip_uri_norm(uri):
+    """`sip:user@domain` of a URI or name-addr (port, parameters and headers dropped)."""
+    uri = uri_of(uri) or ""
+    m = re.match(r"^(sips?):([^@;>?]+)@([^:;>?]+)", uri)
+    if not m:
+        return uri
+    return "sip:%s@%s" % (m.group(2), m.group(3).lower())
+
+
+def activities_arg(value):
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+class PresenceUA:
+    """The state of `sip-presence`: watchers of our users (we are the notifier) and our
+    own subscriptions (we are the subscriber), over one SipUA."""
+
+    def __init__(self, args):
+        self.args = args
+        self.users = [sip_uri_norm(u) for u in args.user or ["sip:bob@contoso.test"]]
+        self.state = {u: {"basic": args.basic, "note": args.note,
+                          "activities": list(args.activity), "body": None,
+                          "content_type": PIDF_TYPE} for u in self.users}
+        self.watchers = {}  # (call-id, our tag) -> dict: subscriptions to our users
+        self.subs = {}  # to-URI -> dict: our subscriptions
+        self.pending = {}  # branch -> {"deadline", "info", "then"}
+        self.later = []  # actions to run once the current request was answered
+        self.subscribe_status = args.subscribe_status
+        self.refresh_status = None  # one shot
+        self.notify_status = None  # one shot
+        self.ua = SipUA(args.port, on_request=self.on_request)
+        self.contact_port = self.ua.port
+
+    # -- helpers --------------------------------------------------------------
+    def contact(self, user_uri):
+        return "<sip:%s@%s:%d>" % (uri_user(user_uri) or "user", UA_ADDR, self.ua.port)
+
+    def request_line(self, msg, target, answered):
+        s = request_summary(msg, target)
+        state, params = subscription_state(msg.get("subscription-state"))
+        s.update({
+            "from_tag": sip_tag(msg.get("from")), "to_tag": sip_tag(msg.get("to")),
+            "event": msg.get("event"), "expires": msg.get("expires"),
+            "subscription_state": msg.get("subscription-state"),
+            "accept": msg.get("accept"), "record_route": msg.all("record-route"),
+            "route": msg.all("route")})
+        if answered is not None:
+            s["answered"] = answered
+        emit_json({"request": s})
+
+    def send(self, data, target, info, then=None):
+        """Sends a request as a client transaction; its final (or timeout) is printed as
+        {"response": {...info...}} and passed to `then`."""
+        branch = self.ua.request(data, target)
+        self.pending[branch] = {"deadline": time.monotonic() + self.args.request_timeout,
+                                "info": info, "then": then}
+        return branch
+
+    def poll_finals(self):
+        now = time.monotonic()
+        for branch, p in list(self.pending.items()):
+            tx = self.ua.client_tx.get(branch)
+            final = tx["final"] if tx else None
+            if final is None and now < p["deadline"]:
+                continue
+            del self.pending[branch]
+            self.ua.client_tx.pop(branch, None)  # stop retransmitting
+            out = dict(p["info"])
+            out.update(response_summary(final))
+            if final is not None:
+                out.update({
+                    "to_tag": sip_tag(final.get("to")), "event": final.get("event"),
+                    "expires": final.get("expires"), "contact": final.get("contact"),
+                    "record_route": final.all("record-route")})
+            emit_json({"response": out})
+            if p["then"] is not None:
+                p["then"](final)
+
+    # -- incoming requests ----------------------------------------------------
+    def on_request(self, msg, target):
+        m = msg.method
+        if m == "ACK":
+            self.request_line(msg, target, None)
+            return None
+        extra, body, ctype = [], b"", None
+        if m == "SUBSCRIBE":
+            code, extra = self.on_subscribe(msg, target)
+        elif m == "NOTIFY":
+            code = self.on_notify(msg, target)
+        elif m in ("MESSAGE", "INFO", "OPTIONS", "BYE"):
+            code = self.args.message_status if m == "MESSAGE" else 200
+        else:
+            code = self.args.other_status
+            if code == 405 or code == 501:
+                extra = ["Allow: SUBSCRIBE, NOTIFY, MESSAGE, INFO, OPTIONS, BYE, ACK"]
+        self.request_line(msg, target, code)
+        if m == "NOTIFY" and 200 <= code < 300:
+            self.later.append(lambda: self.report_notify(msg))
+        return code, None, extra, body, ctype
+
+    def target_user(self, msg):
+        for cand in (msg.ruri, msg.get("to")):
+            u = sip_uri_norm(cand)
+            if u in self.users:
+                return u
+        return None
+
+    def on_subscribe(self, msg, target):
+        cid = msg.get("call-id") or ""
+        to_tag = sip_tag(msg.get("to"))
+        event = (msg.get("event") or "").split(";", 1)[0].strip().lower()
+        if event != "presence":
+            return 489, ["Allow-Events: presence"]
+        requested = sip_expires(msg, 3600)
+        expires = min(requested, self.args.max_expires)
+        if to_tag is not None:
+            # A refresh (or an unsubscribe) in a dialog we made.
+            w = self.watchers.get((cid, to_tag))
+            if w is None:
+                return 481, []
+            if self.refresh_status is not None:
+                code, self.refresh_status = self.refresh_status, None
+                if code >= 300:
+                    if code not in (423,) and not 500 <= code < 600:
+                        self.watchers.pop((cid, to_tag), None)  # the subscription is gone
+                    return code, []
+            else:
+                code = 200
+            w["remote_target"] = uri_of(msg.get("contact")) or w["remote_target"]
+            self.refresh_watcher(w, expires)
+            return code, ["Expires: %d" % expires, "Contact: " + self.contact(w["user"])]
+        user = self.target_user(msg)
+        if user is None:
+            return 404, []
+        code = self.subscribe_status
+        if code >= 300:
+            return code, []
+        tag = self.ua.to_tags.setdefault(cid, secrets.token_hex(4))
+        w = {"call_id": cid, "tag": tag, "user": user,
+             "watcher": sip_uri_norm(msg.get("from")),
+             "local": "%s;tag=%s" % (msg.get("to"), tag), "remote": msg.get("from"),
+             "remote_target": uri_of(msg.get("contact")) or uri_of(msg.get("from")),
+             "route_set": msg.all("record-route"), "cseq": 0,
+             "state": "pending" if self.args.pending else "active",
+             "expires_at": 0, "target": target}
+        self.watchers[(cid, tag)] = w
+        self.refresh_watcher(w, expires)
+        extra = ["Expires: %d" % expires, "Contact: " + self.contact(user)]
+        extra += ["Record-Route: " + r for r in msg.all("record-route")]
+        return code, extra
+
+    def refresh_watcher(self, w, expires):
+        """After a 2xx to SUBSCRIBE: NOTIFY with the current state (RFC 6665 §4.2.1.2),
+        terminated;reason=timeout for Expires 0."""
+        key = (w["call_id"], w["tag"])
+        if expires == 0:
+            # A fetch (Expires 0 outside a dialog, RFC 6665 §4.4.3) gets the current state
+            # in its terminating NOTIFY; an unsubscribe in the dialog gets none.
+            fetch = w["cseq"] == 0 and w["state"] == "active"
+            self.watchers.pop(key, None)
+            self.later.append(lambda: self.notify(w, "terminated;reason=timeout", with_state=fetch))
+            return
+        w["expires_at"] = time.monotonic() + expires
+        self.later.append(lambda: self.notify_current(w))
+
+    def notify_current(self, w):
+        left = max(0, int(round(w["expires_at"] - time.monotonic())))
+        if w["state"] == "pending":
+            self.notify(w, "pending;expires=%d" % left)
+        else:
+            self.notify(w, "active;expires=%d" % left, with_state=True)
+
+    def notify(self, w, sub_state, with_state=False):
+        """A NOTIFY in the watcher's dialog: Request-URI its Contact, Route its
+        Record-Route set (in order: we are the UAS of the SUBSCRIBE)."""
+        w["cseq"] += 1
+        routes = w["route_set"]
+        hop = uri_of(routes[0]) if routes else w["remote_target"]
+        target = self.ua.target_for(hop) if (routes or w["target"][0] == "udp") else w["target"]
+        body, ctype, sent = b"", None, {"subscription_state": sub_state}
+        if with_state:
+            st = self.state[w["user"]]
+            if st["body"] is not None:
+                text, ctype = st["body"], st["content_type"]
+            else:
+                text, ctype = pidf_document(w["user"], st["basic"], st["note"], st["activities"]), PIDF_TYPE
+            body = text.encode("utf-8", "surrogateescape")
+            sent.update({"basic": st["basic"], "note": st["note"],
+                         "activities": st["activities"], "content_type": ctype, "body": text})
+        extra = ["Route: " + r for r in routes] + [
+            "Contact: " + self.contact(w["user"]), "Event: presence",
+            "Subscription-State: " + sub_state]
+        req = build_sip_request("NOTIFY", w["remote_target"], self.ua.via(target[0]), w["local"],
+                                w["remote"], w["call_id"], w["cseq"], extra, body, ctype)
+        info = {"method": "NOTIFY", "call_id": w["call_id"], "cseq": "%d NOTIFY" % w["cseq"],
+                "to": w["watcher"], "from": w["user"], "sent": sent}
+        key = (w["call_id"], w["tag"])
+
+        def then(final):
+            if final is None or final.code in (481, 408) or (
+                    final.code >= 300 and sub_state.startswith("active")
+                    and final.code not in (500, 503)):
+                self.watchers.pop(key, None)  # RFC 6665 §4.2.2: the subscription is gone
+
+        self.send(req, target, info, then)
+
+    def expire_watchers(self):
+        now = time.monotonic()
+        for key, w in list(self.watchers.items()):
+            if w["expires_at"] and now >= w["expires_at"]:
+                del self.watchers[key]
+                self.notify(w, "terminated;reason=timeout")
+
+    def pick_watchers(self, cmd, states=("active", "pending")):
+        user = sip_uri_norm(cmd["user"]) if cmd.get("user") else None
+        watcher = sip_uri_norm(cmd["watcher"]) if cmd.get("watcher") else None
+        return [w for w in self.watchers.values() if w["state"] in states
+                and (user is None or w["user"] == user)
+                and (watcher is None or w["watcher"] == watcher)]
+
+    # -- our own subscriptions ------------------------------------------------
+    def on_notify(self, msg, target):
+        cid = msg.get("call-id")
+        our_tag = sip_tag(msg.get("to"))
+        their_tag = sip_tag(msg.get("from"))
+        sub = None
+        for s in self.subs.values():
+            if s["call_id"] == cid and s["from_tag"] == our_tag:
+                sub = s
+        if sub is None or (sub["to_tag"] is not None and sub["to_tag"] != their_tag):
+            return 481
+        if sub["to_tag"] is None:
+            # NOTIFY before the 2xx (RFC 6665 §4.1.2.4): it establishes the dialog.
+            sub["to_tag"] = their_tag
+            sub["to_hdr"] = msg.get("from")
+            sub["route_set"] = msg.all("record-route")
+            sub["dialog_from"] = "notify"
+        if msg.get("contact"):
+            sub["remote_target"] = uri_of(msg.get("contact"))
+        code = 200
+        if self.notify_status is not None:
+            code, self.notify_status = self.notify_status, None
+        state, _ = subscription_state(msg.get("subscription-state"))
+        if state == "terminated" or code == 481:
+            sub["state"] = "terminated"
+        elif 200 <= code < 300 and state in ("active", "pending"):
+            sub["state"] = state
+        return code
+
+    def report_notify(self, msg):
+        out = {"from": uri_of(msg.get("from")), "to": uri_of(msg.get("to")),
+               "call_id": msg.get("call-id"), "cseq": msg.get("cseq"),
+               "subscription_state": msg.get("subscription-state"),
+               "content_type": msg.get("content-type"), "body": msg.text(),
+               "entity": None, "basic": None, "note": None, "activities": [], "tuples": []}
+        state, params = subscription_state(msg.get("subscription-state"))
+        out["state"] = state
+        out["reason"] = params.get("reason")
+        out["expires"] = int(params["expires"]) if params.get("expires", "").isdigit() else None
+        ctype = (msg.get("content-type") or "").split(";", 1)[0].strip().lower()
+        if msg.body and ctype == PIDF_TYPE:
+            out.update(pidf_parse(msg.text()))
+        emit_json({"notify": out})
+
+    def subscribe(self, cmd):
+        to = cmd["to"]
+        sender = cmd.get("from") or self.users[0]
+        expires = int(cmd.get("expires", 3600))
+        cid = secrets.token_hex(8) + "@testbed"
+        ftag = secrets.token_hex(4)
+        sub = {"to": to, "from": sender, "call_id": cid, "from_tag": ftag,
+               "from_hdr": "<%s>;tag=%s" % (sender, ftag), "to_hdr": "<%s>" % to,
+               "to_tag": None, "route_set": [], "remote_target": None, "cseq": 1,
+               "expires": expires, "state": "init", "dialog_from": None,
+               "contact": self.contact(sender)}
+        self.subs[to] = sub
+        extra = ["Contact: " + sub["contact"], "Event: presence", "Accept: " + PIDF_TYPE,
+                 "Expires: %d" % expires] + list(cmd.get("headers", []))
+        req = build_sip_request("SUBSCRIBE", to, self.ua.via(), sub["from_hdr"], sub["to_hdr"],
+                                cid, 1, extra)
+
+        def then(final):
+            if final is None or final.code >= 300:
+                if sub["to_tag"] is None:
+                    sub["state"] = "failed"
+                return
+            tag = sip_tag(final.get("to"))
+            if sub["to_tag"] is None:
+                sub["to_tag"], sub["to_hdr"] = tag, final.get("to")
+            if sub["to_tag"] == tag:
+                # The 2xx's route set wins over a NOTIFY's that came first: the Edge
+                # record-routes only requests outside a dialog.
+                routes = list(reversed(final.all("record-route")))
+                if routes or sub["dialog_from"] != "notify":
+                    sub["route_set"] = routes
+                if final.get("contact"):
+                    sub["remote_target"] = uri_of(final.get("contact"))
+                sub["dialog_from"] = "2xx"
+            if sub["state"] == "init":
+                sub["state"] = "accepted"
+
+        self.send(req, ("udp", (EDGE_ADDR, SIP_PORT)),
+                  {"method": "SUBSCRIBE", "kind": "subscribe", "to": to, "from": sender,
+                   "call_id": cid, "cseq": "1 SUBSCRIBE", "expires_sent": expires}, then)
+        return {"call_id": cid}
+
+    def in_dialog_subscribe(self, cmd, kind):
+        sub = self.subs.get(cmd.get("to"))
+        if sub is None:
+            raise ValueError("no subscription to %r" % cmd.get("to"))
+        if sub["to_tag"] is None:
+            raise ValueError("the subscription to %s has no dialog (state %s)"
+                             % (sub["to"], sub["state"]))
+        expires = 0 if kind == "unsubscribe" else int(cmd.get("expires", sub["expires"]))
+        sub["cseq"] += 1
+        routes = sub["route_set"]
+        remote = sub["remote_target"] or sub["to"]
+        target = self.ua.target_for(uri_of(routes[0]) if routes else remote)
+        extra = ["Route: " + r for r in routes] + [
+            "Contact: " + sub["contact"], "Event: presence", "Accept: " + PIDF_TYPE,
+            "Expires: %d" % expires] + list(cmd.get("headers", []))
+        req = build_sip_request("SUBSCRIBE", remote, self.ua.via(target[0]), sub["from_hdr"],
+                                sub["to_hdr"], sub["call_id"], sub["cseq"], extra)
+
+        def then(final):
+            if final is None or final.code in (481, 408, 403, 489, 603):
+                sub["state"] = "terminated"
+
+        self.send(req, target, {"method": "SUBSCRIBE", "kind": kind, "to": sub["to"],
+                                "from": sub["from"], "call_id": sub["call_id"],
+                                "cseq": "%d SUBSCRIBE" % sub["cseq"], "expires_sent": expires},
+                  then)
+        return {"call_id": sub["call_id"], "route_set": routes, "request_uri": remote}
+
+    # -- commands -------------------------------------------------------------
+    def command(self, cmd):
+        """Runs one command; returns the extra fields of its {"ack": ...} line, or raises
+        ValueError/KeyError/TypeError for a bad command."""
+        name = cmd["cmd"]
+        if name == "subscribe-status":
+            self.subscribe_status = int(cmd["code"])
+            return {"code": self.subscribe_status}
+        if name == "refresh-status":
+            self.refresh_status = int(cmd["code"])
+            return {"code": self.refresh_status}
+        if name == "notify-status":
+            self.notify_status = int(cmd["code"])
+            return {"code": self.notify_status}
+        if name == "publish":
+            user = sip_uri_norm(cmd["user"]) if cmd.get("user") else self.users[0]
+            if user not in self.state:
+                raise ValueError("not one of our users: %s" % user)
+            st = self.state[user]
+            st["basic"] = cmd.get("basic", "open")
+            st["note"] = cmd.get("note")
+            st["activities"] = activities_arg(cmd.get("activity", cmd.get("activities")))
+            st["body"] = cmd.get("body")
+            st["content_type"] = cmd.get("content_type", PIDF_TYPE)
+            ws = [w for w in self.watchers.values() if w["user"] == user and w["state"] == "active"]
+            for w in ws:
+                self.notify_current(w)
+            return {"user": user, "basic": st["basic"], "note": st["note"],
+                    "activities": st["activities"], "notified": len(ws)}
+        if name == "approve":
+            ws = self.pick_watchers(cmd, ("pending",))
+            for w in ws:
+                w["state"] = "active"
+                self.notify_current(w)
+            return {"approved": len(ws)}
+        if name == "terminate":
+            reason = cmd.get("reason", "rejected")
+            ws = self.pick_watchers(cmd)
+            for w in ws:
+                self.watchers.pop((w["call_id"], w["tag"]), None)
+                self.notify(w, "terminated;reason=%s" % reason if reason else "terminated")
+            return {"terminated": len(ws), "reason": reason}
+        if name == "watchers":
+            now = time.monotonic()
+            return {"watchers": [{"watcher": w["watcher"], "user": w["user"],
+                                  "call_id": w["call_id"], "state": w["state"],
+                                  "expires_in": int(round(w["expires_at"] - now))}
+                                 for w in self.watchers.values()]}
+        if name == "subscribe":
+            return self.subscribe(cmd)
+        if name == "refresh":
+            return self.in_dialog_subscribe(cmd, "refresh")
+        if name == "unsubscribe":
+            return self.in_dialog_subscribe(cmd, "unsubscribe")
+        if name == "message":
+            to, sender = cmd["to"], cmd.get("from") or self.users[0]
+            body = cmd.get("body", "").encode("utf-8", "surrogateescape")
+            ctype = cmd.get("content_type", "text/plain; charset=UTF-8")
+            cid = secrets.token_hex(8) + "@testbed"
+            req = build_sip_request("MESSAGE", to, self.ua.via(),
+                                    "<%s>;tag=%s" % (sender, secrets.token_hex(4)), "<%s>" % to,
+                                    cid, 1, list(cmd.get("headers", [])), body, ctype)
+            self.send(req, ("udp", (EDGE_ADDR, SIP_PORT)),
+                      {"method": "MESSAGE", "kind": "message", "to": to, "from": sender,
+                       "call_id": cid, "cseq": "1 MESSAGE"})
+            return {"call_id": cid}
+        if name == "subscriptions":
+            return {"subscriptions": [
+                {"to": s["to"], "from": s["from"], "call_id": s["call_id"], "state": s["state"],
+                 "to_tag": s["to_tag"], "route_set": s["route_set"],
+                 "remote_target": s["remote_target"]} for s in self.subs.values()]}
+        raise ValueError("unknown command %r" % name)
+
+
+def cmd_sip_presence(args):
+    """A long-running SIP user at UA_ADDR:--port for presence: prints {"ready": true, ...},
+    then runs stdin commands (one JSON object a line) and prints what happens as JSON lines,
+    until {"cmd": "quit"}, stdin EOF or --timeout; then {"done": true, "reason": ...}."""
+    try:
+        pua = PresenceUA(args)
+    except OSError as e:
+        emit_json({"ready": False, "error": "%s" % e})
+        emit_json({"done": True, "reason": "error"})
+        return 0
+    import queue
+
+    commands = queue.Queue() if args.no_stdin else stdin_lines()
+    emit_json({"ready": True, "port": pua.ua.port, "users": pua.users})
+    deadline = time.monotonic() + args.timeout
+    reason = "timeout"
+    try:
+        while time.monotonic() < deadline:
+            pua.ua.step(0.02)
+            while pua.later:
+                pua.later.pop(0)()
+            pua.poll_finals()
+            pua.expire_watchers()
+            stop = False
+            while True:
+                try:
+                    line = commands.get_nowait()
+                except queue.Empty:
+                    break
+                if line is None:
+                    reason, stop = "eof", True
+                    break
+                if not line.strip():
+                    continue
+                try:
+                    cmd = parse_command(line)
+                    if cmd["cmd"] == "quit":
+                        reason, stop = "quit", True
+                        break
+                    ack = {"cmd": cmd["cmd"]}
+                    ack.update(pua.command(cmd))
+                    emit_json({"ack": ack})
+                except (ValueError, KeyError, TypeError) as e:
+                    emit_json({"error": "bad command %s: %s: %s"
+                               % (line.strip(), type(e).__name__, e)})
+                while pua.later:
+                    pua.later.pop(0)()
+            if stop:
+                break
+    except OSError as e:
+        emit_json({"error": "%s" % e})
+        reason = "error"
+    finally:
+        pua.ua.close()
+    try:
+        emit_json({"done": True, "reason": reason})
+    except OSError:
+        pass  # nobody reads any more
+    # Not a normal exit: the stdin reader thread may hold stdin's lock at shutdown.
+    os._exit(0)
+
+
+# ---------------------------------------------------------------------------
+# xmpp-presence: a Prosody user for presence and subscriptions (RFC 6121 §3-4), driven by
+# JSON commands on stdin; approval is left to the test (no automatic answers)
+# ---------------------------------------------------------------------------
+def presence_entry(pres):
+    """What xmpp-presence reports of a presence stanza (type null when available)."""
+    x = pres.xml
+    ns = pres.namespace
+    show = x.find("{%s}show" % ns)
+    status = x.find("{%s}status" % ns)
+    prio = x.find("{%s}priority" % ns)
+    try:
+        priority = int(prio.text) if prio is not None and prio.text else None
+    except ValueError:
+        priority = prio.text
+    entry = {"from": str(pres["from"]), "to": str(pres["to"]), "type": x.get("type"),
+             "show": show.text if show is not None else None,
+             "status": status.text if status is not None else None,
+             "priority": priority, "id": x.get("id")}
+    if x.get("type") == "error":
+        entry["condition"] = pres["error"]["condition"]
+        entry["text"] = pres["error"]["text"]
+        entry["error_type"] = pres["error"]["type"]
+    return entry
+
+
+def roster_entries(iq):
+    return [{"jid": str(jid), "subscription": item["subscription"] or "none",
+             "ask": item["ask"] or None, "name": item["name"] or None}
+            for jid, item in iq["roster"]["items"].items()]
+
+
+def cmd_xmpp_presence(args):
+    """Logs --user in (no initial presence unless --available), prints {"ready": true, ...},
+    then runs stdin commands (one JSON object a line), printing {"ack": ...} for each, and
+    every presence stanza and roster push received, until {"cmd": "quit"}, stdin EOF or
+    --timeout; then {"done": true, "reason": ...}."""
+    import asyncio
+    import logging
+
+    logging.basicConfig(level=logging.CRITICAL)
+
+    with open(os.path.join(args.dir, "testbed.json")) as f:
+        info = json.load(f)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    outcome = {"reason": "timeout"}
+
+    async def main():
+        import slixmpp
+
+        users = {u["jid"]: u["password"] for u in info["xmpp"]["users"]}
+        if args.user not in users:
+            emit_json({"ready": "failed: %s is not a testbed user (%s)"
+                       % (args.user, ", ".join(users))})
+            outcome["reason"] = "error"
+            return
+        jid = args.user + ("/" + args.resource if args.resource else "")
+        c = slixmpp.ClientXMPP(jid, users[args.user])
+        # The test decides: no automatic approval, refusal or subscription back
+        # (auto_authorize None = leave requests alone; False would refuse them).
+        c.roster.auto_authorize = None
+        c.roster.auto_subscribe = False
+        c.ca_certs = info["pki"]["ca"]["cert"]
+        c.reconnect_max_attempts = 0
+        ready = loop.create_future()
+        lines = asyncio.Queue()
+
+        async def on_start(_event):
+            # Fetching the roster makes this session an "interested resource" (RFC 6121
+            # §2.1.6): only those get roster pushes and subscription states from Prosody.
+            try:
+                await c.get_roster(timeout=10)
+            except Exception as e:
+                if not ready.done():
+                    ready.set_result("failed: roster: %s: %s" % (type(e).__name__, e))
+            if not ready.done():
+                ready.set_result(True)
+
+        def on_fail(event):
+            if not ready.done():
+                ready.set_result("failed: %s" % (event,))
+
+        def on_presence(pres):
+            emit_json({"presence": presence_entry(pres)})
+
+        def on_roster(iq):
+            if iq["type"] == "set":  # a push (the answer to our own get is reported by "roster")
+                for item in roster_entries(iq):
+                    emit_json({"roster": item})
+
+        def on_disconnected(_event):
+            if ready.done() and not outcome.get("closing"):
+                emit_json({"error": "disconnected"})
+
+        c.add_event_handler("session_start", on_start)
+        c.add_event_handler("failed_auth", on_fail)
+        c.add_event_handler("connection_failed", on_fail)
+        c.add_event_handler("presence", on_presence)
+        c.add_event_handler("roster_update", on_roster)
+        c.add_event_handler("disconnected", on_disconnected)
+        c.connect(address=(info["xmpp"]["c2s"]["host"], info["xmpp"]["c2s"]["port"]))
+        try:
+            r = await asyncio.wait_for(ready, 15)
+        except asyncio.TimeoutError:
+            r = "failed: no session within 15 s"
+        if r is True and args.available:
+            c.send_presence(pshow=args.show, pstatus=args.status, ppriority=args.priority)
+        emit_json({"ready": r} if r is not True else {"ready": True, "jid": str(c.boundjid)})
+        if r is not True:
+            outcome["reason"] = "error"
+            return
+
+        def reader():
+            try:
+                for raw in sys.stdin.buffer:
+                    loop.call_soon_threadsafe(lines.put_nowait, raw.decode("utf-8", "replace"))
+            except (OSError, ValueError):
+                pass
+            loop.call_soon_threadsafe(lines.put_nowait, None)
+
+        if not args.no_stdin:
+            threading.Thread(target=reader, daemon=True).start()
+
+        async def run(cmd):
+            name = cmd["cmd"]
+            to = cmd.get("to")
+            if name in ("subscribe", "unsubscribe", "approve", "refuse"):
+                if not to:
+                    raise ValueError('"to" is required')
+                ptype = {"approve": "subscribed", "refuse": "unsubscribed"}.get(name, name)
+                c.send_presence(pto=to, ptype=ptype)
+                return {"to": to, "type": ptype}
+            if name in ("presence", "available"):
+                prio = cmd.get("priority")
+                c.send_presence(pto=to, pshow=cmd.get("show"), pstatus=cmd.get("status"),
+                                ppriority=int(prio) if prio is not None else None)
+                return {"to": to, "show": cmd.get("show"), "status": cmd.get("status"),
+                        "priority": prio}
+            if name == "unavailable":
+                c.send_presence(pto=to, ptype="unavailable", pstatus=cmd.get("status"))
+                return {"to": to, "status": cmd.get("status")}
+            if name == "probe":
+                c.send_presence(pto=to, ptype="probe")
+                return {"to": to}
+            if name == "roster":
+                iq = c.Iq()
+                iq["type"] = "get"
+                iq.enable("roster")
+                resp = await iq.send(timeout=10)
+                return {"items": roster_entries(resp)}
+            if name == "remove":
+                if not cmd.get("jid"):
+                    raise ValueError('"jid" is required')
+                iq = c.Iq()
+                iq["type"] = "set"
+                iq["roster"]["items"] = {cmd["jid"]: {"subscription": "remove"}}
+                try:
+                    await iq.send(timeout=10)
+                except slixmpp.exceptions.IqError as e:
+                    if e.iq["error"]["condition"] != "item-not-found":
+                        raise
+                    return {"jid": cmd["jid"], "removed": False}  # was not in the roster
+                return {"jid": cmd["jid"], "removed": True}
+            raise ValueError("unknown command %r" % name)
+
+        deadline = loop.time() + args.timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                line = await asyncio.wait_for(lines.get(), left)
+            except asyncio.TimeoutError:
+                break
+            if line is None:
+                outcome["reason"] = "eof"
+                break
+            if not line.strip():
+                continue
+            try:
+                cmd = parse_command(line)
+                if cmd["cmd"] == "quit":
+                    outcome["reason"] = "quit"
+                    break
+                ack = {"cmd": cmd["cmd"]}
+                ack.update(await run(cmd))
+                emit_json({"ack": ack})
+            except (ValueError, KeyError, TypeError) as e:
+                emit_json({"error": "bad command %s: %s: %s" % (line.strip(), type(e).__name__, e)})
+            except Exception as e:  # an iq error or timeout: report, keep going
+                emit_json({"error": "command %s failed: %s: %s"
+                           % (line.strip(), type(e).__name__, e)})
+        outcome["closing"] = True
+        c.disconnect()
+        await asyncio.sleep(0.2)
+
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), args.timeout + 20))
+    except Exception as e:
+        outcome["reason"] = "error"
+        try:
+            emit_json({"error": "%s: %s" % (type(e).__name__, e)})
+        except OSError:
+            pass
+    try:
+        emit_json({"done": True, "reason": outcome["reason"]})
+    except OSError:
+        pass  # nobody reads any more
+    os._exit(0)  # slixmpp may leave tasks behind; don't wait for them
+
+
+# ---------------------------------------------------------------------------
 # gateway-config: an xsgw.ini for the gateway under test in this testbed
 # ---------------------------------------------------------------------------
 GATEWAY_CONFIG = """\
@@ -2935,6 +4135,50 @@ def build_parser():
                     help="kinds that count toward --count (repeatable; default message and error: "
                          "chat states are reported but not counted)")
     xr.add_argument("--timeout", type=float, default=15.0)
+
+    sp = sub.add_parser("sip-presence", help="a SIP user for presence at %s (notifier and "
+                        "subscriber), driven by JSON commands on stdin; JSON lines" % UA_ADDR)
+    sp.add_argument("--dir", required=True)
+    sp.add_argument("--user", action="append", default=[], metavar="URI",
+                    help="a SIP user played here (repeatable; default sip:bob@contoso.test); the "
+                         "first is the default subscriber and publisher")
+    sp.add_argument("--port", type=int, default=SIP_PORT,
+                    help="UDP port on %s (default %d, where the Edge delivers; a subscriber "
+                         "next to a notifier uses another one, 0 = any)" % (UA_ADDR, SIP_PORT))
+    sp.add_argument("--timeout", type=float, default=300.0, help="total run time cap (seconds)")
+    sp.add_argument("--request-timeout", type=float, default=10.0,
+                    help="seconds to wait for the final response to our own requests")
+    sp.add_argument("--subscribe-status", type=int, default=200,
+                    help="answer to new SUBSCRIBEs (default 200)")
+    sp.add_argument("--max-expires", type=int, default=3600,
+                    help="cap on the Expires granted to SUBSCRIBEs")
+    sp.add_argument("--pending", action="store_true",
+                    help="new subscriptions start pending (NOTIFY pending, no body) until "
+                         "{\"cmd\": \"approve\"}")
+    sp.add_argument("--basic", choices=["open", "closed"], default="open",
+                    help="initial PIDF basic status of the users (default open)")
+    sp.add_argument("--note", help="initial PIDF note")
+    sp.add_argument("--activity", action="append", default=[],
+                    help="initial RPID activity (away, busy, ...; repeatable)")
+    sp.add_argument("--no-stdin", action="store_true",
+                    help="read no commands (stdin EOF does not end it): run until --timeout")
+    sp.add_argument("--message-status", type=int, default=200, help="answer to MESSAGE")
+    sp.add_argument("--other-status", type=int, default=501,
+                    help="answer to methods other than SUBSCRIBE, NOTIFY, MESSAGE, INFO, OPTIONS, BYE")
+
+    xpr = sub.add_parser("xmpp-presence", help="log in as --user (no initial presence unless "
+                         "--available), driven by JSON commands on stdin; JSON lines")
+    xpr.add_argument("--dir", required=True)
+    xpr.add_argument("--user", required=True, help="bare JID of a testbed user")
+    xpr.add_argument("--resource", help="resource to bind (default: the server's choice)")
+    xpr.add_argument("--available", action="store_true",
+                     help="send initial presence before printing ready")
+    xpr.add_argument("--show", choices=["away", "chat", "dnd", "xa"], help="with --available")
+    xpr.add_argument("--status", help="with --available")
+    xpr.add_argument("--priority", type=int, help="with --available")
+    xpr.add_argument("--timeout", type=float, default=300.0, help="total run time cap (seconds)")
+    xpr.add_argument("--no-stdin", action="store_true",
+                     help="read no commands (stdin EOF does not end it): run until --timeout")
     return ap
 
 
@@ -2945,7 +4189,8 @@ def main(argv):
     cmds = {"install": cmd_install, "up": cmd_up, "down": cmd_down, "restart": cmd_restart,
             "selftest": cmd_selftest, "gateway-config": cmd_gateway_config, "sip-send": cmd_sip_send,
             "sip-recv": cmd_sip_recv, "sip-session": cmd_sip_session,
-            "xmpp-send": cmd_xmpp_probe, "xmpp-recv": cmd_xmpp_recv}
+            "xmpp-send": cmd_xmpp_probe, "xmpp-recv": cmd_xmpp_recv,
+            "sip-presence": cmd_sip_presence, "xmpp-presence": cmd_xmpp_presence}
     try:
         return cmds[args.cmd](args)
     except TestbedError as e:
