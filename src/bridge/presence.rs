@@ -234,7 +234,7 @@ pub(super) fn stanza(b: &mut Bridge, now: Instant, stanza: &Element, from: &Jid,
         }
         PresenceKind::Unsubscribed => drive(b, now, &inbound, Event::XmppUnsubscribed, None, None),
         PresenceKind::Available | PresenceKind::Unavailable => {
-            let was_online = b.presence.xmpp_presence.contains_key(&xmpp);
+            let was_online = is_online(b, &xmpp);
             remember(b, from, &xmpp, presence.clone());
             drive(b, now, &inbound, Event::XmppPresence, None, None);
             // Coming online (not every status change) refreshes what the user watches.
@@ -255,30 +255,38 @@ fn refuse_full(b: &mut Bridge, stanza: &Element) {
     }
 }
 
+/// Keeps the XMPP user's presence per resource for NOTIFY bodies. An `unavailable` is kept
+/// too (closed, with its status text) until that user is available again somewhere.
 fn remember(b: &mut Bridge, from: &Jid, bare: &str, presence: XmppPresence) {
     let resource = from.resource().unwrap_or_default().to_owned();
-    if presence.kind == PresenceKind::Unavailable {
-        if let Some(resources) = b.presence.xmpp_presence.get_mut(bare) {
-            if resource.is_empty() {
-                resources.clear();
-            } else {
-                resources.remove(&resource);
-            }
-            if resources.is_empty() {
-                b.presence.xmpp_presence.remove(bare);
-            }
-        }
-        return;
-    }
     if !b.presence.xmpp_presence.contains_key(bare)
         && b.presence.xmpp_presence.len() >= MAX_PRESENCES
     {
         return;
     }
     let resources = b.presence.xmpp_presence.entry(bare.to_owned()).or_default();
+    if presence.kind == PresenceKind::Available {
+        resources.retain(|_, p| p.kind == PresenceKind::Available);
+    } else if resource.is_empty() {
+        resources.clear();
+    } else if resources
+        .iter()
+        .any(|(r, p)| r != &resource && p.kind == PresenceKind::Available)
+    {
+        // Another resource is still online: this one just leaves the document.
+        resources.remove(&resource);
+        return;
+    }
     if resources.len() < MAX_RESOURCES || resources.contains_key(&resource) {
         resources.insert(resource, presence);
     }
+}
+
+fn is_online(b: &Bridge, bare: &str) -> bool {
+    b.presence
+        .xmpp_presence
+        .get(bare)
+        .is_some_and(|r| r.values().any(|p| p.kind == PresenceKind::Available))
 }
 
 fn send_xmpp(b: &mut Bridge, key: &SubKey, kind: PresenceKind) {

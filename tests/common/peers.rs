@@ -57,13 +57,23 @@ impl Peer {
         Peer::start_in(&testbed.dir, args)
     }
 
+    /// Starts a peer that takes commands on stdin ([`Peer::send`]): `sip-presence`,
+    /// `xmpp-presence`.
+    pub fn start_interactive(testbed: &Testbed, args: &[&str]) -> Peer {
+        Peer::spawn(&testbed.dir, args, Stdio::piped())
+    }
+
     fn start_in(dir: &Path, args: &[&str]) -> Peer {
+        Peer::spawn(dir, args, Stdio::null())
+    }
+
+    fn spawn(dir: &Path, args: &[&str], stdin: Stdio) -> Peer {
         let mut child = Command::new(PYTHON)
             .arg(script())
             .args(args)
             .arg("--dir")
             .arg(dir)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -77,6 +87,49 @@ impl Peer {
             err,
             readers: vec![out_reader, err_reader],
         }
+    }
+
+    /// Sends one command line (a JSON object) to an interactive peer.
+    pub fn send(&mut self, command: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("started interactive");
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// How many lines the peer has printed: a mark for [`Peer::wait_since`].
+    pub fn mark(&self) -> usize {
+        self.out.lock().unwrap().len()
+    }
+
+    /// Waits up to `within` for a line printed after `mark` that contains every one of
+    /// `texts`; returns it.
+    pub fn wait_since(&self, mark: usize, texts: &[&str], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let found = self
+                .lines()
+                .into_iter()
+                .skip(mark)
+                .find(|l| texts.iter().all(|t| l.contains(t)));
+            if let Some(line) = found {
+                return line;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{} printed no line with {texts:?} after line {mark}:\n{}",
+            self.what,
+            self.transcript()
+        );
+    }
+
+    /// Whether any line printed after `mark` contains every one of `texts`.
+    pub fn printed_since(&self, mark: usize, texts: &[&str]) -> bool {
+        self.lines()
+            .into_iter()
+            .skip(mark)
+            .any(|l| texts.iter().all(|t| l.contains(t)))
     }
 
     /// The stdout lines so far.
