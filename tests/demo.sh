@@ -185,7 +185,67 @@ else
     record fail "error mapping"
 fi
 
-step "9. SIGTERM: orderly shutdown"
+step "9. Presence both ways (RFC 8048): alice watches bob (SIP), carol (SIP) watches alice; each side changes status"
+DIR="$TESTBED" TB="$TB" PY="$PY" $PY - > "$DEMO/presence.txt" <<'PRESENCE' || true
+import json, os, queue, subprocess, threading, time
+tb, d = os.environ["TB"], os.environ["DIR"]
+def peer(args):
+    p = subprocess.Popen([os.environ["PY"], tb] + args + ["--dir", d], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, bufsize=1)
+    q = queue.Queue()
+    threading.Thread(target=lambda: [q.put(json.loads(l)) for l in p.stdout if l.startswith("{")],
+                     daemon=True).start()
+    return p, q
+def send(p, cmd): p.stdin.write(json.dumps(cmd) + "\n"); p.stdin.flush()
+def wait(q, pred, what, t=15):
+    end = time.time() + t
+    while time.time() < end:
+        try:
+            x = q.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        try:
+            if pred(x): return x
+        except (KeyError, TypeError, AttributeError):
+            pass
+    print("MISSING %s" % what); return None
+bob, bq = peer(["sip-presence", "--user", "sip:bob@contoso.test", "--note", "At my desk"])
+wait(bq, lambda x: x["ready"], "bob ready")
+alice, aq = peer(["xmpp-presence", "--user", "alice@gmail.test", "--available", "--status", "Reading mail"])
+wait(aq, lambda x: x["ready"], "alice ready")
+send(alice, {"cmd": "subscribe", "to": "bob@contoso.test"})
+if wait(aq, lambda x: x["presence"]["type"] == "subscribed", "subscribed"):
+    print("   [XMPP client of alice]  bob@contoso.test approved her subscription (NOTIFY active)")
+send(bob, {"cmd": "publish", "basic": "open", "note": "In a meeting", "activity": "away"})
+x = wait(aq, lambda x: x["presence"]["show"] == "away", "away")
+if x:
+    print("   [XMPP client of alice]  bob is %s: %s" % (x["presence"]["show"], x["presence"]["status"]))
+    print("OK sip-to-xmpp")
+carol, cq = peer(["sip-presence", "--user", "sip:carol@contoso.test", "--port", "0"])
+wait(cq, lambda x: x["ready"], "carol ready")
+send(carol, {"cmd": "subscribe", "to": "sip:alice@gmail.test", "expires": 600})
+wait(aq, lambda x: x["presence"]["type"] == "subscribe", "subscription request")
+print("   [XMPP client of alice]  carol@contoso.test asks to see her presence; alice approves")
+send(alice, {"cmd": "approve", "to": "carol@contoso.test"})
+wait(cq, lambda x: x["notify"]["state"] == "active", "NOTIFY active")
+send(alice, {"cmd": "presence", "show": "dnd", "status": "Busy with a customer"})
+x = wait(cq, lambda x: "Busy with a customer" in x["notify"]["body"], "NOTIFY busy")
+if x:
+    n = x["notify"]
+    print("   [SIP phone of carol]    NOTIFY: alice is %s, %s (RPID: %s)" % (n["basic"], n["note"], ", ".join(n["activities"])))
+    print("OK xmpp-to-sip")
+for p in (alice, bob, carol):
+    send(p, {"cmd": "quit"})
+time.sleep(0.5)
+PRESENCE
+grep -v '^OK ' "$DEMO/presence.txt" || true
+if grep -q '^OK sip-to-xmpp' "$DEMO/presence.txt" && grep -q '^OK xmpp-to-sip' "$DEMO/presence.txt"; then
+    record ok "presence: a SIP user's away status reached alice; alice's busy status reached a SIP user's phone"
+else
+    record fail "presence"
+fi
+
+step "10. SIGTERM: orderly shutdown"
 kill -TERM "$XSGW_PID"
 status=0; wait "$XSGW_PID" || status=$?
 XSGW_PID=
@@ -200,6 +260,5 @@ fi
 step "Summary"
 for c in "${crossed[@]}"; do say "ok     $c"; done
 for f in "${failed[@]+"${failed[@]}"}"; do say "FAILED $f"; done
-say "not yet: presence and subscriptions (next issue)"
 say "full xsgw log: $LOG"
 [ ${#failed[@]} -eq 0 ]
