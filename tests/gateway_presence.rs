@@ -85,6 +85,18 @@ fn an_xmpp_user_watches_a_sip_user_until_unsubscribing_and_a_refused_one_sees_no
         &["\"show\": \"away\"", "\"status\": \"In a meeting\""],
         T,
     );
+    // alice logs in a second time: her server probes bob, xsgw fetches bob's state (a
+    // one-shot SUBSCRIBE) and the new session sees him at once.
+    let b = bob.mark();
+    let second = xmpp_user(&testbed, "alice@gmail.test", &["--resource", "tablet"]);
+    second.wait_for("In a meeting", T);
+    let fetch = bob.wait_since(b, &["\"method\": \"SUBSCRIBE\"", "\"request\""], T);
+    assert!(
+        fetch.contains("\"expires\": \"0\"") && fetch.contains("\"to_tag\": null"),
+        "a probe is a one-shot SUBSCRIBE Expires 0 in a new dialog: {fetch}"
+    );
+    drop(second);
+
     let a = alice.mark();
     bob.send(r#"{"cmd": "publish", "user": "sip:bob@contoso.test", "basic": "closed", "note": "Gone home"}"#);
     alice.wait_since(

@@ -925,6 +925,16 @@ pub(super) fn restore(b: &mut Bridge, now: Instant, text: &str) -> (usize, Vec<S
     }
     for key in keys {
         drive(b, now, &key, Event::Restart, None, None);
+        // Presence of XMPP users was not saved: ask for it, so the SIP watchers' next NOTIFY
+        // says what is true rather than "closed".
+        let active = b
+            .presence
+            .subs
+            .get(&key)
+            .is_some_and(|s| s.core.state() == SubscriptionState::Active);
+        if key.0 == Direction::Inbound && active {
+            send_xmpp(b, &key, PresenceKind::Probe);
+        }
     }
     (taken, refused)
 }
