@@ -189,12 +189,68 @@ Call-ID: x\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
     report("bridge: stanza → SIP MESSAGE (bytes) → 200", n, started)
 }
 
+/// Presence from XMPP users to SIP users who watch them: each stanza becomes one NOTIFY with
+/// PIDF, with `subscribers` approved subscriptions in the table (lookups are per pair).
+fn bridge_presence_to_notify(subscribers: usize, n: usize) -> f64 {
+    let mut b = bridge();
+    let now = Instant::now();
+    for i in 0..subscribers {
+        let text = format!(
+            "SUBSCRIBE sip:x{i}@gmail.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.10.30:5061;branch=z9hG4bKs{i}\r\n\
+Max-Forwards: 69\r\nFrom: <sip:u{i}@contoso.test>;tag=t{i}\r\nTo: <sip:x{i}@gmail.test>\r\n\
+Call-ID: c{i}\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:u{i}@127.0.10.40>\r\nEvent: presence\r\n\
+Expires: 3600\r\nContent-Length: 0\r\n\r\n"
+        );
+        let request =
+            Request::from_message(xsgw::sip::message::parse_message(text.as_bytes()).unwrap())
+                .expect("SUBSCRIBE");
+        b.handle_sip_request(now, i as u64, &request);
+        let approve = Element::new("presence", NS_SERVER)
+            .with_attr("type", "subscribed")
+            .with_attr("from", format!("x{i}@gmail.test"))
+            .with_attr("to", format!("u{i}@contoso.test"));
+        b.handle_stanza(now, "contoso.test", "gmail.test", approve);
+        while b.poll_action().is_some() {}
+    }
+    assert_eq!(b.subscriptions(), subscribers);
+    let started = Instant::now();
+    let mut notifies = 0usize;
+    for k in 0..n {
+        let i = k % subscribers;
+        let presence = Element::new("presence", NS_SERVER)
+            .with_attr("from", format!("x{i}@gmail.test/phone"))
+            .with_attr("to", format!("u{i}@contoso.test"))
+            .with_child(Element::new("show", NS_SERVER).with_text("away"))
+            .with_child(Element::new("status", NS_SERVER).with_text("In a meeting"));
+        b.handle_stanza(now, "contoso.test", "gmail.test", presence);
+        while let Some(action) = b.poll_action() {
+            if let Action::SendSip { tag, request } = action {
+                black_box(request.to_bytes());
+                notifies += 1;
+                b.handle_sip_outcome(now, tag, SipOutcome::Failed("bench".into()));
+            }
+        }
+    }
+    assert_eq!(notifies, n, "one NOTIFY per presence");
+    report(
+        &format!("bridge: presence → NOTIFY ({subscribers} subs)"),
+        n,
+        started,
+    )
+}
+
 fn main() {
     println!("xsgw protocol cores, one thread each (noisy machine: compare ratios)");
     let sip = sip_framed_and_typed(200_000);
     let xmpp = xmpp_stanzas(200_000);
     let to_xmpp = bridge_sip_to_xmpp(200_000);
     let to_sip = bridge_xmpp_to_sip(200_000);
+    let small = bridge_presence_to_notify(100, 100_000);
+    let large = bridge_presence_to_notify(20_000, 100_000);
+    println!(
+        "presence with 20,000 subscriptions runs at {:.2}x the speed with 100",
+        large / small
+    );
     let target = 50_000.0;
     println!(
         "headroom over the 50k/s target: SIP {:.1}x, XMPP {:.1}x, bridge SIP→XMPP {:.1}x, XMPP→SIP {:.1}x",
