@@ -43,7 +43,9 @@
 //! conversation's messages; `<gone/>` or `[sip] session_idle` ends it with BYE.
 //!
 //! Out of scope: sockets, threads and the registry of pending SIP server transactions (the
-//! router keeps those by [`RequestId`]), presence (issue 6 adds it beside IM here).
+//! router keeps those by [`RequestId`]) and files (the subscriptions are handed to the router
+//! as text to save, [`Action::SaveSubscriptions`]). Presence lives in `presence.rs` beside IM
+//! in `im.rs`; both share the bridge's tags, timers and actions.
 
 mod im;
 mod presence;
