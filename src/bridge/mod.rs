@@ -1,5 +1,6 @@
 //! The translator's state, without I/O: which SIP request waits for which stanza, which XMPP
-//! message waits for which SIP transaction, the IM sessions, and the timers of all three.
+//! message waits for which SIP transaction, the IM sessions, the presence subscriptions
+//! (`presence.rs`), and the timers of all of them.
 //!
 //! The router thread owns one [`Bridge`] and feeds it what happens on either side
 //! (`handle_*`); the bridge answers with [`Action`]s (send a stanza, start a SIP transaction,
