@@ -975,20 +975,28 @@ fn send_page(
             .map(|()| m)
             .map_err(|e| e.to_string())
     });
+    send_built(b, built, stanza, |stanza| Transaction::Page {
+        stanza,
+        outgoing,
+        pair,
+        may_switch,
+    });
+}
+
+/// Sends the MESSAGE built for `stanza` and remembers it as `transaction` makes it; a
+/// MESSAGE that could not be built bounces the stanza.
+fn send_built(
+    b: &mut Bridge,
+    built: Result<MessageBuilder, String>,
+    stanza: Element,
+    transaction: impl FnOnce(Element) -> Transaction,
+) {
     let request = match built {
         Ok(m) => m,
         Err(e) => return bounce(b, &stanza, StanzaErrorCondition::InternalServerError, &e),
     };
     let tag = b.fresh_id();
-    b.im.transactions.insert(
-        tag,
-        Transaction::Page {
-            stanza,
-            outgoing,
-            pair,
-            may_switch,
-        },
-    );
+    b.im.transactions.insert(tag, transaction(stanza));
     b.send_sip(tag, request);
 }
 
@@ -1016,21 +1024,12 @@ fn send_in_session(
                 .map(|()| m)
                 .map_err(|e| e.to_string())
         });
-    let request = match built {
-        Ok(m) => m,
-        Err(e) => return bounce(b, &stanza, StanzaErrorCondition::InternalServerError, &e),
-    };
-    let tag = b.fresh_id();
-    b.im.transactions.insert(
-        tag,
-        Transaction::InSession {
-            stanza,
-            outgoing,
-            pair,
-            retried,
-        },
-    );
-    b.send_sip(tag, request);
+    send_built(b, built, stanza, |stanza| Transaction::InSession {
+        stanza,
+        outgoing,
+        pair,
+        retried,
+    });
 }
 
 fn open_session(

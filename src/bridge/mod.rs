@@ -131,12 +131,7 @@ impl BridgeConfig {
             }
         }
         Ok(BridgeConfig {
-            hosted: config
-                .gateway
-                .sip_domains
-                .iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
+            hosted: config.hosted_domains(),
             contact,
             via_sent_by: format!("{fqdn}:{port}"),
             fqdn,

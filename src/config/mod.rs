@@ -180,6 +180,15 @@ impl Config {
 
     /// The partner section that handles `domain`, by its own name or one of its aliases
     /// (ASCII case and a trailing dot do not matter).
+    /// `[gateway] sip_domains`, lowercased, as a set.
+    pub fn hosted_domains(&self) -> std::collections::HashSet<String> {
+        self.gateway
+            .sip_domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect()
+    }
+
     pub fn partner(&self, domain: &str) -> Option<&Partner> {
         let domain = domain.strip_suffix('.').unwrap_or(domain);
         let same = |name: &String| name.eq_ignore_ascii_case(domain);

@@ -274,12 +274,7 @@ impl S2sContext {
             }
         }
         S2sContext {
-            hosted: config
-                .gateway
-                .sip_domains
-                .iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
+            hosted: config.hosted_domains(),
             tls,
             secret: DialbackSecret(secret),
             resolver,
