@@ -572,6 +572,37 @@ fn take_waiting(b: &mut Bridge, receipt: Receipt) -> Option<Waiting> {
     Some(w)
 }
 
+pub(super) fn shut_down(b: &mut Bridge) {
+    let mut receipts: Vec<Receipt> = b.im.waiting.keys().copied().collect();
+    receipts.sort_unstable();
+    let written: std::collections::HashSet<Receipt> =
+        b.im.barriers
+            .values()
+            .flat_map(|x| {
+                x.next
+                    .iter()
+                    .chain(x.in_flight.iter().flat_map(|(_, covered)| covered.iter()))
+            })
+            .copied()
+            .collect();
+    for receipt in receipts {
+        let Some(w) = take_waiting(b, receipt) else {
+            continue;
+        };
+        let warning = if written.contains(&receipt) {
+            "the gateway is stopping; the message was sent to the XMPP server, which had not confirmed it"
+        } else {
+            "the gateway is stopping; the message was not sent"
+        };
+        b.stats.sip_to_xmpp_refused += 1;
+        b.respond(
+            w.request,
+            StatusCode::TEMPORARILY_UNAVAILABLE,
+            Some(warning.into()),
+        );
+    }
+}
+
 pub(super) fn xmpp_failed(
     b: &mut Bridge,
     receipt: Receipt,

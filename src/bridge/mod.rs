@@ -285,6 +285,14 @@ impl Bridge {
         out
     }
 
+    /// The gateway is stopping: every SIP request still waiting for the XMPP side is answered
+    /// now (480, with a Warning saying whether its stanza may have reached the partner),
+    /// rather than left to the Edge's timer; then the subscriptions are saved.
+    pub fn shut_down(&mut self, now: Instant) {
+        im::shut_down(self);
+        presence::flush(self, now);
+    }
+
     /// Saves the presence subscriptions now if anything changed since the last save (at
     /// shutdown: nothing waits for the rate limit).
     pub fn flush(&mut self, now: Instant) {

@@ -806,3 +806,25 @@ fn a_first_message_in_the_invite_is_delivered_before_the_session_is_accepted() {
     assert_eq!(status_of(&only(actions(&mut b))).1, 404);
     assert_eq!(b.sessions(), 0);
 }
+
+#[test]
+fn at_shutdown_waiting_requests_are_answered_480_saying_what_is_known() {
+    let mut b = bridge();
+    let now = Instant::now();
+    let (_, r1) = bob_writes(&mut b, now, 1, "sent, not confirmed");
+    written_then_ping(&mut b, now, r1);
+    bob_writes(&mut b, now, 2, "never sent");
+    b.shut_down(now);
+    let answers: Vec<(RequestId, u16, String)> = actions(&mut b)
+        .iter()
+        .filter(|a| matches!(a, Action::Respond { .. }))
+        .map(|a| {
+            let (id, status, warning) = status_of(a);
+            (id, status, warning.unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(answers.iter().all(|(_, s, _)| *s == 480));
+    assert!(answers[0].2.contains("had not confirmed"), "{answers:?}");
+    assert!(answers[1].2.contains("was not sent"), "{answers:?}");
+}

@@ -187,7 +187,7 @@ impl Router {
             self.carry_out();
         }
         if let Some(t) = self.translator.as_mut() {
-            t.bridge.flush(Instant::now());
+            t.bridge.shut_down(Instant::now());
         }
         self.carry_out();
         if let Some(t) = &self.translator {
