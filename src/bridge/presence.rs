@@ -70,6 +70,8 @@ pub(super) struct PresenceState {
     ended: std::collections::VecDeque<DialogId>,
 }
 
+/// How many unanswered SUBSCRIBEs (and fetches awaiting their NOTIFY) are tracked.
+const MAX_EARLY: usize = 50_000;
 /// How many ended dialogs are remembered.
 const MAX_ENDED: usize = 4096;
 
@@ -556,9 +558,13 @@ fn send_subscribe(b: &mut Bridge, now: Instant, key: &SubKey, expires: u32, use_
                 return;
             };
             let fetch = use_ == DialogUse::Fetch;
-            b.presence
-                .early
-                .insert((call_id.clone(), tag.clone()), (key.clone(), fetch));
+            // Bounded: a notifier that never sends the NOTIFY of a fetch leaves an entry
+            // behind; beyond the bound such NOTIFYs are answered 481 instead.
+            if b.presence.early.len() < MAX_EARLY {
+                b.presence
+                    .early
+                    .insert((call_id.clone(), tag.clone()), (key.clone(), fetch));
+            }
             (m, call_id, tag, fetch)
         }
     };
@@ -608,7 +614,9 @@ fn notify_from_sip(b: &mut Bridge, now: Instant, id: RequestId, req: &Request) {
             .and_then(|s| s.dialog.as_ref())
             .is_some_and(|d| d.id == did);
         if !has_dialog {
-            if let Ok(dialog) = Dialog::uas(req, &did.local_tag) {
+            if let Ok(mut dialog) = Dialog::uas(req, &did.local_tag) {
+                // Our SUBSCRIBE that made this dialog was CSeq 1 (a fresh request).
+                dialog.local_seq = 1;
                 if let Some(sub) = b.presence.subs.get_mut(&key) {
                     if let Some(old) = sub.dialog.replace(Box::new(dialog)) {
                         b.presence.dialogs.remove(&old.id);
