@@ -30,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod base64;
 pub mod bridge;
 pub mod config;
 pub mod dns;

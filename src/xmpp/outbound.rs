@@ -494,7 +494,7 @@ impl OutboundSession {
             && self.config.dialback != Want::Required
         {
             self.sasl_tried = true;
-            let authzid = base64_encode(self.config.local.as_bytes());
+            let authzid = crate::base64::encode(self.config.local.as_bytes());
             self.write_raw(
                 &Element::new("auth", NS_SASL)
                     .with_attr("mechanism", "EXTERNAL")
@@ -619,29 +619,6 @@ impl OutboundSession {
         self.state = State::Closed;
         self.events.push_back(OutboundEvent::Closed(reason));
     }
-}
-
-/// Standard base64 with padding (RFC 4648 §4).
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                let index = (n >> (18 - 6 * i)) & 63;
-                out.push(char::from(ALPHABET[index as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -1131,7 +1108,7 @@ mod tests {
             ("fooba", "Zm9vYmE="),
             ("foobar", "Zm9vYmFy"),
         ] {
-            assert_eq!(base64_encode(raw.as_bytes()), encoded);
+            assert_eq!(crate::base64::encode(raw.as_bytes()), encoded);
         }
     }
 }

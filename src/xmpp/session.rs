@@ -55,6 +55,10 @@ use super::error::{
 use super::jid::Jid;
 use super::stream::{StreamEvent, StreamHeader, StreamLimits, StreamParser, STREAM_CLOSE};
 
+/// Longest base64 authorization identity accepted in SASL EXTERNAL (a JID domain fits
+/// many times over).
+const MAX_AUTHZID_B64: usize = 4096;
+
 /// Namespace of STARTTLS (RFC 6120 §5.4).
 pub const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 /// Namespace of SASL (RFC 6120 §6.4).
@@ -640,9 +644,8 @@ impl InboundSession {
         let text = element.text();
         let authzid_ok = match text.trim() {
             "" | "=" => true,
-            b64 => {
-                base64_decode(b64).is_some_and(|raw| raw.eq_ignore_ascii_case(remote.as_bytes()))
-            }
+            b64 => crate::base64::decode(b64, MAX_AUTHZID_B64)
+                .is_some_and(|raw| raw.eq_ignore_ascii_case(remote.as_bytes())),
         };
         if !authzid_ok {
             return self.send_element(&failure("invalid-authzid"));
@@ -885,44 +888,14 @@ fn cert_matches(names: &[String], domain: &str) -> bool {
     })
 }
 
-/// Standard base64 (RFC 4648 §4) with padding; `None` on anything else.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 || bytes.len() > 4096 {
-        return None;
-    }
-    let value = |c: u8| -> Option<u32> {
-        Some(u32::from(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        }))
-    };
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    let quads = bytes.len() / 4;
-    for (n, quad) in bytes.chunks(4).enumerate() {
-        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && n + 1 != quads) {
-            return None;
-        }
-        let mut acc = 0u32;
-        for &c in quad.get(..4 - pad)? {
-            acc = acc << 6 | value(c)?;
-        }
-        acc <<= 6 * pad as u32;
-        let [_, a, b, c] = acc.to_be_bytes();
-        out.extend_from_slice([a, b, c].get(..3 - pad)?);
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::xmpp::dialback::dialback_key;
+
+    fn base64_decode(text: &str) -> Option<Vec<u8>> {
+        crate::base64::decode(text, MAX_AUTHZID_B64)
+    }
 
     const SECRET: &str = "s3cr3tf0rd14lb4ck";
 
