@@ -13,6 +13,16 @@ fn presence_stanza(from: &str, to: &str, kind: Option<&str>, extra: &str) -> Ele
     ))
 }
 
+/// Hands `stanza` to the bridge as its sender's server would deliver it to contoso.test.
+fn from_partner(b: &mut Bridge, now: Instant, stanza: Element) {
+    let remote = stanza
+        .attr("from")
+        .and_then(|f| f.split('@').nth(1))
+        .map(|d| d.split('/').next().unwrap_or(d).to_owned())
+        .expect("from has a domain");
+    b.handle_stanza(now, "contoso.test", &remote, stanza);
+}
+
 fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}: ")))
@@ -59,10 +69,9 @@ fn notify_to_us(subscribe: &str, seq: u32, state: &str, body: &str) -> Request {
 fn an_xmpp_user_subscribes_to_a_sip_user_and_sees_updates_until_unsubscribing() {
     let mut b = bridge();
     let now = Instant::now();
-    b.handle_stanza(
+    from_partner(
+        &mut b,
         now,
-        "contoso.test",
-        "gmail.test",
         presence_stanza(
             "alice@gmail.test/p",
             "bob@contoso.test",
@@ -126,10 +135,9 @@ fn an_xmpp_user_subscribes_to_a_sip_user_and_sees_updates_until_unsubscribing() 
     let acts = actions(&mut b);
     assert_eq!(stanzas(&acts)[0].attr("type"), Some("unavailable"));
     // Unsubscribe: SUBSCRIBE Expires 0 in the dialog, then unsubscribed.
-    b.handle_stanza(
+    from_partner(
+        &mut b,
         now,
-        "contoso.test",
-        "gmail.test",
         presence_stanza(
             "alice@gmail.test/p",
             "bob@contoso.test",
@@ -200,10 +208,9 @@ fn a_sip_user_subscribes_to_an_xmpp_user_who_approves_then_updates_then_refuses(
         "no presence before approval"
     );
     // Presence from alice before she approves: nothing reaches bob.
-    b.handle_stanza(
+    from_partner(
+        &mut b,
         now,
-        "contoso.test",
-        "gmail.test",
         presence_stanza(
             "alice@gmail.test/phone",
             "bob@contoso.test",
@@ -213,10 +220,9 @@ fn a_sip_user_subscribes_to_an_xmpp_user_who_approves_then_updates_then_refuses(
     );
     assert!(sips(actions(&mut b)).is_empty(), "no leak before approval");
     // Approval: NOTIFY active with her presence (remembered), and a probe.
-    b.handle_stanza(
+    from_partner(
+        &mut b,
         now,
-        "contoso.test",
-        "gmail.test",
         presence_stanza(
             "alice@gmail.test",
             "bob@contoso.test",
@@ -243,10 +249,9 @@ fn a_sip_user_subscribes_to_an_xmpp_user_who_approves_then_updates_then_refuses(
     assert!(active.contains("<basic>open</basic>"), "{active}");
     assert!(active.contains("busy!"), "{active}");
     // Update.
-    b.handle_stanza(
+    from_partner(
+        &mut b,
         now,
-        "contoso.test",
-        "gmail.test",
         presence_stanza(
             "alice@gmail.test/phone",
             "bob@contoso.test",
@@ -257,10 +262,9 @@ fn a_sip_user_subscribes_to_an_xmpp_user_who_approves_then_updates_then_refuses(
     let n = sips(actions(&mut b));
     assert!(n[0].1.contains("<basic>closed</basic>"), "{}", n[0].1);
     // Refusal later: terminated;reason=rejected, and nothing more.
-    b.handle_stanza(
+    from_partner(
+        &mut b,
         now,
-        "contoso.test",
-        "gmail.test",
         presence_stanza(
             "alice@gmail.test",
             "bob@contoso.test",
@@ -273,10 +277,9 @@ fn a_sip_user_subscribes_to_an_xmpp_user_who_approves_then_updates_then_refuses(
         header(&n[0].1, "Subscription-State"),
         Some("terminated;reason=rejected")
     );
-    b.handle_stanza(
+    from_partner(
+        &mut b,
         now,
-        "contoso.test",
-        "gmail.test",
         presence_stanza("alice@gmail.test/phone", "bob@contoso.test", None, ""),
     );
     assert!(
@@ -292,10 +295,9 @@ fn expiry_ends_an_inbound_subscription_with_notify_timeout() {
     let now = Instant::now();
     b.handle_sip_request(now, 1, &subscribe_from_bob("s2", 60, None, 1));
     actions(&mut b);
-    b.handle_stanza(
+    from_partner(
+        &mut b,
         now,
-        "contoso.test",
-        "gmail.test",
         presence_stanza(
             "alice@gmail.test",
             "bob@contoso.test",
@@ -316,10 +318,9 @@ fn expiry_ends_an_inbound_subscription_with_notify_timeout() {
 fn an_outbound_subscription_is_refreshed_and_re_established_after_481() {
     let mut b = bridge();
     let now = Instant::now();
-    b.handle_stanza(
+    from_partner(
+        &mut b,
         now,
-        "contoso.test",
-        "gmail.test",
         presence_stanza(
             "alice@gmail.test",
             "bob@contoso.test",
@@ -372,10 +373,9 @@ fn subscriptions_survive_a_restart() {
     let mut b = bridge().with_clock(start, 1_000_000);
     // Inbound, approved and active.
     b.handle_sip_request(start, 1, &subscribe_from_bob("persist", 3600, None, 1));
-    b.handle_stanza(
+    from_partner(
+        &mut b,
         start,
-        "contoso.test",
-        "gmail.test",
         presence_stanza(
             "alice@gmail.test",
             "bob@contoso.test",
@@ -384,10 +384,9 @@ fn subscriptions_survive_a_restart() {
         ),
     );
     // Outbound, active.
-    b.handle_stanza(
+    from_partner(
+        &mut b,
         start,
-        "contoso.test",
-        "googlemail.test",
         presence_stanza(
             "carol@googlemail.test",
             "dave@contoso.test",
