@@ -292,11 +292,14 @@ impl Router {
                 Some(t) => {
                     let id = t.next_request;
                     t.next_request += 1;
-                    let request = inbound.request.clone();
+                    let now = Instant::now();
                     if inbound.expects_response {
-                        t.pending.insert(id, *inbound);
+                        // Kept until the bridge answers; it reads the request where it lies.
+                        let kept = t.pending.entry(id).or_insert(*inbound);
+                        t.bridge.handle_sip_request(now, id, &kept.request);
+                    } else {
+                        t.bridge.handle_sip_request(now, id, &inbound.request);
                     }
-                    t.bridge.handle_sip_request(Instant::now(), id, &request);
                 }
                 // Without a translator: a clear refusal, never a 200.
                 None => super::edge::answer_untranslated(&inbound, &self.config.gateway.fqdn),
