@@ -281,7 +281,7 @@ impl Gateway {
 
         let bridge_config = crate::bridge::BridgeConfig::from_config(&config)
             .map_err(|e| RunError::Tls(format!("[gateway] fqdn cannot be a SIP host: {e}")))?;
-        let bridge = crate::bridge::Bridge::new(bridge_config, Box::new(edge::fill_random));
+        let bridge = crate::bridge::Bridge::new(bridge_config, Box::new(edge::system_random));
         let subscriptions_file = config.gateway.state_dir.join(SUBSCRIPTIONS_FILE);
         let saved = match std::fs::read_to_string(&subscriptions_file) {
             Ok(text) => text,

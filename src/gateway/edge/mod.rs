@@ -318,12 +318,9 @@ pub fn random_tag() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Fills `buf` from the system's random source (the clock if that fails).
-pub fn fill_random(buf: &mut [u8]) {
-    system_random(buf)
-}
-
-fn system_random(buf: &mut [u8]) {
+/// Fills `buf` from the system's random source (the clock if that fails): tags, branches,
+/// Call-IDs for the SIP links and the translator.
+pub fn system_random(buf: &mut [u8]) {
     use ring::rand::SecureRandom;
     if ring::rand::SystemRandom::new().fill(buf).is_err() {
         // Branches and tags must be unique, not secret: the clock is good enough then.
