@@ -75,6 +75,10 @@ pub struct Xmpp {
     pub max_stanza: usize,
     pub max_connections: usize,
     pub max_per_partner: usize,
+    /// Outbound streams at once (stanza streams and dialback verifications).
+    pub max_outbound: usize,
+    /// Outbound streams at once to one resolved address.
+    pub max_outbound_per_address: usize,
     pub stream_timeout: Duration,
     pub connect_timeout: Duration,
     pub keepalive: Duration,
@@ -134,6 +138,9 @@ pub enum FederationMode {
 pub struct Federation {
     pub mode: FederationMode,
     pub block: Vec<String>,
+    /// `private_addresses = allow`: addresses in special-purpose ranges (loopback, RFC 1918,
+    /// ...) that a partner's DNS names may be connected to. The Edge's never are.
+    pub allow_private_addresses: bool,
 }
 
 /// One `[partner DOMAIN]` section. `None` policy fields inherit `[xmpp]`.
@@ -614,6 +621,8 @@ impl<'a> Reader<'a> {
         let max_stanza = self.get("xmpp", "max_stanza", |v| bounded_size(v, 4096, 16 << 20));
         let max_connections = self.get("xmpp", "max_connections", positive_count);
         let max_per_partner = self.get("xmpp", "max_per_partner", positive_count);
+        let max_outbound = self.get("xmpp", "max_outbound", positive_count);
+        let max_outbound_per_address = self.get("xmpp", "max_outbound_per_address", positive_count);
         let stream_timeout = self.get("xmpp", "stream_timeout", nonzero_duration);
         let connect_timeout = self.get("xmpp", "connect_timeout", nonzero_duration);
         let keepalive = self.get("xmpp", "keepalive", nonzero_duration);
@@ -643,6 +652,15 @@ impl<'a> Reader<'a> {
             }
         });
         let block = self.get("federation", "block", domain_list_or_empty);
+        let private_addresses = self.get("federation", "private_addresses", |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "refuse" => Ok(false),
+                "allow" => Ok(true),
+                _ => Err(format!(
+                    "`{v}` is not allowed here; expected refuse or allow"
+                )),
+            }
+        });
 
         let partners = self.partners();
         let hosts = self.hosts();
@@ -688,6 +706,8 @@ impl<'a> Reader<'a> {
                 max_stanza: max_stanza?,
                 max_connections: max_connections?,
                 max_per_partner: max_per_partner?,
+                max_outbound: max_outbound?,
+                max_outbound_per_address: max_outbound_per_address?,
                 stream_timeout: stream_timeout?,
                 connect_timeout: connect_timeout?,
                 keepalive: keepalive?,
@@ -711,6 +731,7 @@ impl<'a> Reader<'a> {
             federation: Federation {
                 mode: mode?,
                 block: block?,
+                allow_private_addresses: private_addresses?,
             },
             partners: partners?,
             hosts: hosts?,

@@ -48,6 +48,9 @@ fn minimal_configuration_takes_defaults() {
     assert_eq!(config.xmpp.idle_timeout, Duration::from_secs(600));
     assert_eq!(config.xmpp.max_connections, 1000);
     assert_eq!(config.xmpp.max_per_partner, 20);
+    assert_eq!(config.xmpp.max_outbound, 500);
+    assert_eq!(config.xmpp.max_outbound_per_address, 64);
+    assert!(!config.federation.allow_private_addresses);
     assert!(!config.xmpp.log_bodies);
     assert_eq!(config.xmpp.ca, TrustAnchors::System);
     assert_eq!(config.sip.edge_names, ["sip.contoso.test"]);
@@ -288,4 +291,59 @@ fn sasl_and_dialback_both_required_is_refused() {
         "{lines}"
     );
     assert!(report.has_errors());
+}
+
+#[test]
+fn private_addresses_and_outbound_caps() {
+    let text = format!(
+        "{MINIMAL}[xmpp]\nmax_outbound = 10\nmax_outbound_per_address = 11\n\
+         [federation]\nmode = open\nprivate_addresses = Allow\n"
+    );
+    let config = parse_text(&text).unwrap();
+    assert!(config.federation.allow_private_addresses);
+    assert_eq!(
+        (
+            config.xmpp.max_outbound,
+            config.xmpp.max_outbound_per_address
+        ),
+        (10, 11)
+    );
+    let mut report = Report::new(Path::new("test.ini"));
+    let _ = super::validate(&config, &mut report);
+    let lines = report.lines().join("\n");
+    assert!(
+        lines.contains("test.ini:12: warning: [xmpp] max_outbound_per_address: 11 is more than max_outbound = 10"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains(
+            "test.ini:15: warning: [federation] private_addresses: allow in open federation"
+        ),
+        "{lines}"
+    );
+    // In allowlist mode (a lab, the testbed) allow is no warning.
+    let config = parse_text(&format!(
+        "{MINIMAL}[federation]\nprivate_addresses = allow\n"
+    ))
+    .unwrap();
+    let mut report = Report::new(Path::new("test.ini"));
+    let _ = super::validate(&config, &mut report);
+    assert!(
+        !report.lines().join("\n").contains("private_addresses"),
+        "{:?}",
+        report.lines()
+    );
+
+    let joined = errors_of(&format!(
+        "{MINIMAL}[xmpp]\nmax_outbound = 0\n[federation]\nprivate_addresses = sometimes\n"
+    ))
+    .join("\n");
+    assert!(
+        joined.contains("test.ini:11: error: [xmpp] max_outbound: must be at least 1"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("test.ini:13: error: [federation] private_addresses: `sometimes` is not allowed here; expected refuse or allow"),
+        "{joined}"
+    );
 }

@@ -31,6 +31,7 @@ pub fn validate(config: &Config, report: &mut Report) -> Option<Credentials> {
     check_policies(config, report);
     check_domains(config, report);
     check_addresses(config, report);
+    check_outbound(config, report);
     check_fqdn_is_this_host(config, report);
     check_state(config, report);
     let sip = load_sip_identity(config, report);
@@ -189,6 +190,28 @@ fn check_addresses(config: &Config, report: &mut Report) {
                 "`{}` is a SIP domain, not the Edge server's host name; edge must be the Edge's federation FQDN",
                 config.sip.edge.host
             ),
+        );
+    }
+}
+
+/// Outbound caps that cannot both hold, and internal addresses opened to anybody's DNS.
+fn check_outbound(config: &Config, report: &mut Report) {
+    let xmpp = &config.xmpp;
+    if xmpp.max_outbound_per_address > xmpp.max_outbound {
+        report.warning(
+            config.line("[xmpp] max_outbound_per_address"),
+            "[xmpp] max_outbound_per_address",
+            format!(
+                "{} is more than max_outbound = {}, which bounds all outbound streams together, so it is never reached",
+                xmpp.max_outbound_per_address, xmpp.max_outbound
+            ),
+        );
+    }
+    if config.federation.allow_private_addresses && config.federation.mode == FederationMode::Open {
+        report.warning(
+            config.line("[federation] private_addresses"),
+            "[federation] private_addresses",
+            "allow in open federation: any domain's DNS can make xsgw connect to loopback and internal networks (SSRF); keep refuse and give internal partners a [partner] route instead",
         );
     }
 }

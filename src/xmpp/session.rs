@@ -92,6 +92,11 @@ impl fmt::Debug for DialbackSecret {
 pub enum PeerDecision {
     /// Refuse streams and dialback from this domain with this condition.
     Refuse(StreamErrorCondition),
+    /// A domain the gateway never connects to (an IP literal with no partner section): a
+    /// stream header from it is refused with this condition, and a `db:result` for it is
+    /// answered `<remote-server-not-found/>` at once, exactly as when none of a domain's
+    /// servers answers, so a peer cannot tell a refused target from a closed or silent one.
+    Unreachable(StreamErrorCondition),
     /// Accept, with this partner's policy.
     Accept {
         /// STARTTLS policy.
@@ -499,7 +504,7 @@ impl InboundSession {
         }
         if let Some(from) = self.header.as_ref().and_then(|h| h.from.as_deref()) {
             let from = from.to_ascii_lowercase();
-            if let Err(condition) = self.apply_peer_policy(&from) {
+            if let Err((condition, _)) = self.apply_peer_policy(&from) {
                 return self.fail(condition, "peer domain refused by federation policy");
             }
         }
@@ -522,13 +527,15 @@ impl InboundSession {
         }
     }
 
-    /// Looks the peer up in the policy; on accept, its policy governs this stream.
-    fn apply_peer_policy(&mut self, domain: &str) -> Result<(), StreamErrorCondition> {
+    /// Looks the peer up in the policy; on accept, its policy governs this stream. A refusal
+    /// says whether the domain is one never connected to ([`PeerDecision::Unreachable`]).
+    fn apply_peer_policy(&mut self, domain: &str) -> Result<(), (StreamErrorCondition, bool)> {
         let Some(policy) = self.config.peer_policy.clone() else {
             return Ok(());
         };
         match (policy.0)(domain.strip_suffix('.').unwrap_or(domain)) {
-            PeerDecision::Refuse(condition) => Err(condition),
+            PeerDecision::Refuse(condition) => Err((condition, false)),
+            PeerDecision::Unreachable(condition) => Err((condition, true)),
             PeerDecision::Accept {
                 tls,
                 sasl,
@@ -694,8 +701,17 @@ impl InboundSession {
                     return self
                         .send_element(&error(StanzaErrorCondition::BadRequest).to_element());
                 }
-                if let Err(condition) = self.apply_peer_policy(&remote) {
-                    return self.fail(condition, "peer domain refused by federation policy");
+                match self.apply_peer_policy(&remote) {
+                    Ok(()) => {}
+                    // Answered like a failed verification, with nothing connected to.
+                    Err((_, true)) => {
+                        return self.send_element(
+                            &error(StanzaErrorCondition::RemoteServerNotFound).to_element(),
+                        )
+                    }
+                    Err((condition, false)) => {
+                        return self.fail(condition, "peer domain refused by federation policy")
+                    }
                 }
                 if !self.config.dialback {
                     return self.fail(
@@ -1408,5 +1424,40 @@ mod tests {
         assert!(!events
             .iter()
             .any(|e| matches!(e, SessionEvent::VerifyDialback { .. })));
+    }
+
+    #[test]
+    fn unreachable_domain_gets_the_failed_verification_answer_and_no_verification() {
+        let mut s = with_policy(|domain| {
+            if domain == "10.0.0.5" {
+                PeerDecision::Unreachable(StreamErrorCondition::PolicyViolation)
+            } else {
+                PeerDecision::Accept {
+                    tls: TlsPolicy::Optional,
+                    sasl: false,
+                    dialback: true,
+                }
+            }
+        });
+        s.handle_input(
+            Instant::now(),
+            format!("{PEER_HEADER}<db:result from='10.0.0.5' to='xmpp.example.com'>k</db:result>")
+                .as_bytes(),
+        );
+        let (out, events) = drain(&mut s);
+        assert!(
+            out.contains("type='error'") && out.contains("<remote-server-not-found"),
+            "{out}"
+        );
+        assert!(!out.contains("<stream:error"), "the stream goes on: {out}");
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::VerifyDialback { .. })));
+        // As the stream header's from, it is refused.
+        let mut s =
+            with_policy(|_| PeerDecision::Unreachable(StreamErrorCondition::PolicyViolation));
+        s.handle_input(Instant::now(), PEER_HEADER.as_bytes());
+        let (out, _) = drain(&mut s);
+        assert!(out.contains("<policy-violation"), "{out}");
     }
 }

@@ -3949,6 +3949,10 @@ cert = {sip_cert}
 key = {sip_key}
 ca = {ca}
 
+[federation]
+; Every peer of the testbed is on 127.0.10.0/24 (loopback): a real deployment keeps refuse.
+private_addresses = allow
+
 [partner {xmpp_domain}]
 aliases = {aliases}
 

@@ -53,9 +53,17 @@ fn session_config(context: &Arc<S2sContext>, peer: SocketAddr) -> InboundConfig 
     let policy_context = Arc::clone(context);
     config.peer_policy = Some(PeerPolicy(Arc::new(move |domain: &str| {
         match decide(&policy_context.config, domain) {
-            Decision::Refuse { condition, why } => {
+            Decision::Refuse {
+                condition,
+                why,
+                unreachable,
+            } => {
                 policy_context.log_refusal(&format!("inbound {peer}"), domain, why);
-                PeerDecision::Refuse(condition)
+                if unreachable {
+                    PeerDecision::Unreachable(condition)
+                } else {
+                    PeerDecision::Refuse(condition)
+                }
             }
             Decision::Allow { policy, .. } => PeerDecision::Accept {
                 tls: tls_policy(policy.tls, tls_available),
