@@ -52,7 +52,7 @@ mod client;
 mod error;
 // Also compiled into integration tests (tests/attack_ssrf.rs) by path.
 #[cfg(test)]
-mod fake_server;
+pub(crate) mod fake_server;
 mod hosts;
 mod name;
 mod resolv_conf;

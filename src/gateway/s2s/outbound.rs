@@ -855,4 +855,95 @@ mod tests {
             vec![(Some(1), StanzaErrorCondition::RemoteServerNotFound)]
         );
     }
+
+    /// SRV for evil.test pointing at 127.0.0.1:`port` (by the additional section too).
+    fn evil_dns(port: u16) -> crate::dns::fake_server::FakeDns {
+        use crate::dns::fake_server::{self as fake, FakeDns, Reply};
+        use hickory_proto::op::ResponseCode;
+        use hickory_proto::rr::RecordType;
+        FakeDns::start(move |query, _| {
+            let mut reply = fake::response(query, ResponseCode::NoError);
+            match (fake::qname(query).as_str(), fake::qtype(query)) {
+                ("_xmpp-server._tcp.evil.test.", RecordType::SRV) => {
+                    reply.add_answer(fake::srv(
+                        "_xmpp-server._tcp.evil.test.",
+                        0,
+                        0,
+                        port,
+                        "x.evil.test.",
+                    ));
+                    reply.add_additional(fake::a("x.evil.test.", "127.0.0.1"));
+                }
+                _ => reply.metadata.response_code = ResponseCode::NXDomain,
+            }
+            vec![Reply::Message(reply)]
+        })
+    }
+
+    fn open_context(dns: SocketAddr, private: &str) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
+        let text = format!(
+            "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n\
+             [sip]\nedge = 192.0.2.30:5061\nedge_names = sip.contoso.test\n\
+             [federation]\nmode = open\nprivate_addresses = {private}\n[dns]\nservers = {dns}\n"
+        );
+        let config = crate::config::parse(&text, Path::new("test.ini"))
+            .expect("parses")
+            .0;
+        let (events, inbox) = crossbeam_channel::unbounded();
+        let lifecycle = Lifecycle {
+            stopping: Arc::new(AtomicBool::new(false)),
+            threads: Arc::new(ThreadSet::default()),
+        };
+        let context = S2sContext::new(Arc::new(config), None, "s".into(), events, lifecycle);
+        (Arc::new(context), inbox)
+    }
+
+    #[test]
+    fn stanzas_to_a_domain_whose_dns_points_at_loopback_bounce_not_found_without_a_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let dns = evil_dns(listener.local_addr().unwrap().port());
+        let evil_chat = || {
+            Element::new("message", NS_SERVER)
+                .with_attr("from", "u@contoso.test")
+                .with_attr("to", "v@evil.test")
+        };
+        let (context, inbox) = open_context(dns.addr, "refuse");
+        let (queue, rx) = crossbeam_channel::bounded(8);
+        queue.send((evil_chat(), Some(1))).unwrap();
+        queue.send((evil_chat(), None)).unwrap();
+        drop(queue);
+        run(&context, "contoso.test", "evil.test", 1, rx);
+        assert_eq!(
+            bounces(&inbox),
+            vec![
+                (Some(1), StanzaErrorCondition::RemoteServerNotFound),
+                (None, StanzaErrorCondition::RemoteServerNotFound)
+            ]
+        );
+        assert!(listener.accept().is_err(), "no connection was made");
+
+        // With private_addresses = allow the same DNS answer is connected to.
+        let (context, inbox) = open_context(dns.addr, "allow");
+        let (queue, rx) = crossbeam_channel::bounded(8);
+        queue.send((evil_chat(), Some(2))).unwrap();
+        drop(queue);
+        let thread = std::thread::spawn(move || run(&context, "contoso.test", "evil.test", 1, rx));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let peer = loop {
+            match listener.accept() {
+                Ok((peer, _)) => break peer,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("no connection: {e}"),
+            }
+        };
+        drop(peer);
+        thread.join().unwrap();
+        assert_eq!(
+            bounces(&inbox),
+            vec![(Some(2), StanzaErrorCondition::RemoteServerTimeout)]
+        );
+    }
 }
