@@ -34,6 +34,14 @@ fn a_good_configuration_is_usable_and_summarised() {
         "{out}"
     );
     assert!(out.contains("partner     gmail.test (aliases googlemail.test): tls optional, sasl optional, dialback optional, found by SRV"), "{out}");
+    assert!(
+        out.contains("federation  allowlist, private addresses from DNS refused"),
+        "{out}"
+    );
+    assert!(
+        out.contains("outbound    at most 500 streams, 64 per address"),
+        "{out}"
+    );
     // This machine is not called gw.contoso.test: a warning, not an error.
     assert!(
         out.contains("warning: [gateway] fqdn: `gw.contoso.test` is not this machine's name"),

@@ -54,16 +54,27 @@ pub fn check(path: &Path) -> i32 {
             format_date(xmpp.summary.not_after)
         );
     }
+    let private = if config.federation.allow_private_addresses {
+        "allowed"
+    } else {
+        "refused"
+    };
     match config.federation.mode {
-        FederationMode::Allowlist => println!("  federation  allowlist"),
+        FederationMode::Allowlist => {
+            println!("  federation  allowlist, private addresses from DNS {private}")
+        }
         FederationMode::Open if config.federation.block.is_empty() => {
-            println!("  federation  open")
+            println!("  federation  open, private addresses from DNS {private}")
         }
         FederationMode::Open => println!(
-            "  federation  open, blocking {}",
+            "  federation  open, blocking {}, private addresses from DNS {private}",
             config.federation.block.join(", ")
         ),
     }
+    println!(
+        "  outbound    at most {} streams, {} per address",
+        config.xmpp.max_outbound, config.xmpp.max_outbound_per_address
+    );
     for partner in &config.partners {
         let policy = config.policy_for(partner);
         let aliases = if partner.aliases.is_empty() {
