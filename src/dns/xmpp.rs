@@ -108,8 +108,8 @@ pub fn resolve_host(
 ///
 /// # Blocking
 /// Runs the DNS lookups in the calling thread: one SRV lookup, then one A/AAAA lookup per
-/// target that the additional section does not cover (at most [`MAX_XMPP_TARGETS`]), each
-/// under the resolver's deadline.
+/// target that the additional section does not cover (at most [`MAX_CONNECT_ATTEMPTS`] of
+/// them, as no more addresses are ever tried), each under the resolver's deadline.
 pub fn resolve_xmpp_server(
     domain: &str,
     route_override: Option<(&str, u16)>,
@@ -179,10 +179,12 @@ pub fn resolve_xmpp_server(
         ordered.truncate(MAX_XMPP_TARGETS);
     }
 
-    // One lookup per distinct host, even when it is listed with several ports.
+    // One lookup per distinct host, even when it is listed with several ports, and no more
+    // lookups than connection attempts could use.
     let mut known: HashMap<String, Result<Vec<IpAddr>, ()>> = HashMap::new();
     let mut failures = Vec::new();
     let mut targets = Vec::with_capacity(ordered.len());
+    let mut lookups = 0;
     for record in ordered {
         let addrs = match known.get(&record.target) {
             Some(result) => result.clone(),
@@ -190,7 +192,17 @@ pub fn resolve_xmpp_server(
                 // Never [hosts]: the partner's DNS chose this name.
                 let result = match answer.hints.get(&record.target) {
                     Some(addrs) if !addrs.is_empty() => Ok(addrs.clone()),
-                    _ => lookup_addresses(&record.target, lookup),
+                    _ if lookups >= MAX_CONNECT_ATTEMPTS => {
+                        log::debug!(
+                            "dns: SRV target {} of {srv_name} not looked up: {MAX_CONNECT_ATTEMPTS} lookups done",
+                            record.target
+                        );
+                        continue;
+                    }
+                    _ => {
+                        lookups += 1;
+                        lookup_addresses(&record.target, lookup)
+                    }
                 };
                 let kept = result.as_ref().map(Clone::clone).map_err(|_| ());
                 if let Err(error) = result {
@@ -910,6 +922,39 @@ mod tests {
             &AddressPolicy::default(),
         );
         assert_eq!(route.targets[0].addrs.len(), MAX_CONNECT_ATTEMPTS);
+    }
+
+    #[test]
+    fn address_lookups_are_bounded_by_the_attempts() {
+        let records: Vec<(u16, u16, u16, &'static str)> = (0..12)
+            .map(|i| {
+                (
+                    i,
+                    0,
+                    5269,
+                    &*Box::leak(format!("n{i}.example.com").into_boxed_str()),
+                )
+            })
+            .collect();
+        let mut lookup = FakeLookup::default().with(
+            "_xmpp-server._tcp.example.com",
+            Canned::Srv(records, vec![("n11.example.com", "192.0.2.11")]),
+        );
+        for i in 0..11 {
+            let name: &'static str = Box::leak(format!("n{i}.example.com").into_boxed_str());
+            lookup = lookup.with(name, Canned::NxDomain);
+        }
+        let targets = resolve_xmpp_server(
+            "example.com",
+            None,
+            &StaticHosts::new(),
+            &lookup,
+            &mut |_| 0,
+        )
+        .unwrap();
+        // Six lookups (all failing), then only the hinted target.
+        assert_eq!(summary(&targets), ["n11.example.com:5269 192.0.2.11"]);
+        assert_eq!(lookup.asked.borrow().len(), 1 + MAX_CONNECT_ATTEMPTS);
     }
 
     /// The whole path over real sockets: SRV and A/AAAA from a scripted server on 127.0.0.1.
