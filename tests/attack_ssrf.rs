@@ -79,7 +79,7 @@ impl Silent {
             f=socket.create_connection(l.getsockname())\n\
             print(l.getsockname()[1], flush=True)\n\
             sys.stdin.read()\n";
-        let mut child = Command::new("python3")
+        let mut child = Command::new(common::testbed::PYTHON)
             .args(["-c", script])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
