@@ -29,7 +29,8 @@
 //! In scope: the federation policy (allowlist/open/block, per-partner tls/sasl/dialback and
 //! route, IP-literal domains refused unless they are partners, [`decide`]), `max_per_partner`,
 //! the outbound caps (`max_outbound`: a stanza needing a new stream over it fails with
-//! `resource-constraint`; `max_outbound_per_address`; `limits.rs`), the address screen for
+//! `resource-constraint`; `max_outbound_per_address`; verifications hold at most half of
+//! each; `limits.rs`), the address screen for
 //! what a partner's DNS says (`crate::dns::screen_targets`, with the Edge's addresses
 //! resolved here), the timeouts from `[xmpp]`, registering every connection with the router
 //! so shutdown can wake it. Out of scope: translation (the router
@@ -93,7 +94,7 @@ use crate::xmpp::jid::Jid;
 use crate::xmpp::session::{AuthMethod, DialbackSecret};
 
 pub(super) use inbound::serve_inbound;
-use limits::OutboundLimits;
+use limits::{OutboundLimits, OutboundUse};
 
 /// A stanza that arrived on an authenticated inbound stream, addresses checked.
 #[derive(Debug, Clone)]
@@ -672,7 +673,7 @@ impl XmppRoutes {
             },
             None => (stanza, receipt),
         };
-        let Some(slot) = self.context.outbound.stream() else {
+        let Some(slot) = self.context.outbound.stream(OutboundUse::Stanzas) else {
             self.context.log_limited(
                 log::Level::Warn,
                 "max_outbound",
@@ -890,7 +891,8 @@ route = 192.0.2.7:5270
     fn over_max_outbound_a_stanza_needing_a_new_stream_fails_resource_constraint() {
         let (mut routes, notices) = routes("");
         // Every stream slot taken.
-        let held: Vec<_> = std::iter::from_fn(|| routes.context.outbound.stream()).collect();
+        let held: Vec<_> =
+            std::iter::from_fn(|| routes.context.outbound.stream(OutboundUse::Stanzas)).collect();
         assert_eq!(held.len(), 500, "the default max_outbound");
         let (receipt, condition, _) = failed(routes.handle(XmppEvent::SendTracked {
             stanza: chat("u@contoso.test", "v@gmail.test"),

@@ -28,7 +28,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, TryRecvError};
 
 use super::io::{Pipe, ReadOutcome};
-use super::limits::OutboundSlot;
+use super::limits::{OutboundSlot, OutboundUse};
 use super::{decide, Decision, Outgoing, Receipt, S2sContext, XmppEvent, OUTBOUND_POLL};
 use crate::config::{AuthPolicy, Requirement};
 use crate::dns::{resolve_xmpp_server, screen_targets, srv, AddressPolicy, Target, TargetOrigin};
@@ -293,14 +293,15 @@ enum Unconnected {
 fn connect(
     context: &S2sContext,
     addr: SocketAddr,
+    what: OutboundUse,
     who: &str,
 ) -> Result<(TcpStream, OutboundSlot), Unconnected> {
-    let Some(slot) = context.outbound.address(addr.ip()) else {
+    let Some(slot) = context.outbound.address(addr.ip(), what) else {
         context.log_limited(
             log::Level::Warn,
             "max_outbound_per_address",
             format_args!(
-                "{who}: {addr} skipped: [xmpp] max_outbound_per_address = {} streams to it already",
+                "{who}: {addr} skipped: [xmpp] max_outbound_per_address = {} streams to it already (verifications: half)",
                 context.config.xmpp.max_outbound_per_address
             ),
         );
@@ -389,7 +390,7 @@ pub fn run(
             if context.stopping() {
                 break 'targets;
             }
-            let (socket, _address_slot) = match connect(context, addr, &who) {
+            let (socket, _address_slot) = match connect(context, addr, OutboundUse::Stanzas, &who) {
                 Ok(connected) => connected,
                 Err(Unconnected::Capped) => {
                     capped = true;
@@ -541,12 +542,12 @@ pub fn verify(
             return DialbackVerdict::Error(StanzaErrorCondition::NotAllowed);
         }
     };
-    let Some(_stream_slot) = context.outbound.stream() else {
+    let Some(_stream_slot) = context.outbound.stream(OutboundUse::Verification) else {
         context.log_limited(
             log::Level::Warn,
             "max_outbound",
             format_args!(
-                "{who}: not started: [xmpp] max_outbound = {} streams are running",
+                "{who}: not started: [xmpp] max_outbound = {} reached (verifications may hold half)",
                 context.config.xmpp.max_outbound
             ),
         );
@@ -567,14 +568,15 @@ pub fn verify(
             if context.stopping() {
                 return DialbackVerdict::Error(StanzaErrorCondition::RemoteServerTimeout);
             }
-            let (socket, _address_slot) = match connect(context, addr, &who) {
-                Ok(connected) => connected,
-                Err(Unconnected::Capped) => {
-                    capped = true;
-                    continue;
-                }
-                Err(Unconnected::Failed) => continue,
-            };
+            let (socket, _address_slot) =
+                match connect(context, addr, OutboundUse::Verification, &who) {
+                    Ok(connected) => connected,
+                    Err(Unconnected::Capped) => {
+                        capped = true;
+                        continue;
+                    }
+                    Err(Unconnected::Failed) => continue,
+                };
             answered = true;
             // The partner's TLS policy holds here too; the stream carries no stanza.
             let mut config = session_config(context, local, remote, policy);
@@ -788,7 +790,7 @@ mod tests {
         let (context, inbox) = context_with(port, "max_outbound_per_address = 1\n");
         let held = context
             .outbound
-            .address("127.0.0.1".parse().unwrap())
+            .address("127.0.0.1".parse().unwrap(), OutboundUse::Stanzas)
             .unwrap();
         let (queue, rx) = crossbeam_channel::bounded(8);
         queue.send((chat("a"), Some(9))).unwrap();
@@ -832,7 +834,7 @@ mod tests {
     #[test]
     fn over_max_outbound_a_verification_is_not_started() {
         let (context, _inbox) = context_with(9, "max_outbound = 1\n");
-        let _held = context.outbound.stream().unwrap();
+        let _held = context.outbound.stream(OutboundUse::Stanzas).unwrap();
         assert_eq!(
             verify(&context, "contoso.test", "peer.test", "id", "key"),
             DialbackVerdict::Error(StanzaErrorCondition::ResourceConstraint)
