@@ -26,6 +26,7 @@
 //! - [`bridge`]: the translator's state without I/O (pending deliveries, IM sessions, timers),
 //!   owned by the router.
 //! - [`gateway`]: threads, channels, router and process lifecycle.
+//! - [`logsafe`]: peer-supplied strings escaped for log lines; per-key log rate limits.
 //! - [`ops`]: the command line and the operator commands (`check`, `version`).
 
 #![forbid(unsafe_code)]
@@ -35,6 +36,7 @@ pub mod bridge;
 pub mod config;
 pub mod dns;
 pub mod gateway;
+pub mod logsafe;
 pub mod ops;
 pub mod sip;
 #[cfg(test)]

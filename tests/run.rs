@@ -68,6 +68,41 @@ fn sighup_is_logged_and_the_gateway_keeps_running() {
 }
 
 #[test]
+fn a_bug_in_the_router_ends_the_process_so_its_supervisor_restarts_it() {
+    let pki = Pki::new("run-bug");
+    let (xmpp, sip) = (free_port(), free_port());
+    let config = pki.config(
+        &format!("127.0.0.1:{xmpp}"),
+        &format!("127.0.0.1:{sip}"),
+        "sip.contoso.test:5061",
+    );
+    let path = pki.write_config("xsgw.ini", &config);
+    // Debug builds only: the router panics when it handles SIGHUP.
+    let mut gw = Running::start_with_env(
+        Path::new(&path),
+        Some(&pki.dir.path("xsgw.pid")),
+        &[("XSGW_TEST_PANIC", "router")],
+    );
+    gw.wait_for("started: XMPP on");
+    let t0 = Instant::now();
+    gw.signal("HUP");
+    // Not 0 (systemd's Restart=on-failure and the init script restart it), not 1 (a
+    // configuration problem), and within a second: no silent outage with listeners open.
+    assert_eq!(gw.wait_exit(Duration::from_secs(5)), 70);
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let line = gw.wait_for("service thread router stopped by a bug");
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", xmpp)).is_err(),
+        "nothing listens on 5269 any more"
+    );
+}
+
+#[test]
 fn a_busy_port_or_a_running_instance_stops_start_up_with_a_reason() {
     let pki = Pki::new("run-busy");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -262,7 +262,7 @@ impl Gateway {
             let name = format!("{side}-listen");
             let context = Arc::clone(&context);
             let stopping = Arc::clone(&stopping);
-            let handle = threads::spawn(name.clone(), threads::SERVICE_STACK, move || {
+            let handle = threads::spawn_service(name.clone(), threads::SERVICE_STACK, move || {
                 listener::accept_loop(side, socket, max, &context, &stopping)
             })
             .map_err(|error| RunError::Spawn { name, error })?;
@@ -297,7 +297,7 @@ impl Gateway {
         let (saver, to_save) = crossbeam_channel::bounded::<String>(8);
         let writer_path = subscriptions_file.clone();
         listeners.push(
-            threads::spawn("state-writer".into(), threads::SERVICE_STACK, move || {
+            threads::spawn_service("state-writer".into(), threads::SERVICE_STACK, move || {
                 state_writer(&writer_path, to_save)
             })
             .map_err(|error| RunError::Spawn {
@@ -309,7 +309,7 @@ impl Gateway {
             .with_xmpp(xmpp_routes)
             .with_translator(bridge, edge.clone(), events.clone(), saver);
         router_state.restore_subscriptions(&saved, &subscriptions_file);
-        let router = threads::spawn("router".into(), threads::SERVICE_STACK, move || {
+        let router = threads::spawn_service("router".into(), threads::SERVICE_STACK, move || {
             router_state.run(inbox)
         })
         .map_err(|error| RunError::Spawn {

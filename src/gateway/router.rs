@@ -178,10 +178,13 @@ impl Router {
             };
             match event {
                 RouterEvent::Shutdown => break,
-                RouterEvent::Reload => log::warn!(
-                    "SIGHUP received: configuration reload is not supported yet; restart xsgw to apply changes to {}",
-                    self.config.source.display()
-                ),
+                RouterEvent::Reload => {
+                    super::threads::test_panic_point("router");
+                    log::warn!(
+                        "SIGHUP received: configuration reload is not supported yet; restart xsgw to apply changes to {}",
+                        self.config.source.display()
+                    )
+                }
                 other => self.track(other),
             }
             self.carry_out();

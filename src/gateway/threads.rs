@@ -1,8 +1,16 @@
-//! Spawning named threads whose panics end only themselves.
+//! Spawning named threads: connection threads whose panics end only themselves, and service
+//! threads whose panics end the process.
 //!
 //! The release profile keeps `panic = "unwind"` so that a bug met by one connection ends that
 //! connection: [`spawn`] catches the unwind at the thread boundary and logs it at error level,
 //! and every other thread keeps running.
+//!
+//! A service thread (router, listeners, state writer, the Edge connection owner, signals) is
+//! different: without it the gateway is a silent outage (listeners accepting into a router
+//! that is gone). [`spawn_service`] turns its panic into the process's exit with
+//! [`EXIT_BUG`] and one log line naming the thread, so systemd (`Restart=on-failure`) or the
+//! init script's supervisor starts xsgw again, and subscriptions come back from `state_dir`
+//! as after `kill -9`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
@@ -14,6 +22,10 @@ use std::time::{Duration, Instant};
 pub const CONNECTION_STACK: usize = 256 * 1024;
 /// Stack for the router, listeners and other long-lived threads.
 pub const SERVICE_STACK: usize = 1024 * 1024;
+
+/// Exit status of a process ended by a bug in a service thread (`EX_SOFTWARE`, sysexits.h):
+/// not 0 (a supervisor restarts it) and not 1 (a configuration problem, not worth a restart).
+pub const EXIT_BUG: i32 = 70;
 
 /// Spawns `body` on a thread called `name` with `stack` bytes of stack. A panic inside is
 /// caught, logged with the thread's name, and turned into `Err(())` for whoever joins.
@@ -28,17 +40,60 @@ where
         .spawn(move || match catch_unwind(AssertUnwindSafe(body)) {
             Ok(()) => Ok(()),
             Err(payload) => {
-                let what = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-text panic payload".into());
                 log::error!(
-                    "thread {thread_name} stopped by a bug ({what}); its connection is closed, others continue"
+                    "thread {thread_name} stopped by a bug ({}); its connection is closed, others continue",
+                    panic_text(payload.as_ref())
                 );
                 Err(())
             }
         })
+}
+
+/// Spawns a service thread: like [`spawn`], but a panic ends the whole process with
+/// [`EXIT_BUG`] after one log line naming the thread. Service threads hold state no other
+/// thread can rebuild, so going on without them would be a silent outage.
+pub fn spawn_service<F>(
+    name: String,
+    stack: usize,
+    body: F,
+) -> std::io::Result<JoinHandle<Result<(), ()>>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let thread_name = name.clone();
+    Builder::new()
+        .name(name)
+        .stack_size(stack)
+        .spawn(move || match catch_unwind(AssertUnwindSafe(body)) {
+            Ok(()) => Ok(()),
+            Err(payload) => {
+                log::error!(
+                    "service thread {thread_name} stopped by a bug ({}); xsgw exits with status {EXIT_BUG} so that its supervisor restarts it",
+                    panic_text(payload.as_ref())
+                );
+                std::process::exit(EXIT_BUG)
+            }
+        })
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".into())
+}
+
+/// In debug builds only (the integration tests' binary), `XSGW_TEST_PANIC=<thread name>` makes
+/// that service thread panic where it calls this, so a test can prove the process then exits.
+/// Release builds compile it to nothing.
+pub fn test_panic_point(thread: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("XSGW_TEST_PANIC").is_ok_and(|v| v == thread) {
+        panic!("XSGW_TEST_PANIC={thread}: injected by a test");
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = thread;
 }
 
 /// The connection and outbound threads a gateway started, so [`ThreadSet::join_all`] can prove

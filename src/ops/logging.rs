@@ -14,13 +14,16 @@ pub fn init(level: log::LevelFilter) {
     builder.format(|buf, record| {
         let thread = std::thread::current();
         let style = buf.default_level_style(record.level());
+        // A line that shows a peer's string without `logsafe::escaped` still cannot carry a
+        // raw CR/LF or terminal escape: the whole line is escaped once more here.
+        let line = record.args().to_string();
         writeln!(
             buf,
             "{} {style}{:<5}{style:#} [{}] {}",
             buf.timestamp_millis(),
             record.level(),
             thread.name().unwrap_or("-"),
-            record.args()
+            crate::logsafe::escape_line(&line)
         )
     });
     let _ = builder.try_init();

@@ -60,25 +60,26 @@ pub fn run(path: &Path, pidfile: Option<&Path>) -> i32 {
     };
     let events = gateway.events();
     let signal_handle = signals.handle();
-    let signal_thread = threads::spawn("signals".into(), threads::CONNECTION_STACK, move || {
-        for signal in signals.forever() {
-            let event = match signal {
-                SIGHUP => RouterEvent::Reload,
-                _ => {
-                    let name = if signal == SIGINT {
-                        "SIGINT"
-                    } else {
-                        "SIGTERM"
-                    };
-                    log::info!("{name} received: stopping");
-                    RouterEvent::Shutdown
+    let signal_thread =
+        threads::spawn_service("signals".into(), threads::CONNECTION_STACK, move || {
+            for signal in signals.forever() {
+                let event = match signal {
+                    SIGHUP => RouterEvent::Reload,
+                    _ => {
+                        let name = if signal == SIGINT {
+                            "SIGINT"
+                        } else {
+                            "SIGTERM"
+                        };
+                        log::info!("{name} received: stopping");
+                        RouterEvent::Shutdown
+                    }
+                };
+                if events.send(event).is_err() {
+                    break;
                 }
-            };
-            if events.send(event).is_err() {
-                break;
             }
-        }
-    });
+        });
     let clean = gateway.wait();
     signal_handle.close();
     if let Ok(t) = signal_thread {

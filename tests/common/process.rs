@@ -16,7 +16,13 @@ impl Running {
     /// Starts `xsgw run -c config` (with `--pidfile` when given), RUST_LOG cleared so the
     /// configuration's level applies.
     pub fn start(config: &Path, pidfile: Option<&Path>) -> Running {
+        Running::start_with_env(config, pidfile, &[])
+    }
+
+    /// [`Running::start`] with extra environment variables.
+    pub fn start_with_env(config: &Path, pidfile: Option<&Path>, env: &[(&str, &str)]) -> Running {
         let mut command = super::xsgw();
+        command.envs(env.iter().copied());
         command.args(["run", "-c"]).arg(config);
         if let Some(pidfile) = pidfile {
             command.arg("--pidfile").arg(pidfile);

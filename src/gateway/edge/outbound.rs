@@ -52,9 +52,10 @@ pub fn start(
         commands: commands_tx.clone(),
         connected: Arc::clone(&connected),
     };
-    let thread = threads::spawn("sip-edge-out".into(), threads::SERVICE_STACK, move || {
-        run(&context, &stopping, &commands, commands_tx, &connected)
-    })?;
+    let thread =
+        threads::spawn_service("sip-edge-out".into(), threads::SERVICE_STACK, move || {
+            run(&context, &stopping, &commands, commands_tx, &connected)
+        })?;
     Ok((handle, thread))
 }
 
