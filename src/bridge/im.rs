@@ -1457,7 +1457,7 @@ fn error_from_xmpp(b: &mut Bridge, remote: &str, stanza: &Element) {
         Some(receipt) => finish_err(b, receipt, condition, text),
         None => log::debug!(
             "xmpp inbound {remote}: error {condition} for {} ignored (unknown, already answered, or not sent to {remote})",
-            stanza.attr("id").unwrap_or("?")
+            crate::logsafe::escaped(stanza.attr("id").unwrap_or("?"))
         ),
     }
 }
@@ -1467,7 +1467,10 @@ fn iq_from_xmpp(b: &mut Bridge, local: &str, remote: &str, stanza: Element) {
         Some("result") | Some("error") => {
             let id = stanza.attr("id").unwrap_or_default();
             if !barrier_answered(b, id, remote) {
-                log::debug!("xmpp inbound {remote}: iq {id} not ours, ignored");
+                log::debug!(
+                    "xmpp inbound {remote}: iq {} not ours, ignored",
+                    crate::logsafe::escaped(id)
+                );
             }
         }
         Some("get") | Some("set") => {
