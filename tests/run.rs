@@ -103,6 +103,58 @@ fn a_bug_in_the_router_ends_the_process_so_its_supervisor_restarts_it() {
 }
 
 #[test]
+fn under_systemd_log_lines_carry_syslog_priorities_and_no_timestamp() {
+    use std::os::unix::fs::MetadataExt;
+    let pki = Pki::new("run-journal");
+    let config = pki.config(
+        &format!("127.0.0.1:{}", free_port()),
+        &format!("127.0.0.1:{}", free_port()),
+        "sip.contoso.test:5061",
+    );
+    let path = pki.write_config("xsgw.ini", &config);
+    // What systemd does: stderr is a stream whose device:inode JOURNAL_STREAM names.
+    let log_path = pki.dir.path("journal.log");
+    let stderr = std::fs::File::create(&log_path).unwrap();
+    let meta = stderr.metadata().unwrap();
+    let mut child = common::xsgw()
+        .args(["run", "-c", &path])
+        .env_remove("RUST_LOG")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let started = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        if let Some(line) = text.lines().find(|l| l.contains("started: XMPP on")) {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "not started:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    assert!(started.starts_with("<6>[main] xsgw "), "{started}");
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    for line in text.lines() {
+        let priority = line.get(..3).unwrap_or_default();
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"].contains(&priority),
+            "every line starts with a priority: {line}"
+        );
+        assert!(!line.contains("Z INFO"), "no timestamp of our own: {line}");
+    }
+    // Without JOURNAL_STREAM (a terminal, a log file): our own timestamp and level words.
+    let mut plain = Running::start(Path::new(&path), None);
+    let line = plain.wait_for("started: XMPP on");
+    assert!(line.contains("Z INFO  [main]"), "{line}");
+    plain.signal("TERM");
+    assert_eq!(plain.wait_exit(Duration::from_secs(10)), 0);
+}
+
+#[test]
 fn a_busy_port_or_a_running_instance_stops_start_up_with_a_reason() {
     let pki = Pki::new("run-busy");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

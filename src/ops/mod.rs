@@ -6,6 +6,7 @@
 mod check;
 mod cli;
 mod logging;
+pub mod man;
 mod run;
 
 pub use cli::{Command, DEFAULT_CONFIG};
