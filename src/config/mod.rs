@@ -90,7 +90,10 @@ pub struct Xmpp {
 pub struct Sip {
     pub listen: SocketAddr,
     pub edge: HostPort,
+    /// DNS names, IP addresses or `*.` wildcards (matched literally), see [`crate::tls::names`].
     pub edge_names: Vec<String>,
+    /// `[sip] edge_pin`: the Edge's key must be one of these when any are set.
+    pub edge_pin: Vec<crate::tls::names::SpkiPin>,
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: PathBuf,
@@ -631,7 +634,10 @@ impl<'a> Reader<'a> {
 
         let sip_listen = self.get("sip", "listen", values::socket_addr);
         let edge = self.get("sip", "edge", values::host_port);
-        let edge_names = self.get("sip", "edge_names", domain_list_or_empty);
+        let edge_names = self.get("sip", "edge_names", edge_name_list);
+        let edge_pin = self.get("sip", "edge_pin", |v| {
+            crate::tls::names::SpkiPin::parse_list(v).map_err(|e| e.to_string())
+        });
         let sip_cert = self.get("sip", "cert", path);
         let sip_key = self.get("sip", "key", path);
         let sip_ca = self.get("sip", "ca", path);
@@ -718,6 +724,7 @@ impl<'a> Reader<'a> {
                 listen: sip_listen?,
                 edge,
                 edge_names,
+                edge_pin: edge_pin?,
                 cert: sip_cert?,
                 key: sip_key?,
                 ca: sip_ca?,
@@ -845,6 +852,32 @@ fn domain_list_or_empty(value: &str) -> Result<Vec<String>, String> {
         domains.push(domain);
     }
     Ok(domains)
+}
+
+/// `[sip] edge_names`: DNS names, IP addresses, or a wildcard `*.` and a name of at least two
+/// labels (a wildcard certificate accepted only as itself, see [`crate::tls::names`]).
+fn edge_name_list(value: &str) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = Vec::new();
+    for item in values::list(value) {
+        let name = if let Some(rest) = item.strip_prefix("*.") {
+            let rest = values::dns_name(rest)?;
+            if !rest.contains('.') {
+                return Err(format!(
+                    "`{item}`: a wildcard must stand for one label under a name of at least two labels, e.g. *.contoso.com"
+                ));
+            }
+            format!("*.{rest}")
+        } else if let Ok(ip) = item.parse::<std::net::IpAddr>() {
+            ip.to_string()
+        } else {
+            values::dns_name(&item)?
+        };
+        if names.contains(&name) {
+            return Err(format!("`{name}` is listed twice"));
+        }
+        names.push(name);
+    }
+    Ok(names)
 }
 
 fn domain_list(value: &str) -> Result<Vec<String>, String> {

@@ -33,8 +33,13 @@ pub fn check(path: &Path) -> i32 {
         "  xmpp        listen {}, public name {}, tls {}, sasl {}, dialback {}",
         config.xmpp.listen, config.xmpp.public_name, p.tls, p.sasl, p.dialback
     );
+    let pins = match config.sip.edge_pin.len() {
+        0 => String::new(),
+        1 => ", its key pinned".to_string(),
+        n => format!(", its key one of {n} pins"),
+    };
     println!(
-        "  sip         listen {}, Edge {} (certificate must name {})",
+        "  sip         listen {}, Edge {} (certificate must name {} in its subjectAltName{pins})",
         config.sip.listen,
         config.sip.edge,
         config.sip.edge_names.join(" or ")

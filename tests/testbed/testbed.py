@@ -276,6 +276,8 @@ LEAVES = {
     "xmpp": ("contoso.test", ["contoso.test", "fabrikam.test", "xmpp.contoso.test"], "ca"),
     "gmail": ("gmail.test", ["gmail.test", "googlemail.test"], "ca"),
     "wrongname": ("rogue.contoso.test", ["rogue.contoso.test"], "ca"),
+    # Any internal certificate for the whole domain: must not pass for the Edge.
+    "wildcard": ("*.contoso.test", ["*.contoso.test"], "ca"),
     "other": (GW_NAME, [GW_NAME], "other-ca"),
 }
 
