@@ -227,8 +227,10 @@ pub struct S2sContext {
     pub events: Sender<RouterEvent>,
     /// Authenticated inbound streams per peer domain (`max_per_partner`).
     per_partner: Mutex<HashMap<String, usize>>,
-    /// Domains whose refusal was logged at warn level already (logged once).
-    refused: Mutex<HashSet<String>>,
+    /// Policy refusals logged at warn level: once an hour per domain, and a few a minute in
+    /// all, so a peer rotating made-up domains cannot flood the log.
+    refused: SharedRateLimit<String>,
+    refused_total: SharedRateLimit<()>,
     /// `max_outbound` and `max_outbound_per_address`.
     outbound: OutboundLimits,
     /// The Edge's and our own addresses, never connected to for a partner's DNS; resolved
@@ -300,7 +302,8 @@ impl S2sContext {
             hosts,
             events,
             per_partner: Mutex::new(HashMap::new()),
-            refused: Mutex::new(HashSet::new()),
+            refused: SharedRateLimit::new(1, Duration::from_secs(3600), 10_000),
+            refused_total: SharedRateLimit::new(LOG_LINES_PER_MINUTE, Duration::from_secs(60), 1),
             outbound: OutboundLimits::new(
                 config.xmpp.max_outbound,
                 config.xmpp.max_outbound_per_address,
@@ -366,18 +369,26 @@ impl S2sContext {
         self.lifecycle.stopping.load(Ordering::SeqCst)
     }
 
-    /// Logs a policy refusal at warn level the first time for a domain, then at debug.
+    /// Logs a policy refusal at warn level once an hour per domain (and a few a minute in
+    /// all), otherwise at debug.
     fn log_refusal(&self, direction: &str, domain: &str, why: &str) {
+        let now = Instant::now();
         let first = self
             .refused
-            .lock()
-            .map(|mut set| set.len() < 10_000 && set.insert(domain.to_owned()))
-            .unwrap_or(true);
-        let domain = escaped(domain);
-        if first {
-            log::warn!("xmpp {direction} {domain}: refused: {why} (further refusals of {domain} logged at debug)");
+            .allow(&domain.to_ascii_lowercase(), now)
+            .is_some();
+        let total = if first {
+            self.refused_total.allow(&(), now)
         } else {
-            log::debug!("xmpp {direction} {domain}: refused: {why}");
+            None
+        };
+        let domain = escaped(domain);
+        match total {
+            Some(suppressed) => log::warn!(
+                "xmpp {direction} {domain}: refused: {why} (further refusals of {domain} logged at debug for an hour){}",
+                Suppressed(suppressed)
+            ),
+            None => log::debug!("xmpp {direction} {domain}: refused: {why}"),
         }
     }
 
