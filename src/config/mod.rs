@@ -75,6 +75,13 @@ pub struct Xmpp {
     pub max_stanza: usize,
     pub max_connections: usize,
     pub max_per_partner: usize,
+    /// Inbound streams not authenticated yet: in all, per /24 or /64, per address.
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_network: usize,
+    pub max_unauthenticated_per_address: usize,
+    /// From accept to the first authenticated domain pair of an inbound stream.
+    pub handshake_timeout: Duration,
+    /// Set-up of an outbound stream.
     pub stream_timeout: Duration,
     pub connect_timeout: Duration,
     pub keepalive: Duration,
@@ -87,6 +94,10 @@ pub struct Sip {
     pub listen: SocketAddr,
     pub edge: HostPort,
     pub edge_names: Vec<String>,
+    /// Who else may connect to `listen` besides the Edge's addresses.
+    pub allow_from: Vec<values::IpNet>,
+    pub max_connections: usize,
+    pub max_unauthenticated_per_address: usize,
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: PathBuf,
@@ -614,6 +625,12 @@ impl<'a> Reader<'a> {
         let max_stanza = self.get("xmpp", "max_stanza", |v| bounded_size(v, 4096, 16 << 20));
         let max_connections = self.get("xmpp", "max_connections", positive_count);
         let max_per_partner = self.get("xmpp", "max_per_partner", positive_count);
+        let max_unauthenticated = self.get("xmpp", "max_unauthenticated", positive_count);
+        let max_unauthenticated_per_network =
+            self.get("xmpp", "max_unauthenticated_per_network", positive_count);
+        let max_unauthenticated_per_address =
+            self.get("xmpp", "max_unauthenticated_per_address", positive_count);
+        let handshake_timeout = self.get("xmpp", "handshake_timeout", nonzero_duration);
         let stream_timeout = self.get("xmpp", "stream_timeout", nonzero_duration);
         let connect_timeout = self.get("xmpp", "connect_timeout", nonzero_duration);
         let keepalive = self.get("xmpp", "keepalive", nonzero_duration);
@@ -623,6 +640,10 @@ impl<'a> Reader<'a> {
         let sip_listen = self.get("sip", "listen", values::socket_addr);
         let edge = self.get("sip", "edge", values::host_port);
         let edge_names = self.get("sip", "edge_names", domain_list_or_empty);
+        let allow_from = self.get("sip", "allow_from", values::ip_nets);
+        let sip_max_connections = self.get("sip", "max_connections", positive_count);
+        let sip_max_unauthenticated_per_address =
+            self.get("sip", "max_unauthenticated_per_address", positive_count);
         let sip_cert = self.get("sip", "cert", path);
         let sip_key = self.get("sip", "key", path);
         let sip_ca = self.get("sip", "ca", path);
@@ -688,6 +709,10 @@ impl<'a> Reader<'a> {
                 max_stanza: max_stanza?,
                 max_connections: max_connections?,
                 max_per_partner: max_per_partner?,
+                max_unauthenticated: max_unauthenticated?,
+                max_unauthenticated_per_network: max_unauthenticated_per_network?,
+                max_unauthenticated_per_address: max_unauthenticated_per_address?,
+                handshake_timeout: handshake_timeout?,
                 stream_timeout: stream_timeout?,
                 connect_timeout: connect_timeout?,
                 keepalive: keepalive?,
@@ -698,6 +723,9 @@ impl<'a> Reader<'a> {
                 listen: sip_listen?,
                 edge,
                 edge_names,
+                allow_from: allow_from?,
+                max_connections: sip_max_connections?,
+                max_unauthenticated_per_address: sip_max_unauthenticated_per_address?,
                 cert: sip_cert?,
                 key: sip_key?,
                 ca: sip_ca?,

@@ -37,6 +37,7 @@
 //! ([`EdgeHandle::try_send_tagged`]) report their final outcome to the router as
 //! [`super::RouterEvent::SipOutcome`].
 
+pub mod allow;
 mod driver;
 pub mod outbound;
 pub mod target;
@@ -481,20 +482,42 @@ impl RequestFront<'_> {
 }
 
 /// Mutual TLS with the Edge, then the SIP link until either side closes.
-pub(super) fn serve_inbound(mut tcp: TcpStream, peer: SocketAddr, context: &Context) -> String {
-    let handshake_deadline = context.config.sip.connect_timeout;
-    let _ = tcp.set_read_timeout(Some(handshake_deadline));
-    let _ = tcp.set_write_timeout(Some(handshake_deadline));
+/// Serves a connection the listener admitted (from the Edge's addresses or `[sip]
+/// allow_from`). The TLS handshake must end within `[sip] connect_timeout` of `accepted`,
+/// however slowly its bytes come; `ticket` counts as authenticated once the certificate
+/// names the Edge.
+pub(super) fn serve_inbound(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    context: &Context,
+    ticket: &mut super::admission::Ticket,
+    accepted: std::time::Instant,
+) -> String {
+    let deadline = accepted + context.config.sip.connect_timeout;
     let mut tls = match rustls::ServerConnection::new(Arc::clone(&context.sip_server)) {
         Ok(c) => c,
         Err(e) => return format!("TLS set-up failed: {e}"),
     };
     while tls.is_handshaking() {
-        if let Err(error) = tls.complete_io(&mut tcp) {
-            let reason = tls::sip::describe_handshake_failure(&error, &context.config.sip.ca);
-            log::warn!("sip inbound {peer}: TLS refused: {reason}");
-            let _ = tls.write_tls(&mut tcp);
-            return format!("TLS handshake failed: {reason}");
+        // One deadline for the whole handshake, not one per read.
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            log_handshake_failure(peer, "no TLS handshake within [sip] connect_timeout");
+            return "TLS handshake timed out".into();
+        }
+        let _ = tcp.set_read_timeout(Some(left));
+        let _ = tcp.set_write_timeout(Some(left));
+        match tls.complete_io(&mut tcp) {
+            Ok((0, 0)) if tls.is_handshaking() => {
+                return "peer closed during the TLS handshake".into()
+            }
+            Ok(_) => {}
+            Err(error) => {
+                let reason = tls::sip::describe_handshake_failure(&error, &context.config.sip.ca);
+                log_handshake_failure(peer, &reason);
+                let _ = tls.write_tls(&mut tcp);
+                return format!("TLS handshake failed: {reason}");
+            }
         }
     }
     let presented = tls
@@ -515,6 +538,7 @@ pub(super) fn serve_inbound(mut tcp: TcpStream, peer: SocketAddr, context: &Cont
         let _ = tls.complete_io(&mut tcp);
         return format!("refused: certificate names {names}, not in edge_names");
     }
+    ticket.authenticated();
     log::info!(
         "sip inbound {peer}: mutual TLS established ({:?}), Edge certificate names {}",
         tls.protocol_version(),
@@ -534,6 +558,22 @@ pub(super) fn serve_inbound(mut tcp: TcpStream, peer: SocketAddr, context: &Cont
         },
     );
     ended.why
+}
+
+/// A failed handshake on 5061 is a warning a client can cause at will: at most two lines a
+/// minute per address, the next one counting those suppressed.
+fn log_handshake_failure(peer: SocketAddr, reason: &str) {
+    use crate::logsafe::{SharedRateLimit, Suppressed};
+    static FAILURES: std::sync::OnceLock<SharedRateLimit<std::net::IpAddr>> =
+        std::sync::OnceLock::new();
+    let limit =
+        FAILURES.get_or_init(|| SharedRateLimit::new(2, std::time::Duration::from_secs(60), 4096));
+    if let Some(suppressed) = limit.allow(&peer.ip(), std::time::Instant::now()) {
+        log::warn!(
+            "sip inbound {peer}: TLS refused: {reason}{}",
+            Suppressed(suppressed)
+        );
+    }
 }
 
 #[cfg(test)]

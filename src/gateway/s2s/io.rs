@@ -26,13 +26,43 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Pipe {
     socket: TcpStream,
     tls: Option<rustls::Connection>,
+    /// Writes fail after this (the handshake deadline of a stream not yet authenticated).
+    write_deadline: Option<Instant>,
 }
 
 impl Pipe {
     pub fn new(socket: TcpStream) -> Self {
         let _ = socket.set_nodelay(true);
         let _ = socket.set_write_timeout(Some(WRITE_TIMEOUT));
-        Pipe { socket, tls: None }
+        Pipe {
+            socket,
+            tls: None,
+            write_deadline: None,
+        }
+    }
+
+    /// Writes wait at most until `deadline` (and never longer than the usual write timeout);
+    /// `None`: the usual write timeout only.
+    pub fn set_write_deadline(&mut self, deadline: Option<Instant>) {
+        if self.write_deadline != deadline {
+            self.write_deadline = deadline;
+            let _ = self.socket.set_write_timeout(Some(WRITE_TIMEOUT));
+        }
+    }
+
+    /// Arms the socket's write timeout for the write about to happen.
+    fn arm_write(&self) -> io::Result<()> {
+        let Some(deadline) = self.write_deadline else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "write deadline passed",
+            ));
+        }
+        self.socket.set_write_timeout(Some(left.min(WRITE_TIMEOUT)))
     }
 
     pub fn is_tls(&self) -> bool {
@@ -84,7 +114,9 @@ impl Pipe {
         Ok(())
     }
 
-    /// Reads what is available, waiting until `deadline` at most.
+    /// Reads what is available, waiting until `deadline` at most. TLS records are read only
+    /// once rustls has handed over every plaintext byte it held, so rustls never holds more
+    /// than the plaintext of one record (16 KiB) besides the record being received.
     pub fn read(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<ReadOutcome> {
         loop {
             let Some(conn) = self.tls.as_mut() else {
@@ -130,6 +162,7 @@ impl Pipe {
         if bytes.is_empty() {
             return Ok(());
         }
+        self.arm_write()?;
         match self.tls.as_mut() {
             None => self.socket.write_all(bytes),
             Some(conn) => {

@@ -107,7 +107,11 @@ fn drive(
                 };
                 let conn = tls.connect(&remote).map_err(|e| format!("TLS: {e}"))?;
                 let early = session.take_tls_bytes();
-                let deadline = Instant::now() + context.config.xmpp.stream_timeout;
+                // Within the session's own handshake deadline (a verification's is what is
+                // left of the inbound stream's), never a new one.
+                let deadline = session
+                    .poll_timeout()
+                    .unwrap_or_else(|| Instant::now() + context.config.xmpp.stream_timeout);
                 pipe.start_tls(conn, &early, deadline)
                     .map_err(|e| format!("TLS handshake with {remote} failed: {e}"))?;
                 let valid = match tls.verify_server(pipe.peer_certificates(), &remote) {
@@ -218,8 +222,17 @@ fn flush(
     }
 }
 
-fn connect(context: &S2sContext, addr: SocketAddr, who: &str) -> Option<TcpStream> {
-    match TcpStream::connect_timeout(&addr, context.config.xmpp.connect_timeout) {
+/// Connects within `[xmpp] connect_timeout`, or `limit` when shorter.
+fn connect(
+    context: &S2sContext,
+    addr: SocketAddr,
+    who: &str,
+    limit: Option<std::time::Duration>,
+) -> Option<TcpStream> {
+    let timeout = limit.map_or(context.config.xmpp.connect_timeout, |l| {
+        l.min(context.config.xmpp.connect_timeout)
+    });
+    match TcpStream::connect_timeout(&addr, timeout) {
         Ok(s) => Some(s),
         Err(e) => {
             log::info!("{who}: cannot connect to {addr}: {e}");
@@ -296,7 +309,7 @@ pub fn run(
             if context.stopping() {
                 break 'targets;
             }
-            let Some(socket) = connect(context, addr, &who) else {
+            let Some(socket) = connect(context, addr, &who, None) else {
                 continue;
             };
             answered = true;
@@ -425,14 +438,20 @@ fn finish(
     }
 }
 
+/// Most connection attempts (addresses tried) of one dialback verification.
+pub const MAX_VERIFY_ATTEMPTS: usize = 4;
+
 /// Asks `remote`'s authoritative servers whether `key` is the one they gave for our inbound
-/// stream `stream_id` (we are `local`, the receiving server).
+/// stream `stream_id` (we are `local`, the receiving server). Everything happens before
+/// `deadline` (the inbound stream's handshake deadline): at most [`MAX_VERIFY_ATTEMPTS`]
+/// addresses, each connect and stream limited by what is left.
 pub fn verify(
     context: &S2sContext,
     local: &str,
     remote: &str,
     stream_id: &str,
     key: &str,
+    deadline: Instant,
 ) -> DialbackVerdict {
     let who = format!("xmpp dialback verify {local} → {remote}");
     let (policy, route) = match decide(&context.config, remote) {
@@ -446,7 +465,8 @@ pub fn verify(
         key: key.to_owned(),
     };
     let mut answered = false;
-    for target in targets(context, remote, route) {
+    let mut attempts = 0;
+    'targets: for target in targets(context, remote, route) {
         for addr in target
             .addrs
             .iter()
@@ -455,7 +475,20 @@ pub fn verify(
             if context.stopping() {
                 return DialbackVerdict::Error(StanzaErrorCondition::RemoteServerTimeout);
             }
-            let Some(socket) = connect(context, addr, &who) else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if attempts >= MAX_VERIFY_ATTEMPTS || left.is_zero() {
+                log::info!(
+                    "{who}: giving up after {attempts} attempt(s){}",
+                    if left.is_zero() {
+                        ", deadline passed"
+                    } else {
+                        ""
+                    }
+                );
+                break 'targets;
+            }
+            attempts += 1;
+            let Some(socket) = connect(context, addr, &who, Some(left)) else {
                 continue;
             };
             answered = true;
@@ -463,6 +496,9 @@ pub fn verify(
             let mut config = session_config(context, local, remote, policy);
             config.sasl = Want::Disabled;
             config.dialback = Want::Optional;
+            config.handshake_timeout = deadline
+                .saturating_duration_since(Instant::now())
+                .max(std::time::Duration::from_millis(1));
             let mut pipe = Pipe::new(socket);
             let mut session = OutboundSession::new(config, purpose.clone(), Instant::now());
             let mut verdict = None;
