@@ -495,30 +495,18 @@ pub(super) fn serve_inbound(
 ) -> String {
     let deadline = accepted + context.config.sip.connect_timeout;
     let mut tls = match rustls::ServerConnection::new(Arc::clone(&context.sip_server)) {
-        Ok(c) => c,
+        Ok(c) => rustls::Connection::Server(c),
         Err(e) => return format!("TLS set-up failed: {e}"),
     };
-    while tls.is_handshaking() {
-        // One deadline for the whole handshake, not one per read.
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            log_handshake_failure(peer, "no TLS handshake within [sip] connect_timeout");
-            return "TLS handshake timed out".into();
-        }
-        let _ = tcp.set_read_timeout(Some(left));
-        let _ = tcp.set_write_timeout(Some(left));
-        match tls.complete_io(&mut tcp) {
-            Ok((0, 0)) if tls.is_handshaking() => {
-                return "peer closed during the TLS handshake".into()
-            }
-            Ok(_) => {}
-            Err(error) => {
-                let reason = tls::sip::describe_handshake_failure(&error, &context.config.sip.ca);
-                log_handshake_failure(peer, &reason);
-                let _ = tls.write_tls(&mut tcp);
-                return format!("TLS handshake failed: {reason}");
-            }
-        }
+    // One deadline for the whole handshake, not one per read.
+    if let Err(error) = super::s2s::io::handshake(&mut tls, &mut tcp, deadline) {
+        let reason = if error.kind() == std::io::ErrorKind::TimedOut {
+            "no TLS handshake within [sip] connect_timeout of the accept".to_owned()
+        } else {
+            tls::sip::describe_handshake_failure(&error, &context.config.sip.ca)
+        };
+        log_handshake_failure(peer, &reason);
+        return format!("TLS handshake failed: {reason}");
     }
     let presented = tls
         .peer_certificates()
@@ -546,7 +534,7 @@ pub(super) fn serve_inbound(
     );
     let (commands_tx, commands) = crossbeam_channel::bounded(COMMAND_QUEUE);
     let ended = driver::drive(
-        rustls::Connection::Server(tls),
+        tls,
         tcp,
         driver::Params {
             peer,

@@ -25,6 +25,9 @@ use crate::xmpp::session::{
 /// see `InboundSession::read_limit`).
 const READ_BUFFER: usize = 16 * 1024;
 
+/// How long the closing stream error may take to write, after any deadline.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// A partner over `max_per_partner` can make this happen at will: two lines a minute per
 /// partner domain, the next one counting those suppressed.
 fn log_quota(who: &str, remote: &str, max: usize) {
@@ -220,6 +223,8 @@ pub fn serve_inbound(
                             })));
                 }
                 SessionEvent::Closed(reason) => {
+                    // The last words (a stream error) get a moment even after the deadline.
+                    pipe.set_write_deadline(Some(Instant::now() + CLOSE_GRACE));
                     session.poll_transmit(&mut out);
                     let _ = pipe.write_all(&out);
                     pipe.close();
@@ -248,6 +253,7 @@ pub fn serve_inbound(
             }
             Ok(ReadOutcome::Deadline) => session.handle_timeout(Instant::now()),
             Ok(ReadOutcome::Eof) => {
+                pipe.set_write_deadline(Some(Instant::now() + CLOSE_GRACE));
                 session.close(None);
                 session.poll_transmit(&mut out);
                 let _ = pipe.write_all(&out);
