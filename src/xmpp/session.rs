@@ -6,6 +6,14 @@
 //! (piggybacking, XEP-0220 §2.6), stanza address checks (RFC 6120 §8.1.1.2, §4.9.3.9), the
 //! handshake and idle deadlines, and closing (§4.4).
 //!
+//! Before the first domain pair authenticates: one deadline from accept
+//! ([`InboundConfig::handshake_timeout`]) that neither input nor the STARTTLS restart moves
+//! ([`InboundSession::handshake_deadline`] lets the shell bound TLS and dialback verification
+//! with it), at most [`InboundConfig::pre_auth_buffer`] bytes buffered whatever
+//! `max_stanza` says ([`InboundSession::read_limit`] tells the shell how much to read), and
+//! the header's `to`/`from` must be RFC 7622 domainparts before any policy or reply uses
+//! them. [`InboundSession::close`] discards stanzas not yet taken.
+//!
 //! Out of scope: sockets, TLS records and certificate verification (the shell gives the
 //! verified certificate names through [`InboundSession::handle_tls_established`]), asking the
 //! authoritative server (the shell does it on an outbound stream and answers with

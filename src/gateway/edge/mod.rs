@@ -12,8 +12,11 @@
 //!   EdgeHandle::send(request) ─▶ sip-edge-out ─▶ client transaction ─▶ ClientOutcome back
 //! ```
 //!
-//! Inbound ([`serve_inbound`]): the Edge's client certificate must chain to `[sip] ca` and
-//! name one of `[sip] edge_names`; a refusal is logged with what was presented.
+//! Inbound ([`serve_inbound`]): only the Edge's addresses and `[sip] allow_from` get past
+//! accept ([`allow`], before any TLS byte); the TLS handshake must end within `[sip]
+//! connect_timeout` of the accept, however slowly its bytes come; the Edge's client
+//! certificate must chain to `[sip] ca` and name one of `[sip] edge_names`; a refusal is
+//! logged (rate-limited per address) with what was presented.
 //!
 //! Outbound ([`outbound`]): one thread, started with the gateway, keeps a connection to
 //! `[sip] edge` (names from `[hosts]` first, then DNS; every address in turn; capped

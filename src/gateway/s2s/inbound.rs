@@ -2,6 +2,13 @@
 //! `<proceed/>`, and hands authenticated stanzas to the router. A peer's `db:result` is
 //! verified here, in this thread, on an outbound stream to the claimed domain's
 //! authoritative servers (the peer waits for the verdict anyway, and only this stream waits).
+//!
+//! Before the first domain pair authenticates, the stream is a stranger's: one deadline from
+//! accept (`[xmpp] handshake_timeout`, kept by the session) bounds the header, STARTTLS's TLS
+//! handshake, every dialback verification and SASL, and every write; reads take only what
+//! keeps the session within its 16 KiB pre-authentication buffer. At the first pair the
+//! admission ticket moves to the authenticated count (`crate::gateway::admission`). A
+//! stream refused at authentication (`max_per_partner`) forwards nothing it sent.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -15,7 +22,7 @@ use super::{
 use crate::config::{AuthPolicy, Requirement};
 use crate::gateway::admission::Ticket;
 use crate::gateway::router::RouterEvent;
-use crate::logsafe::{SharedRateLimit, Suppressed};
+use crate::logsafe::{escaped, SharedRateLimit, Suppressed};
 use crate::xmpp::error::StreamErrorCondition;
 use crate::xmpp::session::{
     InboundConfig, InboundSession, PeerDecision, PeerPolicy, SessionEvent, TlsPolicy,
@@ -135,11 +142,15 @@ pub fn serve_inbound(
                     }
                     let names = match tls.verified_peer_names(pipe.peer_certificates()) {
                         Ok(names) => {
-                            log::debug!("{who}: TLS up, peer certificate names {names:?}");
+                            log::debug!(
+                                "{who}: TLS up, peer certificate names {}",
+                                escaped(&names.join(", "))
+                            );
                             names
                         }
                         Err(why) => {
-                            log::info!("{who}: TLS up; {why} (no SASL EXTERNAL)");
+                            // `why` may quote the peer's certificate.
+                            log::info!("{who}: TLS up; {} (no SASL EXTERNAL)", escaped(&why));
                             Vec::new()
                         }
                     };

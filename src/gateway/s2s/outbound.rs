@@ -680,4 +680,128 @@ mod tests {
             ]
         );
     }
+
+    /// A context whose partner verify.test routes to `route.verify.test:port`, which
+    /// `[hosts]` maps to `addrs`.
+    fn verify_context(port: u16, addrs: &[&str]) -> Arc<S2sContext> {
+        let text = format!(
+            "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n\
+             [sip]\nedge = sip.contoso.test:5061\nedge_names = sip.contoso.test\n\
+             [partner verify.test]\nroute = route.verify.test:{port}\n\
+             [hosts]\nroute.verify.test = {}\n",
+            addrs.join(", ")
+        );
+        let config = crate::config::parse(&text, Path::new("test.ini"))
+            .expect("parses")
+            .0;
+        let (events, _) = crossbeam_channel::unbounded();
+        let lifecycle = Lifecycle {
+            stopping: Arc::new(AtomicBool::new(false)),
+            threads: Arc::new(ThreadSet::default()),
+        };
+        Arc::new(S2sContext::new(
+            Arc::new(config),
+            None,
+            "s".into(),
+            events,
+            lifecycle,
+        ))
+    }
+
+    /// Listeners on 127.0.0.2.. with one port; `None` if that port is taken somewhere.
+    fn listeners(n: u8) -> Option<(u16, Vec<TcpListener>)> {
+        let first = TcpListener::bind("127.0.0.2:0").ok()?;
+        let port = first.local_addr().ok()?.port();
+        let mut all = vec![first];
+        for i in 3..2 + n {
+            all.push(TcpListener::bind(("127.0.0.".to_owned() + &i.to_string(), port)).ok()?);
+        }
+        Some((port, all))
+    }
+
+    #[test]
+    fn a_verification_tries_at_most_four_addresses() {
+        let Some((port, servers)) = (0..5).find_map(|_| listeners(6)) else {
+            panic!("no free port on 127.0.0.2-7");
+        };
+        let addrs: Vec<String> = (2..8).map(|i| format!("127.0.0.{i}")).collect();
+        let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        let context = verify_context(port, &addrs);
+        // Each server accepts and hangs up at once: every address is worth a try.
+        let counts = Arc::new(std::sync::Mutex::new(vec![0usize; servers.len()]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = {
+            let counts = Arc::clone(&counts);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                for s in &servers {
+                    s.set_nonblocking(true).unwrap();
+                }
+                while !stop.load(Ordering::SeqCst) {
+                    for (i, s) in servers.iter().enumerate() {
+                        if let Ok((conn, _)) = s.accept() {
+                            counts.lock().unwrap()[i] += 1;
+                            drop(conn);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        let verdict = verify(
+            &context,
+            "contoso.test",
+            "verify.test",
+            "id1",
+            "key",
+            Instant::now() + Duration::from_secs(5),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::SeqCst);
+        server.join().unwrap();
+        assert_eq!(
+            verdict,
+            DialbackVerdict::Error(StanzaErrorCondition::RemoteServerTimeout)
+        );
+        assert_eq!(
+            *counts.lock().unwrap(),
+            vec![1, 1, 1, 1, 0, 0],
+            "the first {MAX_VERIFY_ATTEMPTS} addresses, once each"
+        );
+    }
+
+    #[test]
+    fn a_verification_ends_at_the_inbound_streams_deadline() {
+        // A server that accepts and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let context = verify_context(port, &["127.0.0.1"]);
+        let t0 = Instant::now();
+        let verdict = verify(
+            &context,
+            "contoso.test",
+            "verify.test",
+            "id1",
+            "key",
+            t0 + Duration::from_millis(800),
+        );
+        let took = t0.elapsed();
+        assert_eq!(
+            verdict,
+            DialbackVerdict::Error(StanzaErrorCondition::RemoteServerTimeout)
+        );
+        assert!(
+            took >= Duration::from_millis(700) && took < Duration::from_millis(1500),
+            "ended with the deadline (0.8 s), not [xmpp] stream_timeout (60 s): {took:?}"
+        );
+        // A deadline already passed: no attempt at all.
+        let t0 = Instant::now();
+        let verdict = verify(&context, "contoso.test", "verify.test", "id1", "key", t0);
+        assert_eq!(
+            verdict,
+            DialbackVerdict::Error(StanzaErrorCondition::RemoteServerNotFound)
+        );
+        assert!(t0.elapsed() < Duration::from_millis(200));
+        drop(silent);
+    }
 }
