@@ -14,7 +14,11 @@ use super::peers::json_int;
 use super::testbed::PYTHON;
 
 const SCRIPT: &str = r#"
-import json, selectors, socket, ssl, sys, time
+import json, resource, selectors, socket, ssl, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+want = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+if soft != resource.RLIM_INFINITY and soft < want:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 src, host, port, idle_n, drip_n, every, duration, max_connects, mode, redial = sys.argv[1:11]
 port, idle_n, drip_n, max_connects = int(port), int(idle_n), int(drip_n), int(max_connects)
 every, duration, redial = float(every), float(duration), float(redial)
