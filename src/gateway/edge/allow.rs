@@ -66,7 +66,13 @@ impl EdgeAllow {
             None => {
                 let dns = &config.dns;
                 let resolver = if dns.servers.is_empty() {
-                    Resolver::from_system().ok()
+                    Resolver::from_system()
+                        .map_err(|e| {
+                            log::warn!(
+                                "sip listener: no DNS resolver for the Edge {host} ({e}); only [sip] allow_from may connect"
+                            )
+                        })
+                        .ok()
                 } else {
                     Some(Resolver::new(dns.servers.clone(), dns.timeout, 1))
                 };

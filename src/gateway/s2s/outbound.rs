@@ -540,10 +540,14 @@ mod tests {
     const PEER_VALID: &[u8] = b"<db:result from='peer.test' to='contoso.test' type='valid'/>";
 
     fn context(port: u16) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
+        context_with(&format!("[partner peer.test]\nroute = 127.0.0.1:{port}\n"))
+    }
+
+    /// A context for contoso.test with `sections` added to the configuration.
+    fn context_with(sections: &str) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
         let text = format!(
             "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n\
-             [sip]\nedge = sip.contoso.test:5061\nedge_names = sip.contoso.test\n\
-             [partner peer.test]\nroute = 127.0.0.1:{port}\n"
+             [sip]\nedge = sip.contoso.test:5061\nedge_names = sip.contoso.test\n{sections}"
         );
         let config = crate::config::parse(&text, Path::new("test.ini"))
             .expect("parses")
@@ -684,28 +688,11 @@ mod tests {
     /// A context whose partner verify.test routes to `route.verify.test:port`, which
     /// `[hosts]` maps to `addrs`.
     fn verify_context(port: u16, addrs: &[&str]) -> Arc<S2sContext> {
-        let text = format!(
-            "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n\
-             [sip]\nedge = sip.contoso.test:5061\nedge_names = sip.contoso.test\n\
-             [partner verify.test]\nroute = route.verify.test:{port}\n\
-             [hosts]\nroute.verify.test = {}\n",
+        context_with(&format!(
+            "[partner verify.test]\nroute = route.verify.test:{port}\n[hosts]\nroute.verify.test = {}\n",
             addrs.join(", ")
-        );
-        let config = crate::config::parse(&text, Path::new("test.ini"))
-            .expect("parses")
-            .0;
-        let (events, _) = crossbeam_channel::unbounded();
-        let lifecycle = Lifecycle {
-            stopping: Arc::new(AtomicBool::new(false)),
-            threads: Arc::new(ThreadSet::default()),
-        };
-        Arc::new(S2sContext::new(
-            Arc::new(config),
-            None,
-            "s".into(),
-            events,
-            lifecycle,
         ))
+        .0
     }
 
     /// Listeners on 127.0.0.2.. with one port; `None` if that port is taken somewhere.
