@@ -19,6 +19,8 @@ fn start_gateway(pki: &Pki) -> (Running, u16, u16) {
         &format!("127.0.0.1:{sip}"),
         "sip.contoso.test:5061",
     );
+    // The tests play the Edge from 127.0.0.1, which sip.contoso.test does not resolve to.
+    let config = config.replace("[sip]\n", "[sip]\nallow_from = 127.0.0.1\n");
     let path = pki.write_config("xsgw.ini", &config);
     let running = Running::start(Path::new(&path), Some(&pki.dir.path("xsgw.pid")));
     running.wait_for("started: XMPP on");

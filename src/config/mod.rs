@@ -79,6 +79,13 @@ pub struct Xmpp {
     pub max_outbound: usize,
     /// Outbound streams at once to one resolved address.
     pub max_outbound_per_address: usize,
+    /// Inbound streams not authenticated yet: in all, per /24 or /64, per address.
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_network: usize,
+    pub max_unauthenticated_per_address: usize,
+    /// From accept to the first authenticated domain pair of an inbound stream.
+    pub handshake_timeout: Duration,
+    /// Set-up of an outbound stream.
     pub stream_timeout: Duration,
     pub connect_timeout: Duration,
     pub keepalive: Duration,
@@ -94,6 +101,10 @@ pub struct Sip {
     pub edge_names: Vec<String>,
     /// `[sip] edge_pin`: the Edge's key must be one of these when any are set.
     pub edge_pin: Vec<crate::tls::names::SpkiPin>,
+    /// Who else may connect to `listen` besides the Edge's addresses.
+    pub allow_from: Vec<values::IpNet>,
+    pub max_connections: usize,
+    pub max_unauthenticated_per_address: usize,
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: PathBuf,
@@ -626,6 +637,12 @@ impl<'a> Reader<'a> {
         let max_per_partner = self.get("xmpp", "max_per_partner", positive_count);
         let max_outbound = self.get("xmpp", "max_outbound", positive_count);
         let max_outbound_per_address = self.get("xmpp", "max_outbound_per_address", positive_count);
+        let max_unauthenticated = self.get("xmpp", "max_unauthenticated", positive_count);
+        let max_unauthenticated_per_network =
+            self.get("xmpp", "max_unauthenticated_per_network", positive_count);
+        let max_unauthenticated_per_address =
+            self.get("xmpp", "max_unauthenticated_per_address", positive_count);
+        let handshake_timeout = self.get("xmpp", "handshake_timeout", nonzero_duration);
         let stream_timeout = self.get("xmpp", "stream_timeout", nonzero_duration);
         let connect_timeout = self.get("xmpp", "connect_timeout", nonzero_duration);
         let keepalive = self.get("xmpp", "keepalive", nonzero_duration);
@@ -638,6 +655,10 @@ impl<'a> Reader<'a> {
         let edge_pin = self.get("sip", "edge_pin", |v| {
             crate::tls::names::SpkiPin::parse_list(v).map_err(|e| e.to_string())
         });
+        let allow_from = self.get("sip", "allow_from", values::ip_nets);
+        let sip_max_connections = self.get("sip", "max_connections", positive_count);
+        let sip_max_unauthenticated_per_address =
+            self.get("sip", "max_unauthenticated_per_address", positive_count);
         let sip_cert = self.get("sip", "cert", path);
         let sip_key = self.get("sip", "key", path);
         let sip_ca = self.get("sip", "ca", path);
@@ -714,6 +735,10 @@ impl<'a> Reader<'a> {
                 max_per_partner: max_per_partner?,
                 max_outbound: max_outbound?,
                 max_outbound_per_address: max_outbound_per_address?,
+                max_unauthenticated: max_unauthenticated?,
+                max_unauthenticated_per_network: max_unauthenticated_per_network?,
+                max_unauthenticated_per_address: max_unauthenticated_per_address?,
+                handshake_timeout: handshake_timeout?,
                 stream_timeout: stream_timeout?,
                 connect_timeout: connect_timeout?,
                 keepalive: keepalive?,
@@ -725,6 +750,9 @@ impl<'a> Reader<'a> {
                 edge,
                 edge_names,
                 edge_pin: edge_pin?,
+                allow_from: allow_from?,
+                max_connections: sip_max_connections?,
+                max_unauthenticated_per_address: sip_max_unauthenticated_per_address?,
                 cert: sip_cert?,
                 key: sip_key?,
                 ca: sip_ca?,

@@ -52,6 +52,18 @@ fn minimal_configuration_takes_defaults() {
     assert_eq!(config.xmpp.max_outbound_per_address, 64);
     assert!(!config.federation.allow_private_addresses);
     assert!(config.sip.edge_pin.is_empty(), "no pin by default");
+    assert_eq!(config.xmpp.handshake_timeout, Duration::from_secs(30));
+    assert_eq!(
+        (
+            config.xmpp.max_unauthenticated,
+            config.xmpp.max_unauthenticated_per_network,
+            config.xmpp.max_unauthenticated_per_address
+        ),
+        (200, 32, 8)
+    );
+    assert_eq!(config.sip.max_connections, 64);
+    assert_eq!(config.sip.max_unauthenticated_per_address, 4);
+    assert!(config.sip.allow_from.is_empty());
     assert!(!config.xmpp.log_bodies);
     assert_eq!(config.xmpp.ca, TrustAnchors::System);
     assert_eq!(config.sip.edge_names, ["sip.contoso.test"]);

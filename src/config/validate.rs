@@ -32,6 +32,7 @@ pub fn validate(config: &Config, report: &mut Report) -> Option<Credentials> {
     check_domains(config, report);
     check_addresses(config, report);
     check_outbound(config, report);
+    check_admission(config, report);
     check_fqdn_is_this_host(config, report);
     check_state(config, report);
     let sip = load_sip_identity(config, report);
@@ -213,6 +214,67 @@ fn check_outbound(config: &Config, report: &mut Report) {
             config.line("[federation] private_addresses"),
             "[federation] private_addresses",
             "allow in open federation: any domain's DNS can make xsgw connect to loopback and internal networks (SSRF); keep refuse and give internal partners a [partner] route instead",
+        );
+    }
+}
+
+/// The admission limits must nest: one address within one network within all unauthenticated
+/// streams, which must leave part of `max_connections` to authenticated ones.
+fn check_admission(config: &Config, report: &mut Report) {
+    let x = &config.xmpp;
+    let line = |key: &str| {
+        config
+            .line(&format!("[xmpp] {key}"))
+            .or(config.line("[xmpp]"))
+    };
+    if x.max_unauthenticated_per_address > x.max_unauthenticated_per_network {
+        report.error(
+            line("max_unauthenticated_per_address"),
+            "[xmpp] max_unauthenticated_per_address",
+            format!(
+                "{} is more than max_unauthenticated_per_network ({}); one address is part of its network",
+                x.max_unauthenticated_per_address, x.max_unauthenticated_per_network
+            ),
+        );
+    }
+    if x.max_unauthenticated_per_network > x.max_unauthenticated {
+        report.error(
+            line("max_unauthenticated_per_network"),
+            "[xmpp] max_unauthenticated_per_network",
+            format!(
+                "{} is more than max_unauthenticated ({})",
+                x.max_unauthenticated_per_network, x.max_unauthenticated
+            ),
+        );
+    }
+    if x.max_unauthenticated >= x.max_connections {
+        report.error(
+            line("max_unauthenticated"),
+            "[xmpp] max_unauthenticated",
+            format!(
+                "{} is not less than max_connections ({}): nothing would be kept for authenticated partner streams",
+                x.max_unauthenticated, x.max_connections
+            ),
+        );
+    }
+    if x.handshake_timeout > std::time::Duration::from_secs(60) {
+        report.warning(
+            line("handshake_timeout"),
+            "[xmpp] handshake_timeout",
+            "more than 60s: a stranger holds a slot that long for nothing; 30s is plenty for TLS and dialback",
+        );
+    }
+    let s = &config.sip;
+    if s.max_unauthenticated_per_address > s.max_connections / 2 {
+        report.error(
+            config
+                .line("[sip] max_unauthenticated_per_address")
+                .or(config.line("[sip] max_connections")),
+            "[sip] max_unauthenticated_per_address",
+            format!(
+                "{} is more than half of max_connections ({}); half is kept for connections whose TLS handshake is done",
+                s.max_unauthenticated_per_address, s.max_connections
+            ),
         );
     }
 }
@@ -530,5 +592,58 @@ fn load_roots_file(
             report.error(config.line(place), place, error.to_string());
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission_problems(extra_xmpp: &str, extra_sip: &str) -> Vec<String> {
+        let text = format!(
+            "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n\
+             [xmpp]\n{extra_xmpp}\n[sip]\nedge = sip.contoso.test:5061\n{extra_sip}\n"
+        );
+        let (config, _) = super::super::parse(&text, Path::new("t.ini")).expect("parses");
+        let mut report = Report::new(Path::new("t.ini"));
+        check_admission(&config, &mut report);
+        report.lines()
+    }
+
+    #[test]
+    fn admission_limits_must_nest_below_max_connections() {
+        assert_eq!(admission_problems("", ""), Vec::<String>::new(), "defaults");
+        let one = |xmpp: &str, sip: &str, want: &str| {
+            let lines = admission_problems(xmpp, sip);
+            assert!(
+                lines.len() == 1 && lines[0].contains(want),
+                "{xmpp} {sip}: {lines:?}"
+            );
+        };
+        one(
+            "max_unauthenticated_per_address = 33",
+            "",
+            "t.ini:5: error: [xmpp] max_unauthenticated_per_address: 33 is more than max_unauthenticated_per_network (32)",
+        );
+        one(
+            "max_unauthenticated_per_network = 300",
+            "",
+            "error: [xmpp] max_unauthenticated_per_network: 300 is more than max_unauthenticated (200)",
+        );
+        one(
+            "max_unauthenticated = 1000",
+            "",
+            "error: [xmpp] max_unauthenticated: 1000 is not less than max_connections (1000)",
+        );
+        one(
+            "",
+            "max_connections = 8\nmax_unauthenticated_per_address = 5",
+            "error: [sip] max_unauthenticated_per_address: 5 is more than half of max_connections (8)",
+        );
+        one(
+            "handshake_timeout = 5min",
+            "",
+            "warning: [xmpp] handshake_timeout",
+        );
     }
 }

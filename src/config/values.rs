@@ -232,6 +232,75 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
+/// An IP network in CIDR form (`10.0.0.0/8`, `2001:db8::/32`); a bare address is a /32 or
+/// /128. Host bits are cleared, so `10.1.2.3/8` is `10.0.0.0/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    /// The network address (host bits zero).
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is inside (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        IpNet::masked(ip.to_canonical(), self.prefix) == Some(self.addr)
+    }
+
+    /// `ip` with all but its first `prefix` bits cleared; `None` when `prefix` is too long
+    /// for its family.
+    pub fn masked(ip: IpAddr, prefix: u8) -> Option<IpAddr> {
+        match ip {
+            IpAddr::V4(v4) if prefix <= 32 => {
+                let bits = u32::from(v4);
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                Some(IpAddr::V4((bits & mask).into()))
+            }
+            IpAddr::V6(v6) if prefix <= 128 => {
+                let bits = u128::from(v6);
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                Some(IpAddr::V6((bits & mask).into()))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for IpNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// One network: `192.0.2.0/24`, `2001:db8::/48`, or a single address.
+pub fn ip_net(value: &str) -> Result<IpNet, String> {
+    let (addr, prefix) = match value.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (value, None),
+    };
+    let addr: IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` is not an address or network (e.g. 192.0.2.0/24)"))?;
+    let addr = addr.to_canonical();
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => match p.trim().parse::<u8>() {
+            Ok(p) if p <= max => p,
+            _ => return Err(format!("`{value}`: the prefix length must be 0–{max}")),
+        },
+    };
+    let addr = IpNet::masked(addr, prefix).ok_or_else(|| format!("`{value}`: bad prefix"))?;
+    Ok(IpNet { addr, prefix })
+}
+
+/// A comma-separated list of networks (may be empty).
+pub fn ip_nets(value: &str) -> Result<Vec<IpNet>, String> {
+    list(value).iter().map(|item| ip_net(item)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +379,37 @@ mod tests {
         assert_eq!(edit_distance("dialbak", "dialback"), 1);
         assert_eq!(edit_distance("tls", "tls"), 0);
         assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn networks_in_cidr_form() {
+        let net = ip_net("10.1.2.3/8").unwrap();
+        assert_eq!(net.to_string(), "10.0.0.0/8");
+        assert!(net.contains("10.255.0.1".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        // An IPv4-mapped IPv6 peer (a listener on [::]) counts as its IPv4 address.
+        assert!(net.contains("::ffff:10.9.9.9".parse().unwrap()));
+        let one = ip_net("192.0.2.7").unwrap();
+        assert_eq!(one.prefix, 32);
+        assert!(one.contains("192.0.2.7".parse().unwrap()));
+        assert!(!one.contains("192.0.2.8".parse().unwrap()));
+        let v6 = ip_net("2001:db8:1:2::5/64").unwrap();
+        assert_eq!(v6.to_string(), "2001:db8:1:2::/64");
+        assert!(v6.contains("2001:db8:1:2:ffff::1".parse().unwrap()));
+        assert!(!v6.contains("2001:db8:1:3::1".parse().unwrap()));
+        assert!(ip_net("0.0.0.0/0")
+            .unwrap()
+            .contains("203.0.113.9".parse().unwrap()));
+        for bad in [
+            "10.0.0.0/33",
+            "2001:db8::/129",
+            "host.example",
+            "10.0.0.0/x",
+            "",
+        ] {
+            assert!(ip_net(bad).is_err(), "{bad}");
+        }
+        assert_eq!(ip_nets("").unwrap(), vec![]);
+        assert_eq!(ip_nets("10.0.0.0/8, 192.0.2.1").unwrap().len(), 2);
     }
 }

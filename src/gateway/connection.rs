@@ -6,13 +6,15 @@ use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::admission::Ticket;
 use super::router::{ConnId, RouterEvent};
-use super::{ConnectionSlot, Side};
+use super::Side;
 use crate::config::{Config, Credentials};
+use crate::logsafe::escaped;
 use crate::tls;
 
 /// What every connection thread shares, read-only.
@@ -28,7 +30,13 @@ pub struct Context {
     pub sip_requests: Option<Sender<super::edge::InboundRequest>>,
     /// Every connection thread started, joined by `Gateway::wait`.
     pub threads: Arc<super::threads::ThreadSet>,
+    /// Failed TLS handshakes on 5061 are logged at most [`TLS_REFUSALS_PER_MINUTE`] times a
+    /// minute per address (a client can cause them at will).
+    pub tls_refusals: crate::logsafe::SharedRateLimit<std::net::IpAddr>,
 }
+
+/// See [`Context::tls_refusals`].
+pub const TLS_REFUSALS_PER_MINUTE: u32 = 5;
 
 impl Context {
     pub fn new(
@@ -59,11 +67,17 @@ impl Context {
             sip_client,
             sip_requests: None,
             threads,
+            tls_refusals: crate::logsafe::SharedRateLimit::new(
+                TLS_REFUSALS_PER_MINUTE,
+                Duration::from_secs(60),
+                4096,
+            ),
         })
     }
 }
 
-/// Called by a listener when the connection limit is reached: the peer gets told why.
+/// Called by a listener when an admission cap refuses a connection: an XMPP peer gets told
+/// why (a stream error in a stream of its own), a SIP peer is closed.
 pub fn refuse_over_limit(side: Side, mut stream: TcpStream) {
     if side == Side::Xmpp {
         let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
@@ -75,16 +89,20 @@ pub fn refuse_over_limit(side: Side, mut stream: TcpStream) {
     let _ = stream.shutdown(Shutdown::Both);
 }
 
+/// Runs one admitted connection to its end. `accepted` starts its handshake deadline;
+/// `ticket` moves to the authenticated count when the protocol shell says so and is
+/// released when this returns.
+#[allow(clippy::too_many_arguments)]
 pub fn serve_inbound(
     side: Side,
     id: ConnId,
     stream: TcpStream,
     peer: SocketAddr,
-    slot: ConnectionSlot,
+    mut ticket: Ticket,
+    accepted: Instant,
     context: &Context,
     stopping: &AtomicBool,
 ) {
-    let _slot = slot;
     match stream.try_clone() {
         Ok(waker) => {
             let _ = context.events.send(RouterEvent::Connected {
@@ -106,9 +124,13 @@ pub fn serve_inbound(
     }
     log::info!("{side} inbound connection {id} from {peer}");
     let outcome = match side {
-        Side::Sip => super::edge::serve_inbound(stream, peer, context),
-        Side::Xmpp => super::s2s::serve_inbound(stream, peer, &context.xmpp),
+        Side::Sip => super::edge::serve_inbound(stream, peer, context, &mut ticket, accepted),
+        Side::Xmpp => super::s2s::serve_inbound(stream, peer, &context.xmpp, &mut ticket, accepted),
     };
-    log::info!("{side} inbound connection {id} from {peer} closed: {outcome}");
+    // The outcome may quote the peer (a stream error's text): escaped and cut.
+    log::info!(
+        "{side} inbound connection {id} from {peer} closed: {}",
+        escaped(&outcome)
+    );
     let _ = context.events.send(RouterEvent::Disconnected { id });
 }

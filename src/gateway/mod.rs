@@ -5,7 +5,8 @@
 //!  signals ──Shutdown/Reload──▶ router ◀──Connected/Disconnected── connection threads
 //!                                 │ owns: connection registry, S2S table, the translator
 //!                                 │       (crate::bridge: pending deliveries, IM sessions)
-//!  xmpp-listen / sip-listen ──accept──▶ spawn connection thread (one per socket)
+//!  xmpp-listen / sip-listen ──accept──▶ admission (admission.rs; 5061: edge/allow.rs)
+//!                          ──▶ spawn connection thread (one per socket, with its Ticket)
 //!  sip-edge-out ──▶ the gateway's own connection to [sip] edge (reconnects with backoff)
 //!  Edge requests ──RouterEvent::SipRequest──▶ router (translator) or GatewayOptions sink
 //! ```
@@ -20,6 +21,7 @@
 //! listeners, and (from a `threads::ThreadSet`) every connection thread and XMPP outbound
 //! stream thread, which see the stop flag and end within another [`SHUTDOWN_GRACE`].
 
+mod admission;
 mod connection;
 mod edge;
 mod listener;
@@ -30,7 +32,7 @@ pub mod threads;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -108,45 +110,6 @@ impl fmt::Display for RunError {
 }
 
 impl std::error::Error for RunError {}
-
-/// Counts live connections per side, so listeners can enforce limits without asking the
-/// router on every accept. Decremented by [`ConnectionSlot`] on drop, whatever ends the thread.
-#[derive(Debug, Default)]
-pub struct ConnectionCount(AtomicUsize);
-
-/// One counted connection; dropping it frees the slot.
-pub struct ConnectionSlot(Arc<ConnectionCount>);
-
-impl ConnectionCount {
-    /// Takes a slot when fewer than `max` are in use.
-    pub fn try_acquire(self: &Arc<Self>, max: usize) -> Option<ConnectionSlot> {
-        let mut current = self.0.load(Ordering::Relaxed);
-        loop {
-            if current >= max {
-                return None;
-            }
-            match self.0.compare_exchange_weak(
-                current,
-                current + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Some(ConnectionSlot(Arc::clone(self))),
-                Err(actual) => current = actual,
-            }
-        }
-    }
-
-    pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// The presence subscriptions, under `[gateway] state_dir`.
 pub const SUBSCRIPTIONS_FILE: &str = "subscriptions";
@@ -254,16 +217,12 @@ impl Gateway {
         context.sip_requests = options.sip_requests;
         let context = Arc::new(context);
         let mut listeners = Vec::new();
-        for (side, socket, max) in [
-            (Side::Xmpp, xmpp, config.xmpp.max_connections),
-            // The Edge opens few connections; the bound guards against a misbehaving peer.
-            (Side::Sip, sip, 64),
-        ] {
+        for (side, socket) in [(Side::Xmpp, xmpp), (Side::Sip, sip)] {
             let name = format!("{side}-listen");
             let context = Arc::clone(&context);
             let stopping = Arc::clone(&stopping);
             let handle = threads::spawn_service(name.clone(), threads::SERVICE_STACK, move || {
-                listener::accept_loop(side, socket, max, &context, &stopping)
+                listener::accept_loop(side, socket, &context, &stopping)
             })
             .map_err(|error| RunError::Spawn { name, error })?;
             listeners.push(handle);

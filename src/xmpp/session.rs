@@ -6,6 +6,14 @@
 //! (piggybacking, XEP-0220 §2.6), stanza address checks (RFC 6120 §8.1.1.2, §4.9.3.9), the
 //! handshake and idle deadlines, and closing (§4.4).
 //!
+//! Before the first domain pair authenticates: one deadline from accept
+//! ([`InboundConfig::handshake_timeout`]) that neither input nor the STARTTLS restart moves
+//! ([`InboundSession::handshake_deadline`] lets the shell bound TLS and dialback verification
+//! with it), at most [`InboundConfig::pre_auth_buffer`] bytes buffered whatever
+//! `max_stanza` says ([`InboundSession::read_limit`] tells the shell how much to read), and
+//! the header's `to`/`from` must be RFC 7622 domainparts before any policy or reply uses
+//! them. [`InboundSession::close`] discards stanzas not yet taken.
+//!
 //! Out of scope: sockets, TLS records and certificate verification (the shell gives what the
 //! verified certificate is valid for through [`InboundSession::handle_tls_established`], as a
 //! [`CertifiedFor`] answered by webpki), asking the
@@ -59,6 +67,10 @@ use super::stream::{StreamEvent, StreamHeader, StreamLimits, StreamParser, STREA
 /// Longest base64 authorization identity accepted in SASL EXTERNAL (a JID domain fits
 /// many times over).
 const MAX_AUTHZID_B64: usize = 4096;
+
+/// Default of [`InboundConfig::pre_auth_buffer`]: what a stream may have buffered before
+/// it is authenticated (a header, STARTTLS, a `db:result` or SASL `auth` need far less).
+pub const PRE_AUTH_BUFFER: usize = 16 * 1024;
 
 /// Namespace of STARTTLS (RFC 6120 §5.4).
 pub const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
@@ -135,7 +147,8 @@ pub struct InboundConfig {
     pub peer_policy: Option<PeerPolicy>,
     /// Secret for answering `db:verify` as the authoritative server (XEP-0185).
     pub dialback_secret: DialbackSecret,
-    /// Time from accept until the first domain pair is authenticated.
+    /// Time from accept until the first domain pair is authenticated: one deadline for the
+    /// header, STARTTLS, dialback and SASL, never moved by input or by a stream restart.
     pub handshake_timeout: Duration,
     /// Time without any input before the stream is closed.
     pub idle_timeout: Duration,
@@ -143,8 +156,12 @@ pub struct InboundConfig {
     pub max_pending_dialback: usize,
     /// Most authenticated domain pairs on one stream.
     pub max_domain_pairs: usize,
-    /// Stream parser limits.
+    /// Stream parser limits once the stream is authenticated.
     pub limits: StreamLimits,
+    /// Before authentication, the most bytes buffered (unparsed) at once, whatever
+    /// `limits.max_stanza` says: a larger element or header ends the stream with
+    /// `policy-violation`. Also bounds what is handed to TLS after `<starttls/>`.
+    pub pre_auth_buffer: usize,
 }
 
 impl InboundConfig {
@@ -162,6 +179,7 @@ impl InboundConfig {
             max_pending_dialback: 16,
             max_domain_pairs: 64,
             limits: StreamLimits::default(),
+            pre_auth_buffer: PRE_AUTH_BUFFER,
         }
     }
 }
@@ -310,7 +328,7 @@ impl InboundSession {
         now: Instant,
         new_id: Box<dyn FnMut() -> String + Send>,
     ) -> Self {
-        let parser = StreamParser::new(config.limits.clone());
+        let parser = StreamParser::new(pre_auth_limits(&config));
         let handshake_deadline = Some(now + config.handshake_timeout);
         let idle_deadline = now + config.idle_timeout;
         InboundSession {
@@ -354,6 +372,30 @@ impl InboundSession {
         &self.pairs
     }
 
+    /// The deadline for the first authenticated pair, set at accept (`None` once one
+    /// authenticated, or closed). The shell bounds the TLS handshake and a dialback
+    /// verification with it.
+    pub fn handshake_deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed => None,
+            _ => self.handshake_deadline,
+        }
+    }
+
+    /// How many bytes the shell may read and hand to [`InboundSession::handle_input`] now:
+    /// before authentication what keeps the buffered bytes within
+    /// [`InboundConfig::pre_auth_buffer`] (at least 1, so an overlong element is seen and
+    /// refused rather than waited on), afterwards `usize::MAX` (the parser's limits apply).
+    pub fn read_limit(&self) -> usize {
+        if !self.pairs.is_empty() {
+            return usize::MAX;
+        }
+        self.config
+            .pre_auth_buffer
+            .saturating_sub(self.parser.unconsumed_len())
+            .max(1)
+    }
+
     /// Appends bytes to write to the peer.
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) {
         buf.append(&mut self.out);
@@ -395,6 +437,16 @@ impl InboundSession {
             return;
         }
         self.idle_deadline = now + self.config.idle_timeout;
+        let waiting = self.parser.unconsumed_len().saturating_add(bytes.len());
+        if self.pairs.is_empty() && waiting > self.config.pre_auth_buffer {
+            return self.fail(
+                StreamErrorCondition::PolicyViolation,
+                &format!(
+                    "{waiting} bytes buffered before authentication, limit {}",
+                    self.config.pre_auth_buffer
+                ),
+            );
+        }
         if let Err(e) = self.parser.feed(bytes) {
             self.fail(e.condition(), &e.to_string());
             return;
@@ -452,7 +504,11 @@ impl InboundSession {
     }
 
     /// Closes the stream from our side, with a stream error if `condition` is given.
+    /// Stanzas parsed but not yet taken with [`InboundSession::poll_event`] are discarded:
+    /// once the shell refuses or closes a stream, nothing more from it is forwarded.
     pub fn close(&mut self, condition: Option<StreamErrorCondition>) {
+        self.events
+            .retain(|e| !matches!(e, SessionEvent::Stanza { .. }));
         if self.state == State::Closed {
             return;
         }
@@ -478,6 +534,21 @@ impl InboundSession {
     }
 
     fn on_header(&mut self, header: StreamHeader) {
+        // RFC 7622 domainparts or nothing, before any policy, log line or echo in our header.
+        let domain =
+            |v: &Option<String>| v.as_deref().map_or(true, |d| Jid::from_domain(d).is_ok());
+        if !domain(&header.to) {
+            return self.fail(
+                StreamErrorCondition::HostUnknown,
+                "stream header 'to' is not a domain",
+            );
+        }
+        if !domain(&header.from) {
+            return self.fail(
+                StreamErrorCondition::InvalidFrom,
+                "stream header 'from' is not a domain",
+            );
+        }
         self.stream_id = (self.new_id)();
         let local = header.to.as_deref().map(str::to_ascii_lowercase);
         let legacy = header
@@ -838,6 +909,10 @@ impl InboundSession {
         if self.pairs.iter().any(|(l, r)| l == local && r == remote) {
             return;
         }
+        if self.pairs.is_empty() {
+            // Authenticated: the stanza limit of the configuration from now on.
+            self.parser.set_limits(self.config.limits.clone());
+        }
         self.pairs.push((local.to_owned(), remote.to_owned()));
         self.handshake_deadline = None;
         self.events.push_back(SessionEvent::Authenticated {
@@ -893,6 +968,15 @@ impl InboundSession {
         self.pending.clear();
         self.events.push_back(SessionEvent::Closed(reason));
     }
+}
+
+/// The parser limits before authentication: no element or header beyond
+/// [`InboundConfig::pre_auth_buffer`].
+fn pre_auth_limits(config: &InboundConfig) -> StreamLimits {
+    let mut limits = config.limits.clone();
+    limits.max_stanza = limits.max_stanza.min(config.pre_auth_buffer);
+    limits.max_header = limits.max_header.min(config.pre_auth_buffer);
+    limits
 }
 
 #[cfg(test)]
@@ -1452,5 +1536,194 @@ mod tests {
         s.handle_input(Instant::now(), PEER_HEADER.as_bytes());
         let (out, _) = drain(&mut s);
         assert!(out.contains("<policy-violation"), "{out}");
+    }
+
+    #[test]
+    fn the_handshake_deadline_is_not_moved_by_input_or_starttls() {
+        let t0 = Instant::now();
+        let mut s = session(TlsPolicy::Optional, t0);
+        let deadline = t0 + Duration::from_secs(60);
+        assert_eq!(s.handshake_deadline(), Some(deadline));
+        // A peer dripping bytes: each one is input, none moves the deadline.
+        let start = format!("{PEER_HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        for (i, b) in start.bytes().enumerate() {
+            s.handle_input(t0 + Duration::from_millis(100 * i as u64), &[b]);
+        }
+        let (out, events) = drain(&mut s);
+        assert!(
+            out.ends_with("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
+            "{out}"
+        );
+        assert_eq!(events, vec![SessionEvent::StartTls]);
+        assert_eq!(s.handshake_deadline(), Some(deadline));
+        // TLS done late, then the restarted stream: still the deadline from accept.
+        s.handle_tls_established(t0 + Duration::from_secs(50), None);
+        s.handle_input(t0 + Duration::from_secs(55), PEER_HEADER.as_bytes());
+        drain(&mut s);
+        assert_eq!(s.handshake_deadline(), Some(deadline));
+        assert_eq!(s.poll_timeout(), Some(deadline));
+        s.handle_input(t0 + Duration::from_secs(59), b" ");
+        s.handle_timeout(deadline);
+        let (out, events) = drain(&mut s);
+        assert!(out.contains("<connection-timeout"), "{out}");
+        assert_eq!(
+            events,
+            vec![SessionEvent::Closed(CloseReason::Timeout(
+                TimerKind::Handshake
+            ))]
+        );
+        // Once a pair authenticated, there is no handshake deadline any more.
+        let mut s = session(TlsPolicy::Optional, t0);
+        s.handle_input(t0, DIALBACK_CONVERSATION.as_bytes());
+        s.handle_dialback_verdict("xmpp.example.com", "example.org", DialbackVerdict::Valid);
+        assert_eq!(s.handshake_deadline(), None);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn at_most_16_kib_buffered_before_authentication_whatever_max_stanza_is() {
+        let t0 = Instant::now();
+        let big = |n: usize| {
+            format!(
+                "<message from='a@example.org' to='b@xmpp.example.com'><body>{}</body></message>",
+                "x".repeat(n)
+            )
+        };
+        let mut c = config(TlsPolicy::Optional);
+        c.limits.max_stanza = 1 << 20;
+        let mut s = InboundSession::new(c.clone(), t0, Box::new(|| "id".to_owned()));
+        assert_eq!(s.read_limit(), PRE_AUTH_BUFFER);
+        s.handle_input(t0, PEER_HEADER.as_bytes());
+        drain(&mut s);
+        // Half an element waits in the buffer; the shell may read only what is left.
+        let element = big(17_000);
+        s.handle_input(t0, &element.as_bytes()[..10_000]);
+        assert_eq!(s.read_limit(), PRE_AUTH_BUFFER - 10_000);
+        s.handle_input(t0, &element.as_bytes()[10_000..16_000]);
+        assert!(!s.is_closed());
+        // An element larger than 16 KiB before authentication: policy-violation.
+        let mut at = 16_000;
+        while !s.is_closed() {
+            assert!(at < 16_500, "refused at once past 16 KiB");
+            let n = s.read_limit();
+            s.handle_input(t0, &element.as_bytes()[at..at + n]);
+            at += n;
+        }
+        assert_eq!(at, PRE_AUTH_BUFFER + 1);
+        let (out, events) = drain(&mut s);
+        assert!(out.contains("<policy-violation"), "{out}");
+        assert!(matches!(
+            events.last(),
+            Some(SessionEvent::Closed(CloseReason::LocalError {
+                condition: StreamErrorCondition::PolicyViolation,
+                ..
+            }))
+        ));
+        // Fed in one piece (a shell ignoring read_limit): refused the same.
+        let mut s = InboundSession::new(c.clone(), t0, Box::new(|| "id".to_owned()));
+        s.handle_input(t0, PEER_HEADER.as_bytes());
+        for _ in 0..4 {
+            s.handle_input(t0, "\n".repeat(10_000).as_bytes());
+        }
+        assert!(!s.is_closed(), "whitespace is consumed as it comes");
+        s.handle_input(t0, &vec![b' '; PRE_AUTH_BUFFER + 1]);
+        assert!(s.is_closed());
+        // A header longer than the buffer is refused too.
+        let mut s = InboundSession::new(c.clone(), t0, Box::new(|| "id".to_owned()));
+        let long_header = PEER_HEADER.replace(
+            " version=",
+            &format!(" x='{}' version=", "y".repeat(PRE_AUTH_BUFFER)),
+        );
+        s.handle_input(t0, &long_header.as_bytes()[..PRE_AUTH_BUFFER]);
+        s.handle_input(t0, &long_header.as_bytes()[PRE_AUTH_BUFFER..]);
+        assert!(s.is_closed());
+        // After authentication max_stanza applies: a 100 KB stanza is delivered.
+        let mut s = InboundSession::new(c, t0, Box::new(|| "id".to_owned()));
+        s.handle_input(t0, DIALBACK_CONVERSATION.as_bytes());
+        s.handle_dialback_verdict("xmpp.example.com", "example.org", DialbackVerdict::Valid);
+        drain(&mut s);
+        assert_eq!(s.read_limit(), usize::MAX);
+        s.handle_input(t0, big(100_000).as_bytes());
+        let (_, events) = drain(&mut s);
+        assert!(
+            matches!(events[..], [SessionEvent::Stanza { .. }]),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn bytes_after_starttls_are_bounded_too() {
+        let t0 = Instant::now();
+        let mut s = session(TlsPolicy::Optional, t0);
+        let mut input = format!("{PEER_HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .into_bytes();
+        input.extend(vec![0x16; PRE_AUTH_BUFFER]);
+        s.handle_input(t0, &input);
+        assert!(
+            s.is_closed(),
+            "more than 16 KiB waiting is refused before TLS sees it"
+        );
+        let mut s = session(TlsPolicy::Optional, t0);
+        let mut input = format!("{PEER_HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .into_bytes();
+        input.extend(vec![0x16; 1000]);
+        s.handle_input(t0, &input);
+        assert_eq!(s.take_tls_bytes().len(), 1000);
+    }
+
+    #[test]
+    fn header_addresses_must_be_domains_and_are_never_echoed_otherwise() {
+        let t0 = Instant::now();
+        for (header, condition) in [
+            (
+                PEER_HEADER.replace("from='example.org'", "from='example.org&#10;ERROR forged'"),
+                "<invalid-from",
+            ),
+            (
+                PEER_HEADER.replace("from='example.org'", "from='user@example.org'"),
+                "<invalid-from",
+            ),
+            (
+                PEER_HEADER.replace("to='xmpp.example.com'", "to='xmpp..example.com'"),
+                "<host-unknown",
+            ),
+        ] {
+            let mut s = with_policy(|d| panic!("policy asked about {d:?}"));
+            s.handle_input(t0, header.as_bytes());
+            let (out, events) = drain(&mut s);
+            assert!(out.contains(condition), "{header}: {out}");
+            assert!(
+                !out.contains("forged") && !out.contains("user@") && !out.contains(".."),
+                "{out}"
+            );
+            assert!(
+                matches!(events[..], [SessionEvent::Closed(_)]),
+                "{events:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn closing_discards_stanzas_not_yet_taken() {
+        let t0 = Instant::now();
+        let mut s = session(TlsPolicy::Optional, t0);
+        s.handle_input(t0, DIALBACK_CONVERSATION.as_bytes());
+        drain(&mut s);
+        s.handle_dialback_verdict("xmpp.example.com", "example.org", DialbackVerdict::Valid);
+        s.handle_input(
+            t0,
+            b"<message from='a@example.org' to='b@xmpp.example.com'/><message from='a@example.org' to='b@xmpp.example.com'/>",
+        );
+        // The shell refuses the stream at the Authenticated event (e.g. max_per_partner).
+        assert!(matches!(
+            s.poll_event(),
+            Some(SessionEvent::Authenticated { .. })
+        ));
+        s.close(Some(StreamErrorCondition::PolicyViolation));
+        let (_, events) = drain(&mut s);
+        assert!(
+            matches!(events[..], [SessionEvent::Closed(CloseReason::LocalClose)]),
+            "{events:?}"
+        );
     }
 }

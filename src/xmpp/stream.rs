@@ -416,6 +416,14 @@ impl StreamParser {
         &self.limits
     }
 
+    /// Changes the limits from now on (the larger stanza limit once a stream is
+    /// authenticated, `crate::xmpp::session`); bytes already buffered are judged by the new
+    /// limits as scanning goes on.
+    pub fn set_limits(&mut self, limits: StreamLimits) {
+        self.config = xml_config(&limits);
+        self.limits = limits;
+    }
+
     /// Appends bytes read from the peer. Fails (for good) if more than
     /// `2 × max_stanza + max_header` bytes are waiting, i.e. when the caller feeds without
     /// draining events.

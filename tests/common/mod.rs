@@ -242,6 +242,7 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+pub mod attack;
 pub mod peers;
 pub mod process;
 pub mod testbed;

@@ -58,6 +58,11 @@ impl Running {
         );
     }
 
+    /// The log lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
     /// Sends a signal by name (`TERM`, `HUP`, `INT`) with kill(1).
     pub fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")

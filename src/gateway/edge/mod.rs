@@ -12,10 +12,13 @@
 //!   EdgeHandle::send(request) ─▶ sip-edge-out ─▶ client transaction ─▶ ClientOutcome back
 //! ```
 //!
-//! Inbound ([`serve_inbound`]): the Edge's client certificate must chain to `[sip] ca`, name
-//! one of `[sip] edge_names` in its subjectAltName (a wildcard only if listed as is) and, with
-//! `[sip] edge_pin`, hold a pinned key (`crate::tls::names`); checked inside the handshake, a
-//! refusal is logged with what was presented.
+//! Inbound ([`serve_inbound`]): only the Edge's addresses and `[sip] allow_from` get past
+//! accept ([`allow`], before any TLS byte); the TLS handshake must end within `[sip]
+//! connect_timeout` of the accept, however slowly its bytes come; the Edge's client
+//! certificate must chain to `[sip] ca`, name one of `[sip] edge_names` in its
+//! subjectAltName (a wildcard only if listed as is) and, with `[sip] edge_pin`, hold a pinned
+//! key (`crate::tls::names`); checked inside the handshake, a refusal is logged (rate-limited
+//! per address) with what was presented.
 //!
 //! Outbound ([`outbound`]): one thread, started with the gateway, keeps a connection to
 //! `[sip] edge` (names from `[hosts]` first, then DNS; every address in turn; capped
@@ -39,6 +42,7 @@
 //! ([`EdgeHandle::try_send_tagged`]) report their final outcome to the router as
 //! [`super::RouterEvent::SipOutcome`].
 
+pub mod allow;
 mod driver;
 pub mod outbound;
 pub mod target;
@@ -483,21 +487,31 @@ impl RequestFront<'_> {
 }
 
 /// Mutual TLS with the Edge, then the SIP link until either side closes.
-pub(super) fn serve_inbound(mut tcp: TcpStream, peer: SocketAddr, context: &Context) -> String {
-    let handshake_deadline = context.config.sip.connect_timeout;
-    let _ = tcp.set_read_timeout(Some(handshake_deadline));
-    let _ = tcp.set_write_timeout(Some(handshake_deadline));
+/// Serves a connection the listener admitted (from the Edge's addresses or `[sip]
+/// allow_from`). The TLS handshake must end within `[sip] connect_timeout` of `accepted`,
+/// however slowly its bytes come; `ticket` counts as authenticated once the certificate
+/// names the Edge.
+pub(super) fn serve_inbound(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    context: &Context,
+    ticket: &mut super::admission::Ticket,
+    accepted: std::time::Instant,
+) -> String {
+    let deadline = accepted + context.config.sip.connect_timeout;
     let mut tls = match rustls::ServerConnection::new(Arc::clone(&context.sip_server)) {
-        Ok(c) => c,
+        Ok(c) => rustls::Connection::Server(c),
         Err(e) => return format!("TLS set-up failed: {e}"),
     };
-    while tls.is_handshaking() {
-        if let Err(error) = tls.complete_io(&mut tcp) {
-            let reason = tls::sip::describe_handshake_failure(&error, &context.config.sip.ca);
-            log::warn!("sip inbound {peer}: TLS refused: {reason}");
-            let _ = tls.write_tls(&mut tcp);
-            return format!("TLS handshake failed: {reason}");
-        }
+    // One deadline for the whole handshake, not one per read.
+    if let Err(error) = super::s2s::io::handshake(&mut tls, &mut tcp, deadline) {
+        let reason = if error.kind() == std::io::ErrorKind::TimedOut {
+            "no TLS handshake within [sip] connect_timeout of the accept".to_owned()
+        } else {
+            tls::sip::describe_handshake_failure(&error, &context.config.sip.ca)
+        };
+        log_handshake_failure(context, peer, &reason);
+        return format!("TLS handshake failed: {reason}");
     }
     // The certificate's chain, names and pin were checked in the handshake
     // (`tls::sip::sip_server_config`): only the Edge gets here.
@@ -506,6 +520,7 @@ pub(super) fn serve_inbound(mut tcp: TcpStream, peer: SocketAddr, context: &Cont
         .and_then(|certs| certs.first())
         .map(tls::names::san_names)
         .unwrap_or_default();
+    ticket.authenticated();
     log::info!(
         "sip inbound {peer}: mutual TLS established ({:?}), Edge certificate names {}",
         tls.protocol_version(),
@@ -513,7 +528,7 @@ pub(super) fn serve_inbound(mut tcp: TcpStream, peer: SocketAddr, context: &Cont
     );
     let (commands_tx, commands) = crossbeam_channel::bounded(COMMAND_QUEUE);
     let ended = driver::drive(
-        rustls::Connection::Server(tls),
+        tls,
         tcp,
         driver::Params {
             peer,
@@ -525,6 +540,21 @@ pub(super) fn serve_inbound(mut tcp: TcpStream, peer: SocketAddr, context: &Cont
         },
     );
     ended.why
+}
+
+/// A failed handshake on 5061 is a warning a client can cause at will: a few lines a minute
+/// per address, the next one counting those suppressed.
+fn log_handshake_failure(context: &Context, peer: SocketAddr, reason: &str) {
+    use crate::logsafe::Suppressed;
+    if let Some(suppressed) = context
+        .tls_refusals
+        .allow(&peer.ip(), std::time::Instant::now())
+    {
+        log::warn!(
+            "sip inbound {peer}: TLS refused: {reason}{}",
+            Suppressed(suppressed)
+        );
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,13 @@
 //! `<proceed/>`, and hands authenticated stanzas to the router. A peer's `db:result` is
 //! verified here, in this thread, on an outbound stream to the claimed domain's
 //! authoritative servers (the peer waits for the verdict anyway, and only this stream waits).
+//!
+//! Before the first domain pair authenticates, the stream is a stranger's: one deadline from
+//! accept (`[xmpp] handshake_timeout`, kept by the session) bounds the header, STARTTLS's TLS
+//! handshake, every dialback verification and SASL, and every write; reads take only what
+//! keeps the session within its 16 KiB pre-authentication buffer. At the first pair the
+//! admission ticket moves to the authenticated count (`crate::gateway::admission`). A
+//! stream refused at authentication (`max_per_partner`) forwards nothing it sent.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -13,11 +20,34 @@ use super::{
     XmppEvent,
 };
 use crate::config::{AuthPolicy, Requirement};
+use crate::gateway::admission::Ticket;
 use crate::gateway::router::RouterEvent;
+use crate::logsafe::{escaped, Suppressed};
 use crate::xmpp::error::StreamErrorCondition;
 use crate::xmpp::session::{
     CertifiedFor, InboundConfig, InboundSession, PeerDecision, PeerPolicy, SessionEvent, TlsPolicy,
 };
+
+/// The read buffer of an inbound stream (before authentication only part of it is used,
+/// see `InboundSession::read_limit`).
+const READ_BUFFER: usize = 16 * 1024;
+
+/// How long the closing stream error may take to write, after any deadline.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A partner over `max_per_partner` can make this happen at will: two lines a minute per
+/// partner domain, the next one counting those suppressed.
+fn log_quota(context: &S2sContext, who: &str, remote: &str, max: usize) {
+    if let Some(suppressed) = context
+        .partner_quota_log
+        .allow(&remote.to_owned(), Instant::now())
+    {
+        log::warn!(
+            "{who}: {remote} refused: more than [xmpp] max_per_partner = {max} streams{}",
+            Suppressed(suppressed)
+        );
+    }
+}
 
 fn tls_policy(r: Requirement, available: bool) -> TlsPolicy {
     match r {
@@ -47,7 +77,7 @@ fn session_config(context: &Arc<S2sContext>, peer: SocketAddr) -> InboundConfig 
     config.tls = tls_policy(xmpp.policy.tls, tls_available);
     config.sasl = sasl_offered(xmpp.policy);
     config.dialback = dialback_offered(xmpp.policy);
-    config.handshake_timeout = xmpp.stream_timeout;
+    config.handshake_timeout = xmpp.handshake_timeout;
     config.idle_timeout = xmpp.idle_timeout;
     config.limits.max_stanza = xmpp.max_stanza;
     let policy_context = Arc::clone(context);
@@ -58,6 +88,7 @@ fn session_config(context: &Arc<S2sContext>, peer: SocketAddr) -> InboundConfig 
                 why,
                 unreachable,
             } => {
+                // `domain` is a validated domainpart (the session checks before asking).
                 policy_context.log_refusal(&format!("inbound {peer}"), domain, why);
                 if unreachable {
                     PeerDecision::Unreachable(condition)
@@ -76,11 +107,21 @@ fn session_config(context: &Arc<S2sContext>, peer: SocketAddr) -> InboundConfig 
 }
 
 /// Serves one accepted XMPP connection until it closes; returns how it ended, for the log.
-pub fn serve_inbound(stream: TcpStream, peer: SocketAddr, context: &Arc<S2sContext>) -> String {
+///
+/// Everything before the first authenticated domain pair, STARTTLS's handshake and dialback
+/// verifications included, happens before `accepted + [xmpp] handshake_timeout` (the
+/// session's deadline); `ticket` moves to the authenticated count at that first pair.
+pub fn serve_inbound(
+    stream: TcpStream,
+    peer: SocketAddr,
+    context: &Arc<S2sContext>,
+    ticket: &mut Ticket,
+    accepted: Instant,
+) -> String {
     let config = session_config(context, peer);
-    let mut session = InboundSession::new(config, Instant::now(), Box::new(random_id));
+    let mut session = InboundSession::new(config, accepted, Box::new(random_id));
     let mut pipe = Pipe::new(stream);
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; READ_BUFFER];
     let mut out = Vec::new();
     let mut slots = Vec::new();
     let who = format!("xmpp inbound {peer}");
@@ -100,8 +141,11 @@ pub fn serve_inbound(stream: TcpStream, peer: SocketAddr, context: &Arc<S2sConte
                         Ok(c) => c,
                         Err(e) => return format!("TLS set-up failed: {e}"),
                     };
+                    // At most pre_auth_buffer bytes, and within the handshake deadline.
                     let early = session.take_tls_bytes();
-                    let deadline = Instant::now() + context.config.xmpp.stream_timeout;
+                    let deadline = session
+                        .handshake_deadline()
+                        .unwrap_or_else(|| Instant::now() + context.config.xmpp.handshake_timeout);
                     if let Err(e) = pipe.start_tls(conn, &early, deadline) {
                         return format!("TLS handshake failed: {e}");
                     }
@@ -109,13 +153,14 @@ pub fn serve_inbound(stream: TcpStream, peer: SocketAddr, context: &Arc<S2sConte
                         match tls.verified_peer(pipe.peer_certificates()) {
                             Ok(cert) => {
                                 log::debug!(
-                                    "{who}: TLS up, peer certificate names {:?}",
-                                    cert.dns_names()
+                                    "{who}: TLS up, peer certificate names {}",
+                                    escaped(&cert.dns_names().join(", "))
                                 );
                                 Some(Box::new(move |domain: &str| cert.is_valid_for(domain)))
                             }
                             Err(why) => {
-                                log::info!("{who}: TLS up; {why} (no SASL EXTERNAL)");
+                                // `why` may quote the peer's certificate.
+                                log::info!("{who}: TLS up; {} (no SASL EXTERNAL)", escaped(&why));
                                 None
                             }
                         };
@@ -139,6 +184,8 @@ pub fn serve_inbound(stream: TcpStream, peer: SocketAddr, context: &Arc<S2sConte
                             None => false,
                         };
                     if admitted {
+                        ticket.authenticated();
+                        pipe.set_write_deadline(None);
                         log::info!(
                             "{who}: {remote} authenticated toward {local} by {method:?} (TLS: {})",
                             pipe.is_tls()
@@ -154,10 +201,9 @@ pub fn serve_inbound(stream: TcpStream, peer: SocketAddr, context: &Arc<S2sConte
                                 peer,
                             }));
                     } else {
-                        log::warn!(
-                            "{who}: {remote} refused: more than [xmpp] max_per_partner = {} streams",
-                            context.config.xmpp.max_per_partner
-                        );
+                        log_quota(context, &who, &remote, context.config.xmpp.max_per_partner);
+                        // Also discards what the peer sent after authenticating: nothing
+                        // from a refused stream is forwarded.
                         session.close(Some(StreamErrorCondition::PolicyViolation));
                     }
                 }
@@ -173,7 +219,13 @@ pub fn serve_inbound(stream: TcpStream, peer: SocketAddr, context: &Arc<S2sConte
                         return format!("write error: {e}");
                     }
                     out.clear();
-                    let verdict = outbound::verify(context, &local, &remote, &stream_id, &key);
+                    // Within the handshake deadline for the first pair; a later pair gets
+                    // a deadline of its own.
+                    let deadline = session
+                        .handshake_deadline()
+                        .unwrap_or_else(|| Instant::now() + context.config.xmpp.handshake_timeout);
+                    let verdict =
+                        outbound::verify(context, &local, &remote, &stream_id, &key, deadline);
                     log::info!("{who}: dialback for {remote} → {local}: {verdict:?}");
                     session.handle_dialback_verdict(&local, &remote, verdict);
                 }
@@ -192,6 +244,8 @@ pub fn serve_inbound(stream: TcpStream, peer: SocketAddr, context: &Arc<S2sConte
                             })));
                 }
                 SessionEvent::Closed(reason) => {
+                    // The last words (a stream error) get a moment even after the deadline.
+                    pipe.set_write_deadline(Some(Instant::now() + CLOSE_GRACE));
                     session.poll_transmit(&mut out);
                     let _ = pipe.write_all(&out);
                     pipe.close();
@@ -202,6 +256,8 @@ pub fn serve_inbound(stream: TcpStream, peer: SocketAddr, context: &Arc<S2sConte
                 other => log::debug!("{who}: {other:?}"),
             }
         }
+        // Before authentication a peer that does not read cannot hold us past the deadline.
+        pipe.set_write_deadline(session.handshake_deadline());
         session.poll_transmit(&mut out);
         if let Err(e) = pipe.write_all(&out) {
             return format!("write error: {e}");
@@ -210,12 +266,15 @@ pub fn serve_inbound(stream: TcpStream, peer: SocketAddr, context: &Arc<S2sConte
         let deadline = session
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-        match pipe.read(&mut buf, deadline) {
+        // Before authentication, only what keeps the session within its small buffer.
+        let limit = session.read_limit().min(buf.len());
+        match pipe.read(buf.get_mut(..limit).unwrap_or_default(), deadline) {
             Ok(ReadOutcome::Data(n)) => {
                 session.handle_input(Instant::now(), buf.get(..n).unwrap_or_default())
             }
             Ok(ReadOutcome::Deadline) => session.handle_timeout(Instant::now()),
             Ok(ReadOutcome::Eof) => {
+                pipe.set_write_deadline(Some(Instant::now() + CLOSE_GRACE));
                 session.close(None);
                 session.poll_transmit(&mut out);
                 let _ = pipe.write_all(&out);

@@ -26,13 +26,43 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Pipe {
     socket: TcpStream,
     tls: Option<rustls::Connection>,
+    /// Writes fail after this (the handshake deadline of a stream not yet authenticated).
+    write_deadline: Option<Instant>,
 }
 
 impl Pipe {
     pub fn new(socket: TcpStream) -> Self {
         let _ = socket.set_nodelay(true);
         let _ = socket.set_write_timeout(Some(WRITE_TIMEOUT));
-        Pipe { socket, tls: None }
+        Pipe {
+            socket,
+            tls: None,
+            write_deadline: None,
+        }
+    }
+
+    /// Writes wait at most until `deadline` (and never longer than the usual write timeout);
+    /// `None`: the usual write timeout only.
+    pub fn set_write_deadline(&mut self, deadline: Option<Instant>) {
+        if self.write_deadline != deadline {
+            self.write_deadline = deadline;
+            let _ = self.socket.set_write_timeout(Some(WRITE_TIMEOUT));
+        }
+    }
+
+    /// Arms the socket's write timeout for the write about to happen.
+    fn arm_write(&self) -> io::Result<()> {
+        let Some(deadline) = self.write_deadline else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "write deadline passed",
+            ));
+        }
+        self.socket.set_write_timeout(Some(left.min(WRITE_TIMEOUT)))
     }
 
     pub fn is_tls(&self) -> bool {
@@ -60,31 +90,16 @@ impl Pipe {
                 conn.process_new_packets().map_err(invalid)?;
             }
         }
-        while conn.is_handshaking() {
-            set_deadline(&self.socket, deadline)?;
-            match conn.complete_io(&mut self.socket) {
-                Ok((0, 0)) if conn.is_handshaking() => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "peer closed during the TLS handshake",
-                    ))
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    // Send the alert rustls queued, so the peer learns why.
-                    let _ = conn.write_tls(&mut self.socket);
-                    return Err(e);
-                }
-            }
-        }
-        while conn.wants_write() {
-            conn.write_tls(&mut self.socket)?;
-        }
+        let done = handshake(&mut conn, &mut self.socket, deadline);
+        let _ = self.socket.set_write_timeout(Some(WRITE_TIMEOUT));
+        done?;
         self.tls = Some(conn);
         Ok(())
     }
 
-    /// Reads what is available, waiting until `deadline` at most.
+    /// Reads what is available, waiting until `deadline` at most. TLS records are read only
+    /// once rustls has handed over every plaintext byte it held, so rustls never holds more
+    /// than the plaintext of one record (16 KiB) besides the record being received.
     pub fn read(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<ReadOutcome> {
         loop {
             let Some(conn) = self.tls.as_mut() else {
@@ -130,6 +145,7 @@ impl Pipe {
         if bytes.is_empty() {
             return Ok(());
         }
+        self.arm_write()?;
         match self.tls.as_mut() {
             None => self.socket.write_all(bytes),
             Some(conn) => {
@@ -154,6 +170,53 @@ impl Pipe {
         }
         let _ = self.socket.shutdown(Shutdown::Both);
     }
+}
+
+/// Runs a TLS handshake on `socket` until it is done or `deadline` passes, however slowly the
+/// peer's bytes come: one read at a time, each bounded by what is left (`complete_io` would
+/// loop over reads until the handshake ends, each read with a fresh timeout, so a peer
+/// dripping a byte now and then would hold it for ever). The alert rustls queued on a
+/// failure is sent before returning. Leaves the socket's timeouts set to what was left.
+pub fn handshake(
+    conn: &mut rustls::Connection,
+    socket: &mut TcpStream,
+    deadline: Instant,
+) -> io::Result<()> {
+    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "TLS handshake deadline passed");
+    while conn.is_handshaking() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        socket.set_write_timeout(Some(left))?;
+        while conn.wants_write() {
+            conn.write_tls(socket)?;
+        }
+        if !conn.is_handshaking() {
+            break;
+        }
+        set_deadline(socket, deadline).map_err(|_| timed_out())?;
+        match conn.read_tls(socket) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed during the TLS handshake",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => return Err(timed_out()),
+            Err(e) => return Err(e),
+        }
+        if let Err(e) = conn.process_new_packets() {
+            // Send the alert rustls queued, so the peer learns why.
+            let _ = conn.write_tls(socket);
+            return Err(invalid(e));
+        }
+    }
+    while conn.wants_write() {
+        conn.write_tls(socket)?;
+    }
+    Ok(())
 }
 
 fn set_deadline(socket: &TcpStream, deadline: Instant) -> io::Result<()> {

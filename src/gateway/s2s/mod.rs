@@ -231,6 +231,8 @@ pub struct S2sContext {
     /// all, so a peer rotating made-up domains cannot flood the log.
     refused: SharedRateLimit<String>,
     refused_total: SharedRateLimit<()>,
+    /// `max_per_partner` refusals: two lines a minute per partner domain.
+    partner_quota_log: SharedRateLimit<String>,
     /// `max_outbound` and `max_outbound_per_address`.
     outbound: OutboundLimits,
     /// The Edge's and our own addresses, never connected to for a partner's DNS; resolved
@@ -304,6 +306,7 @@ impl S2sContext {
             per_partner: Mutex::new(HashMap::new()),
             refused: SharedRateLimit::new(1, Duration::from_secs(3600), 10_000),
             refused_total: SharedRateLimit::new(LOG_LINES_PER_MINUTE, Duration::from_secs(60), 1),
+            partner_quota_log: SharedRateLimit::new(2, Duration::from_secs(60), 1024),
             outbound: OutboundLimits::new(
                 config.xmpp.max_outbound,
                 config.xmpp.max_outbound_per_address,

@@ -168,7 +168,11 @@ fn drive(
                 };
                 let conn = tls.connect(&remote).map_err(|e| format!("TLS: {e}"))?;
                 let early = session.take_tls_bytes();
-                let deadline = Instant::now() + context.config.xmpp.stream_timeout;
+                // Within the session's own handshake deadline (a verification's is what is
+                // left of the inbound stream's), never a new one.
+                let deadline = session
+                    .poll_timeout()
+                    .unwrap_or_else(|| Instant::now() + context.config.xmpp.stream_timeout);
                 pipe.start_tls(conn, &early, deadline)
                     .map_err(|e| format!("TLS handshake with {remote} failed: {e}"))?;
                 let valid = match tls.verify_server(pipe.peer_certificates(), &remote) {
@@ -288,13 +292,14 @@ enum Unconnected {
     Failed,
 }
 
-/// A TCP connection to `addr`, counted against `max_outbound_per_address` while the slot
-/// lives.
+/// A TCP connection to `addr` within `[xmpp] connect_timeout` (or `limit` when shorter),
+/// counted against `max_outbound_per_address` while the slot lives.
 fn connect(
     context: &S2sContext,
     addr: SocketAddr,
     what: OutboundUse,
     who: &str,
+    limit: Option<std::time::Duration>,
 ) -> Result<(TcpStream, OutboundSlot), Unconnected> {
     let Some(slot) = context.outbound.address(addr.ip(), what) else {
         context.log_limited(
@@ -307,7 +312,10 @@ fn connect(
         );
         return Err(Unconnected::Capped);
     };
-    match TcpStream::connect_timeout(&addr, context.config.xmpp.connect_timeout) {
+    let timeout = limit.map_or(context.config.xmpp.connect_timeout, |l| {
+        l.min(context.config.xmpp.connect_timeout)
+    });
+    match TcpStream::connect_timeout(&addr, timeout) {
         Ok(s) => Ok((s, slot)),
         Err(e) => {
             // Says which: refused (closed port), timed out (silent), unreachable.
@@ -390,14 +398,15 @@ pub fn run(
             if context.stopping() {
                 break 'targets;
             }
-            let (socket, _address_slot) = match connect(context, addr, OutboundUse::Stanzas, &who) {
-                Ok(connected) => connected,
-                Err(Unconnected::Capped) => {
-                    capped = true;
-                    continue;
-                }
-                Err(Unconnected::Failed) => continue,
-            };
+            let (socket, _address_slot) =
+                match connect(context, addr, OutboundUse::Stanzas, &who, None) {
+                    Ok(connected) => connected,
+                    Err(Unconnected::Capped) => {
+                        capped = true;
+                        continue;
+                    }
+                    Err(Unconnected::Failed) => continue,
+                };
             answered = true;
             let id = register(context, &socket, addr);
             log::info!("{who}: connected to {} ({addr})", target.host);
@@ -522,14 +531,20 @@ fn finish(
     }
 }
 
+/// Most connection attempts (addresses tried) of one dialback verification.
+pub const MAX_VERIFY_ATTEMPTS: usize = 4;
+
 /// Asks `remote`'s authoritative servers whether `key` is the one they gave for our inbound
-/// stream `stream_id` (we are `local`, the receiving server).
+/// stream `stream_id` (we are `local`, the receiving server). Everything happens before
+/// `deadline` (the inbound stream's handshake deadline): at most [`MAX_VERIFY_ATTEMPTS`]
+/// addresses, each connect and stream limited by what is left.
 pub fn verify(
     context: &S2sContext,
     local: &str,
     remote: &str,
     stream_id: &str,
     key: &str,
+    deadline: Instant,
 ) -> DialbackVerdict {
     let who = format!("xmpp dialback verify {local} → {}", escaped(remote));
     let (policy, route) = match decide(&context.config, remote) {
@@ -559,7 +574,8 @@ pub fn verify(
     };
     let mut answered = false;
     let mut capped = false;
-    for target in targets(context, remote, route) {
+    let mut attempts = 0;
+    'targets: for target in targets(context, remote, route) {
         for addr in target
             .addrs
             .iter()
@@ -568,8 +584,21 @@ pub fn verify(
             if context.stopping() {
                 return DialbackVerdict::Error(StanzaErrorCondition::RemoteServerTimeout);
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if attempts >= MAX_VERIFY_ATTEMPTS || left.is_zero() {
+                log::info!(
+                    "{who}: giving up after {attempts} attempt(s){}",
+                    if left.is_zero() {
+                        ", deadline passed"
+                    } else {
+                        ""
+                    }
+                );
+                break 'targets;
+            }
+            attempts += 1;
             let (socket, _address_slot) =
-                match connect(context, addr, OutboundUse::Verification, &who) {
+                match connect(context, addr, OutboundUse::Verification, &who, Some(left)) {
                     Ok(connected) => connected,
                     Err(Unconnected::Capped) => {
                         capped = true;
@@ -582,6 +611,9 @@ pub fn verify(
             let mut config = session_config(context, local, remote, policy);
             config.sasl = Want::Disabled;
             config.dialback = Want::Optional;
+            config.handshake_timeout = deadline
+                .saturating_duration_since(Instant::now())
+                .max(std::time::Duration::from_millis(1));
             let mut pipe = Pipe::new(socket);
             let mut session = OutboundSession::new(config, purpose.clone(), Instant::now());
             let mut verdict = None;
@@ -802,7 +834,14 @@ mod tests {
         );
         assert!(listener.accept().is_err(), "no connection was made");
         // A verification to that address is refused the same way, connecting nowhere.
-        let verdict = verify(&context, "contoso.test", "peer.test", "id", "key");
+        let verdict = verify(
+            &context,
+            "contoso.test",
+            "peer.test",
+            "id",
+            "key",
+            Instant::now() + Duration::from_secs(5),
+        );
         assert_eq!(
             verdict,
             DialbackVerdict::Error(StanzaErrorCondition::ResourceConstraint)
@@ -811,7 +850,16 @@ mod tests {
         drop(held);
         let verdict = std::thread::spawn({
             let context = Arc::clone(&context);
-            move || verify(&context, "contoso.test", "peer.test", "id", "key")
+            move || {
+                verify(
+                    &context,
+                    "contoso.test",
+                    "peer.test",
+                    "id",
+                    "key",
+                    Instant::now() + Duration::from_secs(5),
+                )
+            }
         });
         // With the slot given back, the verification connects.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -836,7 +884,14 @@ mod tests {
         let (context, _inbox) = context_with(9, "max_outbound = 1\n");
         let _held = context.outbound.stream(OutboundUse::Stanzas).unwrap();
         assert_eq!(
-            verify(&context, "contoso.test", "peer.test", "id", "key"),
+            verify(
+                &context,
+                "contoso.test",
+                "peer.test",
+                "id",
+                "key",
+                Instant::now() + Duration::from_secs(5),
+            ),
             DialbackVerdict::Error(StanzaErrorCondition::ResourceConstraint)
         );
     }
@@ -845,7 +900,14 @@ mod tests {
     fn an_ip_literal_is_answered_like_an_unreachable_domain() {
         let (context, inbox) = context(9);
         assert_eq!(
-            verify(&context, "contoso.test", "10.0.0.5", "id", "key"),
+            verify(
+                &context,
+                "contoso.test",
+                "10.0.0.5",
+                "id",
+                "key",
+                Instant::now() + Duration::from_secs(5),
+            ),
             DialbackVerdict::Error(StanzaErrorCondition::RemoteServerNotFound)
         );
         let (queue, rx) = crossbeam_channel::bounded(8);
@@ -947,5 +1009,130 @@ mod tests {
             bounces(&inbox),
             vec![(Some(2), StanzaErrorCondition::RemoteServerTimeout)]
         );
+    }
+
+    /// A context for contoso.test with `sections` added to the configuration.
+    fn context_sections(sections: &str) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
+        let text = format!(
+            "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n\
+             [sip]\nedge = sip.contoso.test:5061\nedge_names = sip.contoso.test\n{sections}"
+        );
+        let config = crate::config::parse(&text, Path::new("test.ini"))
+            .expect("parses")
+            .0;
+        let (events, inbox) = crossbeam_channel::unbounded();
+        let lifecycle = Lifecycle {
+            stopping: Arc::new(AtomicBool::new(false)),
+            threads: Arc::new(ThreadSet::default()),
+        };
+        let context = S2sContext::new(Arc::new(config), None, "s".into(), events, lifecycle);
+        (Arc::new(context), inbox)
+    }
+
+    /// A context whose partner verify.test routes to `route.verify.test:port`, which
+    /// `[hosts]` maps to `addrs`.
+    fn verify_context(port: u16, addrs: &[&str]) -> Arc<S2sContext> {
+        context_sections(&format!(
+            "[partner verify.test]\nroute = route.verify.test:{port}\n[hosts]\nroute.verify.test = {}\n",
+            addrs.join(", ")
+        ))
+        .0
+    }
+
+    /// Listeners on 127.0.0.2.. with one port; `None` if that port is taken somewhere.
+    fn listeners(n: u8) -> Option<(u16, Vec<TcpListener>)> {
+        let first = TcpListener::bind("127.0.0.2:0").ok()?;
+        let port = first.local_addr().ok()?.port();
+        let mut all = vec![first];
+        for i in 3..2 + n {
+            all.push(TcpListener::bind(("127.0.0.".to_owned() + &i.to_string(), port)).ok()?);
+        }
+        Some((port, all))
+    }
+
+    #[test]
+    fn a_verification_tries_at_most_four_addresses() {
+        let Some((port, servers)) = (0..5).find_map(|_| listeners(6)) else {
+            panic!("no free port on 127.0.0.2-7");
+        };
+        let addrs: Vec<String> = (2..8).map(|i| format!("127.0.0.{i}")).collect();
+        let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        let context = verify_context(port, &addrs);
+        // Each server accepts and hangs up at once: every address is worth a try.
+        let counts = Arc::new(std::sync::Mutex::new(vec![0usize; servers.len()]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = {
+            let counts = Arc::clone(&counts);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                for s in &servers {
+                    s.set_nonblocking(true).unwrap();
+                }
+                while !stop.load(Ordering::SeqCst) {
+                    for (i, s) in servers.iter().enumerate() {
+                        if let Ok((conn, _)) = s.accept() {
+                            counts.lock().unwrap()[i] += 1;
+                            drop(conn);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        let verdict = verify(
+            &context,
+            "contoso.test",
+            "verify.test",
+            "id1",
+            "key",
+            Instant::now() + Duration::from_secs(5),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::SeqCst);
+        server.join().unwrap();
+        assert_eq!(
+            verdict,
+            DialbackVerdict::Error(StanzaErrorCondition::RemoteServerTimeout)
+        );
+        assert_eq!(
+            *counts.lock().unwrap(),
+            vec![1, 1, 1, 1, 0, 0],
+            "the first {MAX_VERIFY_ATTEMPTS} addresses, once each"
+        );
+    }
+
+    #[test]
+    fn a_verification_ends_at_the_inbound_streams_deadline() {
+        // A server that accepts and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let context = verify_context(port, &["127.0.0.1"]);
+        let t0 = Instant::now();
+        let verdict = verify(
+            &context,
+            "contoso.test",
+            "verify.test",
+            "id1",
+            "key",
+            t0 + Duration::from_millis(800),
+        );
+        let took = t0.elapsed();
+        assert_eq!(
+            verdict,
+            DialbackVerdict::Error(StanzaErrorCondition::RemoteServerTimeout)
+        );
+        assert!(
+            took >= Duration::from_millis(700) && took < Duration::from_millis(1500),
+            "ended with the deadline (0.8 s), not [xmpp] stream_timeout (60 s): {took:?}"
+        );
+        // A deadline already passed: no attempt at all.
+        let t0 = Instant::now();
+        let verdict = verify(&context, "contoso.test", "verify.test", "id1", "key", t0);
+        assert_eq!(
+            verdict,
+            DialbackVerdict::Error(StanzaErrorCondition::RemoteServerNotFound)
+        );
+        assert!(t0.elapsed() < Duration::from_millis(200));
+        drop(silent);
     }
 }
