@@ -197,6 +197,39 @@ fn diagnose_passes_on_the_testbed_and_names_each_seeded_mistake() {
         .iter()
         .all(|o| o.contains(",\"fix\":\"") && o.ends_with("\"}")));
 
+    // --deep: a stream to Prosody, authenticated with certificates (SASL EXTERNAL), closed.
+    let run = diagnose(
+        &testbed,
+        "good",
+        &good,
+        &["--deep", "--only", "partner.stream"],
+    );
+    assert_eq!(run.exit, 0, "{}", run.text);
+    run.find("partner.stream", "authenticated by SASL EXTERNAL");
+    // With dialback only, Prosody must reach us back on 5269, where nothing listens here
+    // (xsgw is not running): the round trip fails, and the fix says what must be open.
+    let dialback = good.replace(
+        "[partner gmail.test]\n",
+        "[partner gmail.test]\nsasl = disabled\n",
+    );
+    assert_ne!(dialback, good);
+    let run = diagnose(
+        &testbed,
+        "dialback",
+        &dialback,
+        &["--deep", "--only", "partner.stream"],
+    );
+    run.failed(
+        "partner.stream",
+        "gmail.test",
+        &["_xmpp-server._tcp.contoso.test", "5269", "run xsgw"],
+    );
+    assert!(
+        run.took < Duration::from_secs(12),
+        "bounded: {:?}",
+        run.took
+    );
+
     // The hosted domains' SRV: one missing, one leading to somebody else's server.
     let dns = set(
         &good,
