@@ -32,7 +32,8 @@ Options:
 Signals (run): SIGTERM or SIGINT stop the gateway politely and exit 0;
 SIGHUP is reserved for reloading the configuration.
 
-Exit status: 0 success, 1 configuration or runtime failure, 2 bad command line.
+Exit status: 0 success, 1 configuration or runtime failure (diagnose: a check
+failed), 2 bad command line.
 The environment variable RUST_LOG overrides [log] level (e.g. RUST_LOG=debug).
 ";
 

@@ -1,7 +1,8 @@
 //! The command line and what operators run: `run`, `check`, `diagnose`, `version`, `help`.
 //!
 //! `src/main.rs` only calls [`main`]. Exit codes: 0 success, 1 the configuration or the
-//! gateway failed (with every reason printed), 2 the command line was wrong.
+//! gateway failed (with every reason printed) or a `diagnose` check failed, 2 the command
+//! line was wrong.
 
 mod check;
 mod cli;
