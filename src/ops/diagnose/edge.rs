@@ -804,3 +804,131 @@ pub fn judge(setup: &Setup, probe: &EdgeProbe) -> Vec<Finding> {
     out.push(port);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::diagnose::report::Status;
+
+    const INI: &str = "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\nstate_dir = /tmp/xsgw-diagnose-test\n\n[xmpp]\nlisten = 127.0.10.100:5269\npublic_name = xmpp.contoso.test\ncert = /nonexistent/x.pem\nkey = /nonexistent/x.key\nca = system\n\n[sip]\nlisten = 127.0.10.100:5061\nedge = sip.contoso.test:5061\nedge_names = sip.contoso.test\ncert = /nonexistent/g.pem\nkey = /nonexistent/g.key\nca = /nonexistent/ca.pem\n\n[partner gmail.test]\n";
+
+    fn setup() -> Setup {
+        let (config, report) =
+            crate::config::parse(INI, std::path::Path::new("t.ini")).expect("test config parses");
+        Setup {
+            path: "t.ini".into(),
+            config,
+            report,
+            hosts: crate::dns::StaticHosts::new(),
+            resolver: None,
+        }
+    }
+
+    fn probe(handshake: Handshake, answer: Option<Answer>, names: &[&str]) -> EdgeProbe {
+        EdgeProbe {
+            addr: "127.0.10.30:5061".parse().unwrap(),
+            handshake,
+            names: names.iter().map(|s| s.to_string()).collect(),
+            tls: "TLSv1_3 TLS13_AES_256_GCM_SHA384".into(),
+            answer,
+        }
+    }
+
+    fn response(code: u16, reason: &str, challenge: &[&str]) -> Option<Answer> {
+        Some(Answer::Response {
+            code,
+            reason: reason.into(),
+            challenge: challenge.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    /// (mtls, allowed, federation-port) statuses.
+    fn statuses(p: &EdgeProbe) -> (Status, Status, Status, Vec<Finding>) {
+        let f = judge(&setup(), p);
+        assert_eq!(
+            f.iter().map(|f| f.id).collect::<Vec<_>>(),
+            ["edge.mtls", "edge.allowed", "edge.federation-port"]
+        );
+        (f[0].status, f[1].status, f[2].status, f)
+    }
+
+    #[test]
+    fn a_federation_listener_that_knows_us() {
+        let (m, a, p, _) = statuses(&probe(
+            Handshake::Ok,
+            response(200, "OK", &[]),
+            &["sip.contoso.test"],
+        ));
+        assert_eq!((m, a, p), (Status::Ok, Status::Ok, Status::Ok));
+    }
+
+    #[test]
+    fn a_403_names_our_fqdn_for_the_allow_list() {
+        let (m, a, p, f) = statuses(&probe(
+            Handshake::Ok,
+            response(403, "Forbidden", &[]),
+            &["sip.contoso.test"],
+        ));
+        assert_eq!((m, a, p), (Status::Ok, Status::Fail, Status::Ok));
+        assert!(f[1].fix.contains("gw.contoso.test") && f[1].fix.contains("allow list"));
+        assert!(f[1].fix.contains("gmail.test"));
+    }
+
+    #[test]
+    fn authentication_or_a_pool_certificate_mean_the_internal_interface() {
+        for challenge in [&["NTLM", "Kerberos"][..], &["Digest"][..]] {
+            let (_, a, p, f) = statuses(&probe(
+                Handshake::Ok,
+                response(401, "Unauthorized", challenge),
+                &["sip.contoso.test"],
+            ));
+            assert_eq!((a, p), (Status::Warn, Status::Fail));
+            assert!(f[2].detail.contains("internal interface"));
+            assert!(f[2].detail.contains(challenge[0]));
+            assert!(f[2].fix.contains("5061"));
+        }
+        let (_, _, p, f) = statuses(&probe(
+            Handshake::Ok,
+            response(407, "Proxy Authentication Required", &[]),
+            &["sip.contoso.test"],
+        ));
+        assert_eq!(p, Status::Fail, "{f:?}");
+        let (m, _, p, f) = statuses(&probe(
+            Handshake::WrongName,
+            response(200, "OK", &[]),
+            &["pool01.contoso.test"],
+        ));
+        assert_eq!((m, p), (Status::Fail, Status::Fail));
+        assert!(f[2].detail.contains("pool01.contoso.test"));
+        assert!(f[0].fix.contains("[sip] edge_names"));
+    }
+
+    #[test]
+    fn tls_failures_are_named() {
+        let (m, a, p, f) = statuses(&probe(Handshake::UnknownIssuer, None, &[]));
+        assert_eq!((m, a, p), (Status::Fail, Status::Warn, Status::Warn));
+        assert!(f[0].fix.contains("[sip] ca"));
+        let (m, _, p, f) = statuses(&probe(
+            Handshake::NotTls("no TLS answer within 3.0 s".into()),
+            None,
+            &[],
+        ));
+        assert_eq!((m, p), (Status::Fail, Status::Fail));
+        assert!(f[2].fix.contains("federation listener"));
+        let (m, _, _, f) = statuses(&probe(
+            Handshake::Incompatible("ProtocolVersion".into()),
+            None,
+            &[],
+        ));
+        assert_eq!(m, Status::Fail);
+        assert!(f[0].detail.contains("version or cipher"));
+        // TLS 1.3: the Edge refuses our certificate after the handshake, on the first read.
+        let (m, a, _, f) = statuses(&probe(
+            Handshake::Ok,
+            Some(Answer::Alert("BadCertificate".into())),
+            &["sip.contoso.test"],
+        ));
+        assert_eq!((m, a), (Status::Fail, Status::Warn));
+        assert!(f[0].detail.contains("refused our certificate"));
+    }
+}

@@ -209,13 +209,14 @@ pub fn run(options: &Options) -> Vec<Finding> {
         if wanted("cert.names") || wanted("cert.expiry") {
             found.extend(local::certificates(setup));
         }
-        let sockets = if wanted("listen") || wanted("live") {
-            local::tcp_sockets()
+        let (sockets, running) = if wanted("listen") || wanted("live") {
+            let sockets = local::tcp_sockets();
+            let (listen, running) = local::listen(setup, &sockets);
+            found.extend(listen);
+            (sockets, running)
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
-        let (listen, running) = local::listen(setup, &sockets);
-        found.extend(listen);
         if let Some(h) = hosted {
             found.extend(h.join().unwrap_or_default());
         }
