@@ -384,3 +384,35 @@ fn diagnose_passes_on_the_testbed_and_names_each_seeded_mistake() {
     let run = diagnose(&testbed, "wrong-ca", &wrong_ca, &["--only", "edge"]);
     run.failed("edge.mtls", "not issued by the CA", &["[sip] ca"]);
 }
+
+#[test]
+fn an_unusable_file_fails_config_alone_and_a_wrong_id_is_a_usage_error() {
+    let dir = common::TempDir::new("diagnose-cli");
+    let path = dir.path("bad.ini");
+    std::fs::write(
+        &path,
+        "[gateway]\nfqdn = gw.example.test\n[xmpp]\nlisten = nowhere\n",
+    )
+    .unwrap();
+    let out = xsgw().args(["diagnose", "-c"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let lines = parse(&text);
+    assert_eq!(lines.len(), 1, "nothing else can run: {text}");
+    assert_eq!(
+        (lines[0].status.as_str(), lines[0].id.as_str()),
+        ("fail", "config")
+    );
+    assert!(lines[0].fix.contains("xsgw check -c"), "{text}");
+
+    let out = xsgw()
+        .args(["diagnose", "--only", "edge.tls"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown check `edge.tls`") && err.contains("edge.mtls"),
+        "{err}"
+    );
+}

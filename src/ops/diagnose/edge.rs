@@ -34,6 +34,8 @@ use crate::sip::{MessageBuilder, Method, Uri};
 
 /// At most this many of the Edge's addresses are tried.
 const MAX_EDGE_ADDRS: usize = 4;
+/// At most this many names of the Edge's certificate are shown.
+const MAX_NAMES_SHOWN: usize = 8;
 /// The local part of the OPTIONS sender: no user has it.
 const PROBE_USER: &str = "xsgw-diagnose";
 
@@ -298,7 +300,13 @@ fn exchange(
     let (mut tls, mut tcp) = conn;
     if let Some(leaf) = tls.peer_certificates().and_then(|c| c.first()) {
         if let Ok(summary) = crate::tls::x509::summarize(leaf) {
-            result.names = summary.all_names().iter().map(|s| s.to_string()).collect();
+            // A certificate may carry many names; a handful tells who this is.
+            result.names = summary
+                .all_names()
+                .iter()
+                .take(MAX_NAMES_SHOWN)
+                .map(|s| s.to_string())
+                .collect();
         }
     }
     result.tls = format!(
