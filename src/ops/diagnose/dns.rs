@@ -89,7 +89,7 @@ pub fn hosted_srv(setup: &Setup) -> Vec<Finding> {
                     format!(
                         "no SRV record {name} ({e}): partners cannot find the gateway for {domain}"
                     ),
-                    publish,
+                    format!("{publish} (this host asked its own DNS servers; with split-horizon DNS, publish it where partners look: the public zone)"),
                 ));
                 continue;
             }
