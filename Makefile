@@ -3,6 +3,7 @@
 #   make test      unit, integration and testbed tests (installs what they need)
 #   make static    a fully static x86_64 binary (musl), size printed
 #   make install   PREFIX=/usr/local DESTDIR= : binary, sample configuration, init script, unit
+#   make deb       target/deb/xsgw_<version>_amd64.deb from the static binary (lintian-clean)
 
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -13,9 +14,11 @@ PYTHON     ?= /usr/bin/python3
 MUSL       := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL)/release/xsgw
 MAX_STATIC := 4194304
+VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DEB_DIR    := target/deb
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: all build static test test-deps unit-test testbed-test install-test bench demo install clean
+.PHONY: all build static test test-deps unit-test testbed-test install-test deb deb-test bench demo install clean
 
 all: build
 
@@ -47,7 +50,7 @@ unit-test:
 testbed-test:
 	$(PYTHON) tests/testbed/testbed.py selftest
 
-test: test-deps unit-test testbed-test install-test
+test: test-deps unit-test testbed-test install-test deb-test
 
 # make install into a scratch DESTDIR with another PREFIX: every file lands, paths follow PREFIX.
 install-test:
@@ -57,6 +60,20 @@ install-test:
 	  grep -q '^ExecStart=/opt/xsgw/bin/xsgw run' $$d/opt/xsgw/lib/systemd/system/xsgw.service && \
 	  grep -q '^DAEMON=/opt/xsgw/bin/xsgw' $$d/etc/init.d/xsgw && \
 	  $$d/opt/xsgw/bin/xsgw version && rm -rf $$d && echo "install-test: ok"
+
+# The Debian package: static binary, man pages generated from the key table, maintainer
+# scripts from packaging/deb/.
+deb: static
+	@command -v dpkg-deb >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends dpkg; }
+	@mkdir -p $(DEB_DIR)/man
+	$(CARGO) run --quiet --example manpages -- $(DEB_DIR)/man
+	packaging/deb/build.sh $(VERSION) $(STATIC_BIN) $(DEB_DIR)/man $(DEB_DIR)
+
+# The package as an admin meets it, in a throwaway overlay of this machine's root: lintian
+# without errors; install, `xsgw check`, upgrade over an edited conffile, remove, purge.
+deb-test: deb
+	@command -v lintian >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends lintian; }
+	tests/deb-test.sh $(DEB_DIR)/xsgw_$(VERSION)_amd64.deb $(VERSION) $(STATIC_BIN) $(DEB_DIR)/man
 
 # Throughput figures of the protocol cores (release build); compare ratios within one run.
 bench:

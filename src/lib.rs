@@ -19,7 +19,8 @@
 //! Module map:
 //! - [`config`]: the INI file → typed, validated [`config::Config`]; every key defined once.
 //! - [`dns`]: SRV ordering (RFC 2782, pure) and a blocking DNS client on hickory-proto.
-//! - [`tls`]: certificate and key loading, certificate names (CN/SAN), rustls configurations.
+//! - [`tls`]: certificate and key loading, certificate names (webpki: SAN only, name
+//!   constraints; the Edge's wildcard and pin rules), rustls configurations.
 //! - [`xmpp`]: XMPP server-to-server streams, stanzas, dialback.
 //! - [`sip`]: SIP messages, transactions and dialogs.
 //! - [`translate`]: XMPP ⇄ SIP mapping (addresses, errors, IM, typing, presence), pure.

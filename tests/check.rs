@@ -34,6 +34,14 @@ fn a_good_configuration_is_usable_and_summarised() {
         "{out}"
     );
     assert!(out.contains("partner     gmail.test (aliases googlemail.test): tls optional, sasl optional, dialback optional, found by SRV"), "{out}");
+    assert!(
+        out.contains("federation  allowlist, private addresses from DNS refused"),
+        "{out}"
+    );
+    assert!(
+        out.contains("outbound    at most 500 streams, 64 per address"),
+        "{out}"
+    );
     // This machine is not called gw.contoso.test: a warning, not an error.
     assert!(
         out.contains("warning: [gateway] fqdn: `gw.contoso.test` is not this machine's name"),
@@ -81,17 +89,68 @@ fn sip_certificate_must_name_the_fqdn() {
         out.contains("names gw.contoso.test but not `other.contoso.test`"),
         "{out}"
     );
-    assert!(out.contains("[gateway] fqdn must appear in its CN or SAN, because the Edge routes to and checks exactly that name"), "{out}");
+    assert!(out.contains("[gateway] fqdn must appear in its subjectAltName, because the Edge routes to and checks exactly that name"), "{out}");
     assert!(out.contains("not usable: 1 error"), "{out}");
 }
 
 #[test]
-fn a_common_name_alone_is_accepted() {
+fn a_common_name_alone_is_usable_with_a_warning() {
     let pki = Pki::new("check-cn");
     pki.ca.issue("cn-only", "gw.contoso.test", &[]);
     let text = good(&pki).replace(&pki.path("gateway."), &pki.path("cn-only."));
     let (code, out) = check(&pki.write_config("x.ini", &text));
     assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: [sip] cert: certificate")
+            && out.contains("names `gw.contoso.test` only in its CN, without a subjectAltName"),
+        "{out}"
+    );
+}
+
+#[test]
+fn edge_pin_is_checked_for_form_and_for_keys_no_edge_can_hold() {
+    let pki = Pki::new("check-pin");
+    let pin_of = |file: &str| {
+        let der = xsgw::tls::load_certs(&pki.dir.path(file)).unwrap();
+        xsgw::tls::names::SpkiPin::of_certificate(&der[0])
+            .unwrap()
+            .to_string()
+    };
+    let with_pin = |pins: &str| {
+        good(&pki).replace(
+            "edge_names = sip.contoso.test\n",
+            &format!("edge_names = sip.contoso.test\nedge_pin = {pins}\n"),
+        )
+    };
+    // The Edge's own key, and a second one for a rollover: usable, and said.
+    let edge = pin_of("edge.pem");
+    let next = pin_of("rogue.pem");
+    let (code, out) = check(&pki.write_config("ok.ini", &with_pin(&format!("{edge}, {next}"))));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "(certificate must name sip.contoso.test in its subjectAltName, its key one of 2 pins)"
+        ),
+        "{out}"
+    );
+    // Malformed: refused with its line.
+    let (code, out) = check(&pki.write_config("bad.ini", &with_pin("sha256/AAAA")));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("bad.ini:19: error: [sip] edge_pin:"), "{out}");
+    assert!(
+        out.contains("holds 3 bytes; a SHA-256 pin holds 32"),
+        "{out}"
+    );
+    // The CA's key or the gateway's own: no Edge could ever match.
+    for (file, what) in [
+        ("internal-ca.pem", "is the key of a CA certificate in"),
+        ("gateway.pem", "is the key of the gateway's own certificate"),
+    ] {
+        let (code, out) = check(&pki.write_config("x.ini", &with_pin(&pin_of(file))));
+        assert_eq!(code, 1, "{file}: {out}");
+        assert!(out.contains("error: [sip] edge_pin: sha256/"), "{out}");
+        assert!(out.contains(what), "{file}: {out}");
+    }
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //! channel standing in for the translator.
 //!
 //! Covered: mutual TLS both ways with the right certificates; Kamailio presenting a
-//! certificate from another CA or with a name not in `edge_names` is refused with a log line
-//! that says so; the gateway presenting the wrong certificate, distrusting the Edge's CA, or
+//! certificate from another CA, with a name not in `edge_names` or for `*.contoso.test` is
+//! refused with a log line that says so; an `edge_pin` that is not Kamailio's key refuses it,
+//! a rollover pair holding it does not; the gateway presenting the wrong certificate, distrusting the Edge's CA, or
 //! expecting another Edge name fails with a log line; transactions for MESSAGE, INVITE/ACK/
 //! INFO/MESSAGE/BYE, SUBSCRIBE (SIPp through Kamailio) and OPTIONS/MESSAGE sent by the
 //! gateway; Kamailio restarted under traffic → the gateway reconnects by itself.
@@ -341,6 +342,11 @@ fn kamailio_as_the_edge() {
             "wrongname",
             "certificate names rogue.contoso.test, none of [sip] edge_names",
         ),
+        // Any internal certificate for the whole domain is not the Edge either.
+        (
+            "wildcard",
+            "certificate names *.contoso.test, none of [sip] edge_names",
+        ),
     ] {
         edit_kamailio_client_cert(&testbed, cert);
         let m = log_mark();
@@ -377,7 +383,23 @@ fn kamailio_as_the_edge() {
     // The gateway's side of mutual TLS toward the Edge, each failure explained.
     let pki = testbed.dir.join("pki");
     let p = |f: &str| pki.join(f).display().to_string();
-    let cases: [(String, &[&str]); 3] = [
+    let pin = |f: &str| {
+        let der = xsgw::tls::load_certs(&pki.join(f)).unwrap();
+        xsgw::tls::names::SpkiPin::of_certificate(&der[0])
+            .unwrap()
+            .to_string()
+    };
+    let pinned = |pins: &str| {
+        config.replace(
+            "edge_names = sip.contoso.test\n",
+            &format!("edge_names = sip.contoso.test\nedge_pin = {pins}\n"),
+        )
+    };
+    let wrong_pin = format!(
+        "certificate key {} is not one of the 1 [sip] edge_pin value(s)",
+        pin("edge.pem")
+    );
+    let cases: [(String, &[&str]); 4] = [
         // A certificate from another CA: Kamailio refuses the handshake.
         (
             config
@@ -400,6 +422,11 @@ fn kamailio_as_the_edge() {
                 .replace("edge_names = sip.contoso.test", "edge_names = pool.contoso.test"),
             &["sip outbound 127.0.10.30:5061", "does not name 127.0.10.30 nor any of [sip] edge_names"],
         ),
+        // Kamailio's key is not the pinned one.
+        (
+            pinned(&pin("wrongname.pem")),
+            &["sip outbound 127.0.10.30:5061", &wrong_pin],
+        ),
     ];
     for (text, expected) in cases {
         assert_ne!(
@@ -411,6 +438,19 @@ fn kamailio_as_the_edge() {
         wait_log(m, expected, T);
         assert!(gw.stop());
     }
+    // With Kamailio's key among the pins (a rollover pair), the connection is made.
+    let m = log_mark();
+    let mut gw = InProcess::start(
+        &pinned(&format!("{}, {}", pin("wrongname.pem"), pin("edge.pem"))),
+        &testbed.dir,
+        false,
+    );
+    wait_log(
+        m,
+        &["connected to the Edge sip.contoso.test over mutual TLS"],
+        T,
+    );
+    assert!(gw.stop());
     // edge_names lets the Edge be reached by address when its certificate names it.
     let by_address = config.replace("edge = sip.contoso.test:5061", "edge = 127.0.10.30:5061");
     let m = log_mark();

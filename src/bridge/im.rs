@@ -405,7 +405,7 @@ fn forward_answering(
         return b.respond(id, StatusCode::SERVER_INTERNAL_ERROR, None);
     };
     let receipt = b.fresh_id();
-    let stanza_id = format!("xsgw-{receipt:x}-{}", b.random_hex(4));
+    let stanza_id = unguessable_id(b, "");
     stanza.set_attr("id", stanza_id.as_str());
     b.im.by_stanza_id.insert(stanza_id.clone(), receipt);
     b.im.waiting.insert(
@@ -461,8 +461,7 @@ fn send_barrier(b: &mut Bridge, pair: &(String, String)) {
         return;
     }
     let covered = std::mem::take(&mut barrier.next);
-    let id = format!("xsgw-b{:x}", b.next_id);
-    b.next_id += 1;
+    let id = unguessable_id(b, "b");
     if let Some(barrier) = b.im.barriers.get_mut(pair) {
         barrier.in_flight = Some((id.clone(), covered));
     }
@@ -1425,10 +1424,28 @@ fn bounce(b: &mut Bridge, stanza: &Element, condition: StanzaErrorCondition, tex
     }
 }
 
+/// An id for a stanza we send: `xsgw-` and `kind`, then [`ID_RANDOM_BYTES`] from the bridge's
+/// random source, so that only whoever received the stanza can answer it (an error or a
+/// ping result with a guessed id would otherwise answer another partner's message).
+fn unguessable_id(b: &mut Bridge, kind: &str) -> String {
+    format!("xsgw-{kind}{}", b.random_hex(ID_RANDOM_BYTES))
+}
+
+/// 128 random bits per stanza id.
+const ID_RANDOM_BYTES: usize = 16;
+
+/// An error stanza from `remote`: it answers the message with its id only if that message
+/// went to `remote` (another partner that learnt or guessed the id is ignored, and the
+/// message still gets its own answer).
 fn error_from_xmpp(b: &mut Bridge, remote: &str, stanza: &Element) {
     let receipt = stanza
         .attr("id")
-        .and_then(|id| b.im.by_stanza_id.get(id).copied());
+        .and_then(|id| b.im.by_stanza_id.get(id).copied())
+        .filter(|receipt| {
+            b.im.waiting
+                .get(receipt)
+                .is_some_and(|w| w.pair.1.eq_ignore_ascii_case(remote))
+        });
     let error = stanza
         .child("error", NS_SERVER)
         .and_then(|e| StanzaError::from_element(e, NS_SERVER).ok());
@@ -1439,8 +1456,8 @@ fn error_from_xmpp(b: &mut Bridge, remote: &str, stanza: &Element) {
     match receipt {
         Some(receipt) => finish_err(b, receipt, condition, text),
         None => log::debug!(
-            "xmpp inbound {remote}: error {condition} for {} (already answered or unknown)",
-            stanza.attr("id").unwrap_or("?")
+            "xmpp inbound {remote}: error {condition} for {} ignored (unknown, already answered, or not sent to {remote})",
+            crate::logsafe::escaped(stanza.attr("id").unwrap_or("?"))
         ),
     }
 }
@@ -1450,7 +1467,10 @@ fn iq_from_xmpp(b: &mut Bridge, local: &str, remote: &str, stanza: Element) {
         Some("result") | Some("error") => {
             let id = stanza.attr("id").unwrap_or_default();
             if !barrier_answered(b, id, remote) {
-                log::debug!("xmpp inbound {remote}: iq {id} not ours, ignored");
+                log::debug!(
+                    "xmpp inbound {remote}: iq {} not ours, ignored",
+                    crate::logsafe::escaped(id)
+                );
             }
         }
         Some("get") | Some("set") => {

@@ -27,6 +27,11 @@
 //! answered 200. One ping is in flight per domain pair at a time, so under load it covers
 //! many messages; the cost is one round trip to the partner's server.
 //!
+//! Answers are matched by id *and* domain: stanza and ping ids are `xsgw-` and 128 bits from
+//! the bridge's random source (no counter to follow), and an error stanza or ping answer
+//! counts only when it comes from the domain the stanza or ping was sent to; another partner
+//! that learnt an id cannot answer a message for someone else.
+//!
 //! Addresses (RFC 7247 §5, `translate::address`): SIP users are seen from XMPP as bare JIDs
 //! (`sip:bob@contoso.com` ⇄ `bob@contoso.com`); XMPP resources are not shown to SIP: the From
 //! of a MESSAGE is the sender's bare address, and messages from SIP go to the bare JID, which

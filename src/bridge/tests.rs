@@ -179,6 +179,47 @@ fn an_error_for_the_stanza_before_the_ping_answer_is_mapped() {
 }
 
 #[test]
+fn an_error_from_another_domain_does_not_answer_the_message() {
+    let mut b = bridge_with("[partner evil.test]\n");
+    let now = Instant::now();
+    let (st, receipt) = bob_writes(&mut b, now, 1, "hi");
+    let id = st.attr("id").unwrap().to_owned();
+    let ping = written_then_ping(&mut b, now, receipt);
+    // Another partner that learnt the id answers with an error, from its own stream (and
+    // claiming the real recipient as sender): the message is not answered.
+    for from in ["mallory@evil.test", "alice@gmail.test"] {
+        let forged = stanza(&format!(
+            "<message xmlns='jabber:server' type='error' from='{from}' to='bob@contoso.test' id='{id}'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
+        ));
+        b.handle_stanza(now, "contoso.test", "evil.test", forged);
+        assert!(actions(&mut b).is_empty(), "{from}: nothing answered");
+    }
+    // Nor does its answer to our ping to gmail.test.
+    let forged_pong = stanza(&format!(
+        "<iq xmlns='jabber:server' type='result' from='evil.test' to='contoso.test' id='{ping}'/>"
+    ));
+    b.handle_stanza(now, "contoso.test", "evil.test", forged_pong);
+    assert!(actions(&mut b).is_empty());
+    // The real answer still comes through.
+    b.handle_stanza(now, "contoso.test", "gmail.test", pong(&ping));
+    let (request, status, _) = status_of(&only(actions(&mut b)));
+    assert_eq!((request, status), (1, 200));
+}
+
+#[test]
+fn stanza_and_ping_ids_carry_128_random_bits() {
+    let mut b = bridge();
+    let now = Instant::now();
+    let (st, receipt) = bob_writes(&mut b, now, 1, "hi");
+    let ping = written_then_ping(&mut b, now, receipt);
+    // The test's random source counts 1, 2, 3...: sixteen bytes of it in each id, and
+    // nothing else (no counter an attacker could follow).
+    let id = st.attr("id").unwrap();
+    assert_eq!(id, "xsgw-0102030405060708090a0b0c0d0e0f10");
+    assert_eq!(ping, "xsgw-b1112131415161718191a1b1c1d1e1f20");
+}
+
+#[test]
 fn a_ping_covers_what_was_written_before_it_and_the_next_waits() {
     let mut b = bridge();
     let now = Instant::now();

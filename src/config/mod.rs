@@ -75,6 +75,10 @@ pub struct Xmpp {
     pub max_stanza: usize,
     pub max_connections: usize,
     pub max_per_partner: usize,
+    /// Outbound streams at once (stanza streams and dialback verifications).
+    pub max_outbound: usize,
+    /// Outbound streams at once to one resolved address.
+    pub max_outbound_per_address: usize,
     pub stream_timeout: Duration,
     pub connect_timeout: Duration,
     pub keepalive: Duration,
@@ -86,7 +90,10 @@ pub struct Xmpp {
 pub struct Sip {
     pub listen: SocketAddr,
     pub edge: HostPort,
+    /// DNS names, IP addresses or `*.` wildcards (matched literally), see [`crate::tls::names`].
     pub edge_names: Vec<String>,
+    /// `[sip] edge_pin`: the Edge's key must be one of these when any are set.
+    pub edge_pin: Vec<crate::tls::names::SpkiPin>,
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: PathBuf,
@@ -134,6 +141,9 @@ pub enum FederationMode {
 pub struct Federation {
     pub mode: FederationMode,
     pub block: Vec<String>,
+    /// `private_addresses = allow`: addresses in special-purpose ranges (loopback, RFC 1918,
+    /// ...) that a partner's DNS names may be connected to. The Edge's never are.
+    pub allow_private_addresses: bool,
 }
 
 /// One `[partner DOMAIN]` section. `None` policy fields inherit `[xmpp]`.
@@ -614,6 +624,8 @@ impl<'a> Reader<'a> {
         let max_stanza = self.get("xmpp", "max_stanza", |v| bounded_size(v, 4096, 16 << 20));
         let max_connections = self.get("xmpp", "max_connections", positive_count);
         let max_per_partner = self.get("xmpp", "max_per_partner", positive_count);
+        let max_outbound = self.get("xmpp", "max_outbound", positive_count);
+        let max_outbound_per_address = self.get("xmpp", "max_outbound_per_address", positive_count);
         let stream_timeout = self.get("xmpp", "stream_timeout", nonzero_duration);
         let connect_timeout = self.get("xmpp", "connect_timeout", nonzero_duration);
         let keepalive = self.get("xmpp", "keepalive", nonzero_duration);
@@ -622,7 +634,10 @@ impl<'a> Reader<'a> {
 
         let sip_listen = self.get("sip", "listen", values::socket_addr);
         let edge = self.get("sip", "edge", values::host_port);
-        let edge_names = self.get("sip", "edge_names", domain_list_or_empty);
+        let edge_names = self.get("sip", "edge_names", edge_name_list);
+        let edge_pin = self.get("sip", "edge_pin", |v| {
+            crate::tls::names::SpkiPin::parse_list(v).map_err(|e| e.to_string())
+        });
         let sip_cert = self.get("sip", "cert", path);
         let sip_key = self.get("sip", "key", path);
         let sip_ca = self.get("sip", "ca", path);
@@ -643,6 +658,15 @@ impl<'a> Reader<'a> {
             }
         });
         let block = self.get("federation", "block", domain_list_or_empty);
+        let private_addresses = self.get("federation", "private_addresses", |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "refuse" => Ok(false),
+                "allow" => Ok(true),
+                _ => Err(format!(
+                    "`{v}` is not allowed here; expected refuse or allow"
+                )),
+            }
+        });
 
         let partners = self.partners();
         let hosts = self.hosts();
@@ -688,6 +712,8 @@ impl<'a> Reader<'a> {
                 max_stanza: max_stanza?,
                 max_connections: max_connections?,
                 max_per_partner: max_per_partner?,
+                max_outbound: max_outbound?,
+                max_outbound_per_address: max_outbound_per_address?,
                 stream_timeout: stream_timeout?,
                 connect_timeout: connect_timeout?,
                 keepalive: keepalive?,
@@ -698,6 +724,7 @@ impl<'a> Reader<'a> {
                 listen: sip_listen?,
                 edge,
                 edge_names,
+                edge_pin: edge_pin?,
                 cert: sip_cert?,
                 key: sip_key?,
                 ca: sip_ca?,
@@ -711,6 +738,7 @@ impl<'a> Reader<'a> {
             federation: Federation {
                 mode: mode?,
                 block: block?,
+                allow_private_addresses: private_addresses?,
             },
             partners: partners?,
             hosts: hosts?,
@@ -824,6 +852,32 @@ fn domain_list_or_empty(value: &str) -> Result<Vec<String>, String> {
         domains.push(domain);
     }
     Ok(domains)
+}
+
+/// `[sip] edge_names`: DNS names, IP addresses, or a wildcard `*.` and a name of at least two
+/// labels (a wildcard certificate accepted only as itself, see [`crate::tls::names`]).
+fn edge_name_list(value: &str) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = Vec::new();
+    for item in values::list(value) {
+        let name = if let Some(rest) = item.strip_prefix("*.") {
+            let rest = values::dns_name(rest)?;
+            if !rest.contains('.') {
+                return Err(format!(
+                    "`{item}`: a wildcard must stand for one label under a name of at least two labels, e.g. *.contoso.com"
+                ));
+            }
+            format!("*.{rest}")
+        } else if let Ok(ip) = item.parse::<std::net::IpAddr>() {
+            ip.to_string()
+        } else {
+            values::dns_name(&item)?
+        };
+        if names.contains(&name) {
+            return Err(format!("`{name}` is listed twice"));
+        }
+        names.push(name);
+    }
+    Ok(names)
 }
 
 fn domain_list(value: &str) -> Result<Vec<String>, String> {

@@ -48,6 +48,10 @@ fn minimal_configuration_takes_defaults() {
     assert_eq!(config.xmpp.idle_timeout, Duration::from_secs(600));
     assert_eq!(config.xmpp.max_connections, 1000);
     assert_eq!(config.xmpp.max_per_partner, 20);
+    assert_eq!(config.xmpp.max_outbound, 500);
+    assert_eq!(config.xmpp.max_outbound_per_address, 64);
+    assert!(!config.federation.allow_private_addresses);
+    assert!(config.sip.edge_pin.is_empty(), "no pin by default");
     assert!(!config.xmpp.log_bodies);
     assert_eq!(config.xmpp.ca, TrustAnchors::System);
     assert_eq!(config.sip.edge_names, ["sip.contoso.test"]);
@@ -288,4 +292,115 @@ fn sasl_and_dialback_both_required_is_refused() {
         "{lines}"
     );
     assert!(report.has_errors());
+}
+
+#[test]
+fn private_addresses_and_outbound_caps() {
+    let text = format!(
+        "{MINIMAL}[xmpp]\nmax_outbound = 10\nmax_outbound_per_address = 11\n\
+         [federation]\nmode = open\nprivate_addresses = Allow\n"
+    );
+    let config = parse_text(&text).unwrap();
+    assert!(config.federation.allow_private_addresses);
+    assert_eq!(
+        (
+            config.xmpp.max_outbound,
+            config.xmpp.max_outbound_per_address
+        ),
+        (10, 11)
+    );
+    let mut report = Report::new(Path::new("test.ini"));
+    let _ = super::validate(&config, &mut report);
+    let lines = report.lines().join("\n");
+    assert!(
+        lines.contains("test.ini:12: warning: [xmpp] max_outbound_per_address: 11 is more than max_outbound = 10"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains(
+            "test.ini:15: warning: [federation] private_addresses: allow in open federation"
+        ),
+        "{lines}"
+    );
+    // In allowlist mode (a lab, the testbed) allow is no warning.
+    let config = parse_text(&format!(
+        "{MINIMAL}[federation]\nprivate_addresses = allow\n"
+    ))
+    .unwrap();
+    let mut report = Report::new(Path::new("test.ini"));
+    let _ = super::validate(&config, &mut report);
+    assert!(
+        !report.lines().join("\n").contains("private_addresses"),
+        "{:?}",
+        report.lines()
+    );
+
+    let joined = errors_of(&format!(
+        "{MINIMAL}[xmpp]\nmax_outbound = 0\n[federation]\nprivate_addresses = sometimes\n"
+    ))
+    .join("\n");
+    assert!(
+        joined.contains("test.ini:11: error: [xmpp] max_outbound: must be at least 1"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("test.ini:13: error: [federation] private_addresses: `sometimes` is not allowed here; expected refuse or allow"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn edge_names_take_a_wildcard_as_is_and_edge_pin_a_list_of_pins() {
+    let pin = "sha256/508u3rrEYbSxrsz/aGJ4rvToyNBlKU7pd1wsZxHCPAc=";
+    let other = "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let text = MINIMAL.replace(
+        "edge = sip.contoso.test:5061",
+        &format!("edge = sip.contoso.test:5061\nedge_names = SIP.contoso.test, *.Contoso.test, 127.0.10.30\nedge_pin = {pin}, {other}"),
+    );
+    let config = parse_text(&text).unwrap();
+    assert_eq!(
+        config.sip.edge_names,
+        ["sip.contoso.test", "*.contoso.test", "127.0.10.30"]
+    );
+    assert_eq!(
+        config
+            .sip
+            .edge_pin
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [pin, "sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
+    );
+    for (names, pins, error) in [
+        (
+            "*.test",
+            "",
+            "a wildcard must stand for one label under a name of at least two labels",
+        ),
+        ("*.*.contoso.test", "", "is not a valid DNS name"),
+        ("sip.*.test", "", "is not a valid DNS name"),
+        (
+            "sip.contoso.test",
+            "sha256/AAAA",
+            "holds 3 bytes; a SHA-256 pin holds 32",
+        ),
+        (
+            "sip.contoso.test",
+            "508u3rrEYbSxrsz/aGJ4rvToyNBlKU7pd1wsZxHCPAc=",
+            "is not a pin: expected sha256/",
+        ),
+        (
+            "sip.contoso.test",
+            &format!("{pin},{pin}"),
+            "is listed twice",
+        ),
+    ] {
+        let text = MINIMAL.replace(
+            "edge = sip.contoso.test:5061",
+            &format!("edge = sip.contoso.test:5061\nedge_names = {names}\nedge_pin = {pins}"),
+        );
+        let errors = errors_of(&text).join("\n");
+        assert!(errors.contains(error), "{names} / {pins}: {errors}");
+        assert!(errors.contains("test.ini:"), "with its line: {errors}");
+    }
 }

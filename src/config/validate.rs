@@ -31,9 +31,11 @@ pub fn validate(config: &Config, report: &mut Report) -> Option<Credentials> {
     check_policies(config, report);
     check_domains(config, report);
     check_addresses(config, report);
+    check_outbound(config, report);
     check_fqdn_is_this_host(config, report);
     check_state(config, report);
     let sip = load_sip_identity(config, report);
+    check_edge_pin(config, sip.as_ref(), report);
     let sip_roots = load_roots_file(config, &config.sip.ca, "[sip] ca", report);
     let xmpp = load_xmpp_identity(config, report);
     let xmpp_roots = match &config.xmpp.ca {
@@ -189,6 +191,28 @@ fn check_addresses(config: &Config, report: &mut Report) {
                 "`{}` is a SIP domain, not the Edge server's host name; edge must be the Edge's federation FQDN",
                 config.sip.edge.host
             ),
+        );
+    }
+}
+
+/// Outbound caps that cannot both hold, and internal addresses opened to anybody's DNS.
+fn check_outbound(config: &Config, report: &mut Report) {
+    let xmpp = &config.xmpp;
+    if xmpp.max_outbound_per_address > xmpp.max_outbound {
+        report.warning(
+            config.line("[xmpp] max_outbound_per_address"),
+            "[xmpp] max_outbound_per_address",
+            format!(
+                "{} is more than max_outbound = {}, which bounds all outbound streams together, so it is never reached",
+                xmpp.max_outbound_per_address, xmpp.max_outbound
+            ),
+        );
+    }
+    if config.federation.allow_private_addresses && config.federation.mode == FederationMode::Open {
+        report.warning(
+            config.line("[federation] private_addresses"),
+            "[federation] private_addresses",
+            "allow in open federation: any domain's DNS can make xsgw connect to loopback and internal networks (SSRF); keep refuse and give internal partners a [partner] route instead",
         );
     }
 }
@@ -375,23 +399,84 @@ fn load_identity(
 fn load_sip_identity(config: &Config, report: &mut Report) -> Option<Identity> {
     let identity = load_identity(config, &config.sip.cert, &config.sip.key, "sip", report)?;
     let fqdn = &config.gateway.fqdn;
-    if !identity.summary.names_host(fqdn) {
-        let names = identity.summary.all_names();
-        report.error(
-            config.line("[sip] cert"),
-            "[sip] cert",
-            format!(
-                "certificate {} names {} but not `{fqdn}`; [gateway] fqdn must appear in its CN or SAN, because the Edge routes to and checks exactly that name: get a certificate for {fqdn} from the internal CA, or correct fqdn",
-                identity.cert_path.display(),
-                if names.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    names.join(", ")
-                }
-            ),
-        );
+    let leaf = identity.key.cert.first()?;
+    if !tls::names::names_host(leaf, fqdn) {
+        let sans = tls::names::san_names(leaf);
+        let in_cn = identity
+            .summary
+            .common_names
+            .iter()
+            .any(|cn| cn.eq_ignore_ascii_case(fqdn));
+        if sans.is_empty() && in_cn {
+            // COMPAT: an Edge that still reads the CN accepts it; RFC 6125 peers do not.
+            report.warning(
+                config.line("[sip] cert"),
+                "[sip] cert",
+                format!(
+                    "certificate {} names `{fqdn}` only in its CN, without a subjectAltName: peers that follow RFC 6125 (and xsgw itself for its peers) never read the CN; ask the internal CA for one with DNS:{fqdn} in its SAN",
+                    identity.cert_path.display()
+                ),
+            );
+        } else {
+            let names = identity.summary.all_names();
+            report.error(
+                config.line("[sip] cert"),
+                "[sip] cert",
+                format!(
+                    "certificate {} names {} but not `{fqdn}`; [gateway] fqdn must appear in its subjectAltName, because the Edge routes to and checks exactly that name: get a certificate for {fqdn} from the internal CA, or correct fqdn",
+                    identity.cert_path.display(),
+                    if names.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            );
+        }
     }
     Some(identity)
+}
+
+/// `[sip] edge_pin` pins the Edge's own key, which xsgw never holds; what can be caught here
+/// is a pin copied from the wrong file: the key of a CA in `[sip] ca`, or of the gateway's
+/// own `[sip] cert`. Such a pin can never match.
+fn check_edge_pin(config: &Config, sip: Option<&Identity>, report: &mut Report) {
+    if config.sip.edge_pin.is_empty() {
+        return;
+    }
+    let mut known: Vec<(tls::names::SpkiPin, String)> = Vec::new();
+    if let Ok(cas) = tls::load_certs(&config.sip.ca) {
+        for ca in &cas {
+            if let Ok(pin) = tls::names::SpkiPin::of_certificate(ca) {
+                known.push((
+                    pin,
+                    format!("a CA certificate in {}", config.sip.ca.display()),
+                ));
+            }
+        }
+    }
+    if let Some(leaf) = sip.and_then(|id| id.key.cert.first()) {
+        if let Ok(pin) = tls::names::SpkiPin::of_certificate(leaf) {
+            known.push((
+                pin,
+                format!(
+                    "the gateway's own certificate {}",
+                    config.sip.cert.display()
+                ),
+            ));
+        }
+    }
+    for pin in &config.sip.edge_pin {
+        if let Some((_, what)) = known.iter().find(|(k, _)| k == pin) {
+            report.error(
+                config.line("[sip] edge_pin"),
+                "[sip] edge_pin",
+                format!(
+                    "{pin} is the key of {what}, never of the Edge's certificate, so no Edge could match it; pin the key of the Edge's own certificate (see etc/xsgw.ini for the openssl command)"
+                ),
+            );
+        }
+    }
 }
 
 /// The XMPP identity is needed when any policy lets TLS happen.
@@ -409,7 +494,13 @@ fn load_xmpp_identity(config: &Config, report: &mut Report) -> Option<Option<Ide
         .gateway
         .sip_domains
         .iter()
-        .filter(|d| !identity.summary.names_host(d))
+        .filter(|d| {
+            !identity
+                .key
+                .cert
+                .first()
+                .is_some_and(|leaf| tls::names::names_host(leaf, d))
+        })
         .map(String::as_str)
         .collect();
     if !unnamed.is_empty() {
@@ -417,7 +508,7 @@ fn load_xmpp_identity(config: &Config, report: &mut Report) -> Option<Option<Ide
             config.line("[xmpp] cert"),
             "[xmpp] cert",
             format!(
-                "certificate {} does not name {} (it names {}); partners that check certificates will fall back to dialback or refuse TLS for those domains",
+                "certificate {} does not name {} in its subjectAltName (it names {}); partners that check certificates will fall back to dialback or refuse TLS for those domains",
                 identity.cert_path.display(),
                 unnamed.join(", "),
                 identity.summary.all_names().join(", ")

@@ -12,7 +12,9 @@
 //!        └── Lookup ────── client.rs: Resolver (UDP, TCP on TC, ids, validation, deadline)
 //!                           ├── resolv_conf.rs: /etc/resolv.conf nameservers, timeout, attempts
 //!                           └── name.rs: validation, normal form (lowercase, no trailing dot)
-//!  StaticHosts ─────────── hosts.rs: the [hosts] section, consulted before DNS
+//!  screen_targets ──────── xmpp.rs: every address learned from DNS through AddressPolicy
+//!        └── classify ──── address.rs: loopback, private, link-local, ULA, CGNAT, ... (pure)
+//!  StaticHosts ─────────── hosts.rs: the [hosts] section, for names xsgw was configured with
 //! ```
 //!
 //! In scope: SRV, A, AAAA, CNAME chains within an answer, EDNS(0) payload size, NXDOMAIN vs
@@ -33,7 +35,10 @@
 //! hosts.insert("edge.corp.example", &["192.0.2.10".parse()?])?;
 //!
 //! let mut rng = srv::system_random();
-//! for target in resolve_xmpp_server("gmail.com", None, &hosts, &resolver, &mut rng)? {
+//! let found = resolve_xmpp_server("gmail.com", None, &hosts, &resolver, &mut rng)?;
+//! // Never connect to what a partner's DNS says without the screen (SSRF).
+//! let policy = xsgw::dns::AddressPolicy::default();
+//! for target in xsgw::dns::screen_targets(found, &policy).targets {
 //!     // try target.addrs in order on target.port; then the next target
 //!     println!("{}:{} {:?}", target.host, target.port, target.addrs);
 //! }
@@ -42,21 +47,25 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod address;
 mod client;
 mod error;
+// Also compiled into integration tests (tests/attack_ssrf.rs) by path.
 #[cfg(test)]
-mod fake_server;
+pub(crate) mod fake_server;
 mod hosts;
 mod name;
 mod resolv_conf;
 pub mod srv;
 mod xmpp;
 
+pub use address::{classify, AddressClass, AddressPolicy, AddressRefusal};
 pub use client::{Lookup, Resolver, SrvAnswer};
 pub use error::{DnsError, QueryType, ServerFailure};
 pub use hosts::StaticHosts;
 pub use name::normalize;
 pub use resolv_conf::ResolvConf;
 pub use xmpp::{
-    resolve_host, resolve_xmpp_server, Target, TargetOrigin, MAX_XMPP_TARGETS, XMPP_SERVER_PORT,
+    resolve_host, resolve_xmpp_server, screen_targets, RefusedAddress, Screened, Target,
+    TargetOrigin, MAX_ADDRS_PER_TARGET, MAX_CONNECT_ATTEMPTS, MAX_XMPP_TARGETS, XMPP_SERVER_PORT,
 };

@@ -38,7 +38,7 @@ impl Context {
         dialback_secret: String,
         stopping: Arc<AtomicBool>,
     ) -> Result<Self, rustls::Error> {
-        let sip_server = tls::sip::sip_server_config(&credentials)?;
+        let sip_server = tls::sip::sip_server_config(&credentials, &config.sip)?;
         let threads = Arc::new(super::threads::ThreadSet::default());
         let xmpp = Arc::new(super::s2s::S2sContext::new(
             Arc::clone(&config),
@@ -50,7 +50,7 @@ impl Context {
                 threads: Arc::clone(&threads),
             },
         ));
-        let sip_client = tls::sip::sip_client_config(&credentials, &config.sip.edge_names)?;
+        let sip_client = tls::sip::sip_client_config(&credentials, &config.sip)?;
         Ok(Context {
             config,
             events,

@@ -33,8 +33,13 @@ pub fn check(path: &Path) -> i32 {
         "  xmpp        listen {}, public name {}, tls {}, sasl {}, dialback {}",
         config.xmpp.listen, config.xmpp.public_name, p.tls, p.sasl, p.dialback
     );
+    let pins = match config.sip.edge_pin.len() {
+        0 => String::new(),
+        1 => ", its key pinned".to_string(),
+        n => format!(", its key one of {n} pins"),
+    };
     println!(
-        "  sip         listen {}, Edge {} (certificate must name {})",
+        "  sip         listen {}, Edge {} (certificate must name {} in its subjectAltName{pins})",
         config.sip.listen,
         config.sip.edge,
         config.sip.edge_names.join(" or ")
@@ -54,16 +59,27 @@ pub fn check(path: &Path) -> i32 {
             format_date(xmpp.summary.not_after)
         );
     }
+    let private = if config.federation.allow_private_addresses {
+        "allowed"
+    } else {
+        "refused"
+    };
     match config.federation.mode {
-        FederationMode::Allowlist => println!("  federation  allowlist"),
+        FederationMode::Allowlist => {
+            println!("  federation  allowlist, private addresses from DNS {private}")
+        }
         FederationMode::Open if config.federation.block.is_empty() => {
-            println!("  federation  open")
+            println!("  federation  open, private addresses from DNS {private}")
         }
         FederationMode::Open => println!(
-            "  federation  open, blocking {}",
+            "  federation  open, blocking {}, private addresses from DNS {private}",
             config.federation.block.join(", ")
         ),
     }
+    println!(
+        "  outbound    at most {} streams, {} per address",
+        config.xmpp.max_outbound, config.xmpp.max_outbound_per_address
+    );
     for partner in &config.partners {
         let policy = config.policy_for(partner);
         let aliases = if partner.aliases.is_empty() {

@@ -8,6 +8,7 @@ mod check;
 mod cli;
 pub mod diagnose;
 mod logging;
+pub mod man;
 mod run;
 
 pub use cli::{Command, DEFAULT_CONFIG};

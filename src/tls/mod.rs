@@ -1,9 +1,13 @@
 //! TLS material for both legs: loading PEM certificates, keys and CA files, checking that a key
 //! matches its certificate, and reading what a certificate names (see [`x509`]).
 //!
-//! In scope: everything `xsgw check` and start-up need to know the files are usable, and the
-//! rustls configurations of each leg ([`sip`]) built on [`Identity`] and [`load_roots`].
+//! In scope: everything `xsgw check` and start-up need to know the files are usable, the
+//! rustls configurations of each leg ([`sip`], [`xmpp`]) built on [`Identity`] and
+//! [`load_roots`], and which names a peer's certificate is good for ([`names`]: webpki's name
+//! validation, subjectAltName only, the Edge's stricter rules and its pin). [`x509`] only
+//! reads what a certificate names and when it expires, for messages.
 
+pub mod names;
 pub mod sip;
 pub mod x509;
 pub mod xmpp;

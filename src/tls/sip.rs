@@ -3,32 +3,35 @@
 //! Both directions are mutual: the Edge connects to `[sip] listen` presenting its certificate
 //! ([`sip_server_config`]), and xsgw connects to `[sip] edge` presenting the gateway
 //! certificate ([`sip_client_config`]). Each side's certificate must chain to `[sip] ca`.
-//! Outbound, the Edge's certificate must name the host of `[sip] edge` or one of
-//! `[sip] edge_names` (an Edge pool reached by a pool name whose members carry their own).
+//! The Edge's certificate must then satisfy [`EdgePolicy`] (see [`super::names`]): name one of
+//! `[sip] edge_names` (outbound also: the host of `[sip] edge`) in its subjectAltName, a
+//! wildcard only when listed as is, and hold a key of `[sip] edge_pin` when pins are set.
+//! Both checks run inside the handshake, so a refused peer never gets past it; the reason
+//! comes back in the handshake error ([`describe_handshake_failure`]).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::DigitallySignedStruct;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use super::names::{EdgeCertError, EdgePolicy};
 use super::provider;
+use crate::config::{Credentials, Sip};
 
 /// The server side of the SIP leg: TLS 1.2/1.3, our certificate, and a client certificate
-/// required and chained to `[sip] ca`. Names are checked after the handshake against
-/// `[sip] edge_names`, so the refusal can be logged with what was presented.
+/// required, chained to `[sip] ca` and accepted by [`EdgePolicy`].
 pub fn sip_server_config(
-    credentials: &crate::config::Credentials,
+    credentials: &Credentials,
+    sip: &Sip,
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-    let provider = provider();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+    let verifier = edge_client_verifier(
         Arc::clone(&credentials.sip_roots),
-        Arc::clone(&provider),
-    )
-    .build()
-    .map_err(|e| rustls::Error::General(format!("[sip] ca cannot verify clients: {e}")))?;
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+        EdgePolicy::new(&sip.edge_names, &sip.edge_pin),
+    )?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(Arc::clone(
@@ -37,77 +40,51 @@ pub fn sip_server_config(
     Ok(Arc::new(config))
 }
 
-/// The client side of the SIP leg: TLS 1.2/1.3, the gateway certificate presented, the Edge's
-/// certificate verified against `[sip] ca` for the name connected to or one of `edge_names`.
-pub fn sip_client_config(
-    credentials: &crate::config::Credentials,
-    edge_names: &[String],
-) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let provider = provider();
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::clone(&credentials.sip_roots),
-        Arc::clone(&provider),
-    )
-    .build()
-    .map_err(|e| rustls::Error::General(format!("[sip] ca cannot verify the Edge: {e}")))?;
-    let names = edge_names
-        .iter()
-        .filter_map(|n| ServerName::try_from(n.clone()).ok())
-        .collect();
-    let verifier = Arc::new(EdgeVerifier { inner, names });
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(Arc::clone(
-            &credentials.sip.key,
-        ))));
-    Ok(Arc::new(config))
+/// The verifier of the Edge's client certificate: webpki's chain verification against
+/// `roots` (name constraints included), then `policy`.
+pub(crate) fn edge_client_verifier(
+    roots: Arc<rustls::RootCertStore>,
+    policy: EdgePolicy,
+) -> Result<Arc<dyn ClientCertVerifier>, rustls::Error> {
+    let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| rustls::Error::General(format!("[sip] ca cannot verify clients: {e}")))?;
+    Ok(Arc::new(EdgeClientVerifier { inner, policy }))
 }
 
-/// WebPKI verification for the connected name, then for each of `[sip] edge_names`: the
-/// chain and signatures are always checked by webpki; only the accepted names widen.
+/// WebPKI verification of the client certificate, then the Edge's names and pin.
 #[derive(Debug)]
-struct EdgeVerifier {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-    names: Vec<ServerName<'static>>,
+struct EdgeClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    policy: EdgePolicy,
 }
 
-impl ServerCertVerifier for EdgeVerifier {
-    fn verify_server_cert(
+impl ClientCertVerifier for EdgeClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let first = self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        );
-        let wrong_name = matches!(
-            &first,
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName
-                    | rustls::CertificateError::NotValidForNameContext { .. }
-            ))
-        );
-        if !wrong_name {
-            return first;
-        }
-        for name in &self.names {
-            if let Ok(ok) =
-                self.inner
-                    .verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
-            {
-                return Ok(ok);
-            }
-        }
-        first
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.policy
+            .check(end_entity, None)
+            .map_err(EdgeCertError::into_rustls)?;
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
@@ -128,8 +105,95 @@ impl ServerCertVerifier for EdgeVerifier {
         self.inner.verify_tls13_signature(message, cert, dss)
     }
 
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+/// The client side of the SIP leg: TLS 1.2/1.3, the gateway certificate presented, the Edge's
+/// certificate verified against `[sip] ca`, then [`EdgePolicy`] with the name connected to.
+pub fn sip_client_config(
+    credentials: &Credentials,
+    sip: &Sip,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let provider = provider();
+    let signatures = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::clone(&credentials.sip_roots),
+        Arc::clone(&provider),
+    )
+    .build()
+    .map_err(|e| rustls::Error::General(format!("[sip] ca cannot verify the Edge: {e}")))?;
+    let verifier = Arc::new(EdgeServerVerifier {
+        roots: Arc::clone(&credentials.sip_roots),
+        algorithms: provider.signature_verification_algorithms.all,
+        signatures,
+        policy: EdgePolicy::new(&sip.edge_names, &sip.edge_pin),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(Arc::clone(
+            &credentials.sip.key,
+        ))));
+    Ok(Arc::new(config))
+}
+
+/// The chain verified by webpki against `[sip] ca` (name constraints included), then the
+/// name connected to or one of `[sip] edge_names`, and the pin, by [`EdgePolicy`]: unlike
+/// plain RFC 6125 server verification, a wildcard SAN alone does not make the Edge.
+#[derive(Debug)]
+struct EdgeServerVerifier {
+    roots: Arc<rustls::RootCertStore>,
+    algorithms: &'static [&'static dyn rustls::pki_types::SignatureVerificationAlgorithm],
+    /// For the handshake signatures only.
+    signatures: Arc<rustls::client::WebPkiServerVerifier>,
+    policy: EdgePolicy,
+}
+
+impl ServerCertVerifier for EdgeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms,
+        )?;
+        self.policy
+            .check(end_entity, Some(server_name))
+            .map_err(EdgeCertError::into_rustls)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.signatures.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.signatures.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.signatures.supported_verify_schemes()
     }
 }
 
@@ -161,6 +225,9 @@ pub fn describe_handshake_failure(error: &std::io::Error, ca: &Path) -> String {
     let inner = error
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>());
+    if let Some(refusal) = inner.and_then(EdgeCertError::from_rustls) {
+        return refusal.to_string();
+    }
     match inner {
         Some(rustls::Error::NoCertificatesPresented) => {
             "the peer presented no client certificate; the Edge must present its certificate (mutual TLS)".into()
@@ -171,6 +238,17 @@ pub fn describe_handshake_failure(error: &std::io::Error, ca: &Path) -> String {
         ),
         Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)) => {
             "the peer's certificate has expired".into()
+        }
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)))
+            if matches!(
+                other.0.downcast_ref::<webpki::Error>(),
+                Some(webpki::Error::NameConstraintViolation)
+            ) =>
+        {
+            format!(
+                "the peer's certificate names something its issuing CA may not certify (name constraints of a CA in {} or of an intermediate)",
+                ca.display()
+            )
         }
         Some(other) => other.to_string(),
         None => match error.kind() {

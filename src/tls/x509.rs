@@ -1,10 +1,12 @@
 //! The few facts xsgw reads out of an X.509 certificate for operators: subject common names,
-//! DNS subject alternative names and the validity period.
+//! DNS subject alternative names and the validity period, for messages only.
 //!
-//! rustls/webpki verify certificates; they do not list what a certificate names, which is what
-//! an error message must say ("certificate names other.example; `[gateway] fqdn` must appear in
-//! CN or SAN"). This is a minimal, bounded DER walker for that (RFC 5280 §4.1): it reads only
-//! the TBSCertificate fields it needs and fails cleanly on anything it does not understand.
+//! Whether a certificate is good for a name is never decided here: that is webpki's name
+//! validation ([`super::names`]). What this reads is what an error message or `xsgw check`
+//! must say ("certificate names other.example, valid until ..."; a CN shown so an operator
+//! sees why a CN-only certificate names nothing). This is a minimal, bounded DER walker for
+//! that (RFC 5280 §4.1): it reads only the TBSCertificate fields it needs and fails cleanly
+//! on anything it does not understand.
 
 /// What a certificate names and when it is valid.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -28,29 +30,6 @@ impl CertSummary {
             }
         }
         names
-    }
-
-    /// Whether `name` matches a SAN dNSName or a CN, with a `*` wildcard allowed as the whole
-    /// leftmost label (RFC 6125 §6.4.3).
-    pub fn names_host(&self, name: &str) -> bool {
-        self.all_names()
-            .iter()
-            .any(|pattern| name_matches(pattern, name))
-    }
-}
-
-/// RFC 6125 §6.4 matching: case-insensitive, trailing dots ignored, `*.example.com` matches
-/// exactly one label.
-pub fn name_matches(pattern: &str, name: &str) -> bool {
-    let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    if let Some(suffix) = pattern.strip_prefix("*.") {
-        match name.split_once('.') {
-            Some((first, rest)) => !first.is_empty() && rest == suffix,
-            None => false,
-        }
-    } else {
-        pattern == name
     }
 }
 
@@ -267,15 +246,6 @@ pub fn format_date(epoch_seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wildcards_match_one_label() {
-        assert!(name_matches("*.contoso.com", "sip.contoso.com"));
-        assert!(!name_matches("*.contoso.com", "a.sip.contoso.com"));
-        assert!(!name_matches("*.contoso.com", "contoso.com"));
-        assert!(name_matches("GW.Contoso.com.", "gw.contoso.com"));
-        assert!(!name_matches("gw.contoso.com", "gw2.contoso.com"));
-    }
 
     #[test]
     fn dates_round_trip() {

@@ -4,8 +4,9 @@
 //! its chain checked against `[xmpp] ca` *after* the handshake so a peer with an unknown or
 //! missing certificate still gets a TLS stream and can fall back to dialback), the client side
 //! (SNI = the remote domain, the server certificate verified for that domain per RFC 6125 by
-//! webpki against `[xmpp] ca`, our certificate offered for SASL EXTERNAL, XEP-0178), and the
-//! names a verified peer certificate carries.
+//! webpki against `[xmpp] ca`, our certificate offered for SASL EXTERNAL, XEP-0178), and a
+//! verified peer certificate ([`VerifiedCert`]: which domains it is valid for, by webpki,
+//! subjectAltName only).
 //!
 //! Out of scope: deciding what a name is good for (the session offers SASL EXTERNAL only
 //! when the names match the domain the peer claims), POSH/DANE.
@@ -18,11 +19,12 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use super::names::VerifiedCert;
 use super::provider;
 use crate::config::Credentials;
 
 /// Accepts any client certificate during the handshake (signatures are still checked, so
-/// the peer holds the key), leaving the chain to [`XmppTls::verified_peer_names`].
+/// the peer holds the key), leaving the chain to [`XmppTls::verified_peer`].
 ///
 /// Why: refusing an unverifiable client certificate would fail the whole handshake, and real
 /// servers (Prosody, ejabberd) then give up instead of falling back to dialback.
@@ -225,23 +227,20 @@ impl XmppTls {
         rustls::ServerConnection::new(Arc::clone(&self.server))
     }
 
-    /// The DNS names (SAN, else CN) of a peer's certificate chain when it verifies against
-    /// `[xmpp] ca` with the client-auth EKU; `Err` says why not (for the log).
-    pub fn verified_peer_names(
+    /// The peer's certificate when its chain verifies against `[xmpp] ca` with the
+    /// client-auth EKU (webpki applies the CAs' name constraints there); what it is valid for
+    /// is then asked of [`VerifiedCert::is_valid_for`] (SAN only, never the CN). `Err` says
+    /// why not (for the log).
+    pub fn verified_peer(
         &self,
         chain: Option<&[CertificateDer<'_>]>,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<VerifiedCert, String> {
         let Some((leaf, intermediates)) = chain.and_then(|c| c.split_first()) else {
             return Err("no certificate presented".into());
         };
         self.chain_verifier
             .verify_client_cert(leaf, intermediates, UnixTime::now())
             .map_err(|e| format!("certificate not accepted: {e}"))?;
-        let summary = super::x509::summarize(leaf).map_err(|e| e.to_string())?;
-        Ok(if summary.dns_names.is_empty() {
-            summary.common_names
-        } else {
-            summary.dns_names
-        })
+        Ok(VerifiedCert::chain_verified(leaf))
     }
 }

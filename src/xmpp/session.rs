@@ -6,8 +6,9 @@
 //! (piggybacking, XEP-0220 §2.6), stanza address checks (RFC 6120 §8.1.1.2, §4.9.3.9), the
 //! handshake and idle deadlines, and closing (§4.4).
 //!
-//! Out of scope: sockets, TLS records and certificate verification (the shell gives the
-//! verified certificate names through [`InboundSession::handle_tls_established`]), asking the
+//! Out of scope: sockets, TLS records and certificate verification (the shell gives what the
+//! verified certificate is valid for through [`InboundSession::handle_tls_established`], as a
+//! [`CertifiedFor`] answered by webpki), asking the
 //! authoritative server (the shell does it on an outbound stream and answers with
 //! [`InboundSession::handle_dialback_verdict`]), routing stanzas, XEP-0288 bidirectional
 //! streams (an inbound stream only carries stanzas toward us).
@@ -18,7 +19,7 @@
 //!   │◀─ <stream:stream id=I> <features> ──────│  STARTTLS per policy; dialback
 //!   │── <starttls/> ──────────────────────────▶│
 //!   │◀─ <proceed/> ───────────────────────────│── StartTls ──────────────────▶ TLS handshake
-//!   │                                          │◀─ handle_tls_established(names)
+//!   │                                          │◀─ handle_tls_established(certified)
 //!   │── <stream:stream> (restart) ────────────▶│
 //!   │◀─ <stream:stream id=I2> <features> ─────│  EXTERNAL only if the cert is valid for O
 //!   │── <db:result from=O to=R>KEY ───────────▶│── VerifyDialback ────────────▶ db:verify to O
@@ -92,6 +93,11 @@ impl fmt::Debug for DialbackSecret {
 pub enum PeerDecision {
     /// Refuse streams and dialback from this domain with this condition.
     Refuse(StreamErrorCondition),
+    /// A domain the gateway never connects to (an IP literal with no partner section): a
+    /// stream header from it is refused with this condition, and a `db:result` for it is
+    /// answered `<remote-server-not-found/>` at once, exactly as when none of a domain's
+    /// servers answers, so a peer cannot tell a refused target from a closed or silent one.
+    Unreachable(StreamErrorCondition),
     /// Accept, with this partner's policy.
     Accept {
         /// STARTTLS policy.
@@ -259,6 +265,11 @@ enum State {
     Closed,
 }
 
+/// Whether the peer's verified certificate is valid for a domain. The shell answers with
+/// webpki's name validation (`crate::tls::names::VerifiedCert`: subjectAltName only, the
+/// issuing CAs' name constraints applied, a `*` leftmost label for one label, never the CN).
+pub type CertifiedFor = Box<dyn Fn(&str) -> bool + Send>;
+
 /// The receiving side of one inbound S2S connection. See the module doc for the calling order.
 pub struct InboundSession {
     config: InboundConfig,
@@ -271,7 +282,7 @@ pub struct InboundSession {
     stream_id: String,
     header_sent: bool,
     tls_active: bool,
-    peer_cert_names: Vec<String>,
+    certified_for: Option<CertifiedFor>,
     external_offered: bool,
     sasl_done: bool,
     pairs: Vec<(String, String)>,
@@ -313,7 +324,7 @@ impl InboundSession {
             stream_id: String::new(),
             header_sent: false,
             tls_active: false,
-            peer_cert_names: Vec::new(),
+            certified_for: None,
             external_offered: false,
             sasl_done: false,
             pairs: Vec::new(),
@@ -396,16 +407,16 @@ impl InboundSession {
         self.parser.take_unconsumed()
     }
 
-    /// TLS is established. `peer_names` are the DNS names of the peer's certificate if its
-    /// chain verified (empty otherwise); SASL EXTERNAL is offered only for a stream whose
-    /// `from` matches one of them (exactly, or a `*.` wildcard for one leftmost label).
-    pub fn handle_tls_established(&mut self, now: Instant, peer_names: Vec<String>) {
+    /// TLS is established. `certified` says which domains the peer's certificate is valid
+    /// for, if its chain verified (`None` otherwise); SASL EXTERNAL is offered only for a
+    /// stream whose `from` it is valid for.
+    pub fn handle_tls_established(&mut self, now: Instant, certified: Option<CertifiedFor>) {
         if self.state != State::ExpectTlsEstablished {
             return;
         }
         self.idle_deadline = now + self.config.idle_timeout;
         self.tls_active = true;
-        self.peer_cert_names = peer_names;
+        self.certified_for = certified;
         self.restart();
         // The peer may have sent its new header with the handshake's last flight.
         self.process();
@@ -499,7 +510,7 @@ impl InboundSession {
         }
         if let Some(from) = self.header.as_ref().and_then(|h| h.from.as_deref()) {
             let from = from.to_ascii_lowercase();
-            if let Err(condition) = self.apply_peer_policy(&from) {
+            if let Err((condition, _)) = self.apply_peer_policy(&from) {
                 return self.fail(condition, "peer domain refused by federation policy");
             }
         }
@@ -522,13 +533,15 @@ impl InboundSession {
         }
     }
 
-    /// Looks the peer up in the policy; on accept, its policy governs this stream.
-    fn apply_peer_policy(&mut self, domain: &str) -> Result<(), StreamErrorCondition> {
+    /// Looks the peer up in the policy; on accept, its policy governs this stream. A refusal
+    /// says whether the domain is one never connected to ([`PeerDecision::Unreachable`]).
+    fn apply_peer_policy(&mut self, domain: &str) -> Result<(), (StreamErrorCondition, bool)> {
         let Some(policy) = self.config.peer_policy.clone() else {
             return Ok(());
         };
         match (policy.0)(domain.strip_suffix('.').unwrap_or(domain)) {
-            PeerDecision::Refuse(condition) => Err(condition),
+            PeerDecision::Refuse(condition) => Err((condition, false)),
+            PeerDecision::Unreachable(condition) => Err((condition, true)),
             PeerDecision::Accept {
                 tls,
                 sasl,
@@ -567,9 +580,11 @@ impl InboundSession {
             && self.config.sasl
             && !self.sasl_done
             && self.header.as_ref().is_some_and(|h| h.to.is_some())
-            && from
-                .as_deref()
-                .is_some_and(|f| cert_matches(&self.peer_cert_names, f));
+            && from.as_deref().is_some_and(|f| {
+                self.certified_for
+                    .as_ref()
+                    .is_some_and(|valid_for| valid_for(f))
+            });
         if self.external_offered {
             features = features.with_child(
                 Element::new("mechanisms", NS_SASL)
@@ -694,8 +709,17 @@ impl InboundSession {
                     return self
                         .send_element(&error(StanzaErrorCondition::BadRequest).to_element());
                 }
-                if let Err(condition) = self.apply_peer_policy(&remote) {
-                    return self.fail(condition, "peer domain refused by federation policy");
+                match self.apply_peer_policy(&remote) {
+                    Ok(()) => {}
+                    // Answered like a failed verification, with nothing connected to.
+                    Err((_, true)) => {
+                        return self.send_element(
+                            &error(StanzaErrorCondition::RemoteServerNotFound).to_element(),
+                        )
+                    }
+                    Err((condition, false)) => {
+                        return self.fail(condition, "peer domain refused by federation policy")
+                    }
                 }
                 if !self.config.dialback {
                     return self.fail(
@@ -871,23 +895,6 @@ impl InboundSession {
     }
 }
 
-/// Whether `domain` matches one of the verified certificate names (RFC 6125 §6.4: exact,
-/// case-insensitive, or `*.` standing for exactly one leftmost label).
-fn cert_matches(names: &[String], domain: &str) -> bool {
-    let domain = domain.strip_suffix('.').unwrap_or(domain);
-    names.iter().any(|name| {
-        if name.eq_ignore_ascii_case(domain) {
-            return true;
-        }
-        match (name.strip_prefix("*."), domain.split_once('.')) {
-            (Some(rest), Some((label, domain_rest))) => {
-                !label.is_empty() && rest.eq_ignore_ascii_case(domain_rest)
-            }
-            _ => false,
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -898,6 +905,12 @@ mod tests {
     }
 
     const SECRET: &str = "s3cr3tf0rd14lb4ck";
+
+    /// A certificate valid for exactly these domains (name matching itself is webpki's,
+    /// tested in `crate::tls::names`).
+    fn valid_for(domains: &'static [&'static str]) -> Option<CertifiedFor> {
+        Some(Box::new(move |d: &str| domains.contains(&d)))
+    }
 
     fn config(tls: TlsPolicy) -> InboundConfig {
         let mut c = InboundConfig::new(["xmpp.example.com".to_owned()], SECRET.to_owned());
@@ -1095,7 +1108,7 @@ mod tests {
         assert_eq!(out, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
         assert_eq!(events, vec![SessionEvent::StartTls]);
         assert_eq!(s.take_tls_bytes(), b"\x16\x03\x01");
-        s.handle_tls_established(now, vec!["*.org".into(), "example.org".into()]);
+        s.handle_tls_established(now, valid_for(&["example.org"]));
         s.handle_input(now, PEER_HEADER.as_bytes());
         let (out, _) = drain(&mut s);
         assert!(out.contains("id='id2'"), "{out}");
@@ -1139,7 +1152,7 @@ mod tests {
                     .as_bytes(),
             );
             drain(&mut s);
-            s.handle_tls_established(now, vec!["example.org".into()]);
+            s.handle_tls_established(now, valid_for(&["example.org"]));
             for part in parts {
                 s.handle_input(now, part);
             }
@@ -1171,7 +1184,7 @@ mod tests {
             format!("{PEER_HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").as_bytes(),
         );
         drain(&mut s);
-        s.handle_tls_established(now, vec!["other.example".into(), "*.example.org".into()]);
+        s.handle_tls_established(now, valid_for(&["other.example", "xmpp.example.org"]));
         s.handle_input(now, PEER_HEADER.as_bytes());
         let (out, _) = drain(&mut s);
         assert!(!out.contains("EXTERNAL"), "{out}");
@@ -1313,10 +1326,6 @@ mod tests {
         assert_eq!(base64_decode("Y==="), None);
         assert_eq!(base64_decode("YQ==YWJj"), None);
         assert_eq!(base64_decode("Y!=="), None);
-        assert!(cert_matches(&["*.example.org".into()], "xmpp.example.org"));
-        assert!(!cert_matches(&["*.example.org".into()], "a.b.example.org"));
-        assert!(!cert_matches(&["*.example.org".into()], "example.org"));
-        assert!(cert_matches(&["Example.ORG".into()], "example.org."));
     }
 
     /// No input makes the session panic, and it never emits output after closing.
@@ -1345,7 +1354,7 @@ mod tests {
             let mut s = session(TlsPolicy::Optional, now);
             s.handle_input(now, &input);
             if s.poll_event() == Some(SessionEvent::StartTls) {
-                s.handle_tls_established(now, vec!["example.org".into()]);
+                s.handle_tls_established(now, valid_for(&["example.org"]));
             }
             s.handle_dialback_verdict("xmpp.example.com", "example.org", DialbackVerdict::Valid);
             s.handle_input(now, &input);
@@ -1408,5 +1417,40 @@ mod tests {
         assert!(!events
             .iter()
             .any(|e| matches!(e, SessionEvent::VerifyDialback { .. })));
+    }
+
+    #[test]
+    fn unreachable_domain_gets_the_failed_verification_answer_and_no_verification() {
+        let mut s = with_policy(|domain| {
+            if domain == "10.0.0.5" {
+                PeerDecision::Unreachable(StreamErrorCondition::PolicyViolation)
+            } else {
+                PeerDecision::Accept {
+                    tls: TlsPolicy::Optional,
+                    sasl: false,
+                    dialback: true,
+                }
+            }
+        });
+        s.handle_input(
+            Instant::now(),
+            format!("{PEER_HEADER}<db:result from='10.0.0.5' to='xmpp.example.com'>k</db:result>")
+                .as_bytes(),
+        );
+        let (out, events) = drain(&mut s);
+        assert!(
+            out.contains("type='error'") && out.contains("<remote-server-not-found"),
+            "{out}"
+        );
+        assert!(!out.contains("<stream:error"), "the stream goes on: {out}");
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::VerifyDialback { .. })));
+        // As the stream header's from, it is refused.
+        let mut s =
+            with_policy(|_| PeerDecision::Unreachable(StreamErrorCondition::PolicyViolation));
+        s.handle_input(Instant::now(), PEER_HEADER.as_bytes());
+        let (out, _) = drain(&mut s);
+        assert!(out.contains("<policy-violation"), "{out}");
     }
 }

@@ -280,6 +280,8 @@ LEAVES = {
     "xmpp": ("contoso.test", ["contoso.test", "fabrikam.test", "xmpp.contoso.test"], "ca"),
     "gmail": ("gmail.test", ["gmail.test", "googlemail.test"], "ca"),
     "wrongname": ("rogue.contoso.test", ["rogue.contoso.test"], "ca"),
+    # Any internal certificate for the whole domain: must not pass for the Edge.
+    "wildcard": ("*.contoso.test", ["*.contoso.test"], "ca"),
     "other": (GW_NAME, [GW_NAME], "other-ca"),
     "pool": (EDGE_POOL_NAME, [EDGE_POOL_NAME], "ca"),
 }
@@ -3992,6 +3994,10 @@ edge_names = {edge_host}
 cert = {sip_cert}
 key = {sip_key}
 ca = {ca}
+
+[federation]
+; Every peer of the testbed is on 127.0.10.0/24 (loopback): a real deployment keeps refuse.
+private_addresses = allow
 
 [partner {xmpp_domain}]
 aliases = {aliases}

@@ -12,13 +12,15 @@
 //!   EdgeHandle::send(request) ─▶ sip-edge-out ─▶ client transaction ─▶ ClientOutcome back
 //! ```
 //!
-//! Inbound ([`serve_inbound`]): the Edge's client certificate must chain to `[sip] ca` and
-//! name one of `[sip] edge_names`; a refusal is logged with what was presented.
+//! Inbound ([`serve_inbound`]): the Edge's client certificate must chain to `[sip] ca`, name
+//! one of `[sip] edge_names` in its subjectAltName (a wildcard only if listed as is) and, with
+//! `[sip] edge_pin`, hold a pinned key (`crate::tls::names`); checked inside the handshake, a
+//! refusal is logged with what was presented.
 //!
 //! Outbound ([`outbound`]): one thread, started with the gateway, keeps a connection to
 //! `[sip] edge` (names from `[hosts]` first, then DNS; every address in turn; capped
 //! exponential backoff between rounds, each logged), presents the gateway certificate and
-//! verifies the Edge's for the Edge name or one of `edge_names`. Requests the gateway
+//! verifies the Edge's for the Edge name or one of `edge_names`, and its pin, by the same rules. Requests the gateway
 //! originates go over it; their responses come back to whoever asked through a channel.
 //!
 //! Threads and rustls ([`driver`]): the connection thread owns the `rustls::Connection` and
@@ -497,28 +499,17 @@ pub(super) fn serve_inbound(mut tcp: TcpStream, peer: SocketAddr, context: &Cont
             return format!("TLS handshake failed: {reason}");
         }
     }
-    let presented = tls
+    // The certificate's chain, names and pin were checked in the handshake
+    // (`tls::sip::sip_server_config`): only the Edge gets here.
+    let names = tls
         .peer_certificates()
         .and_then(|certs| certs.first())
-        .and_then(|leaf| tls::x509::summarize(leaf).ok());
-    let Some(presented) = presented else {
-        return "TLS peer presented no readable certificate".into();
-    };
-    let edge_names = &context.config.sip.edge_names;
-    if !edge_names.iter().any(|n| presented.names_host(n)) {
-        let names = presented.all_names().join(", ");
-        log::warn!(
-            "sip inbound {peer}: refused: certificate names {names}, none of [sip] edge_names ({}); only the Edge may connect",
-            edge_names.join(", ")
-        );
-        tls.send_close_notify();
-        let _ = tls.complete_io(&mut tcp);
-        return format!("refused: certificate names {names}, not in edge_names");
-    }
+        .map(tls::names::san_names)
+        .unwrap_or_default();
     log::info!(
         "sip inbound {peer}: mutual TLS established ({:?}), Edge certificate names {}",
         tls.protocol_version(),
-        presented.all_names().join(", ")
+        names.join(", ")
     );
     let (commands_tx, commands) = crossbeam_channel::bounded(COMMAND_QUEUE);
     let ended = driver::drive(

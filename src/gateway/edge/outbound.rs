@@ -3,7 +3,7 @@
 //! ```text
 //!  resolve [sip] edge host: [hosts] first, then DNS (A/AAAA)
 //!    └─ for each address: TCP connect (connect_timeout) ─ TLS, gateway certificate presented,
-//!       Edge certificate checked for the host or [sip] edge_names ─ driver::drive(Link)
+//!       Edge certificate checked for the host or [sip] edge_names (+ edge_pin) ─ driver::drive(Link)
 //!  all addresses failed ─▶ wait BACKOFF_START · 2ⁿ (≤ BACKOFF_MAX), logged; then again
 //!  connection ended     ─▶ Edge sent something or after STABLE: reconnect at once,
 //!                          backoff reset;
@@ -240,8 +240,7 @@ fn connect(
     let names = tls
         .peer_certificates()
         .and_then(|c| c.first())
-        .and_then(|leaf| tls::x509::summarize(leaf).ok())
-        .map(|s| s.all_names().join(", "))
+        .map(|leaf| tls::names::san_names(leaf).join(", "))
         .unwrap_or_default();
     log::info!(
         "sip outbound {addr}: connected to the Edge {host} over mutual TLS ({:?}), Edge certificate names {names}",

@@ -16,7 +16,7 @@ use crate::config::{AuthPolicy, Requirement};
 use crate::gateway::router::RouterEvent;
 use crate::xmpp::error::StreamErrorCondition;
 use crate::xmpp::session::{
-    InboundConfig, InboundSession, PeerDecision, PeerPolicy, SessionEvent, TlsPolicy,
+    CertifiedFor, InboundConfig, InboundSession, PeerDecision, PeerPolicy, SessionEvent, TlsPolicy,
 };
 
 fn tls_policy(r: Requirement, available: bool) -> TlsPolicy {
@@ -53,9 +53,17 @@ fn session_config(context: &Arc<S2sContext>, peer: SocketAddr) -> InboundConfig 
     let policy_context = Arc::clone(context);
     config.peer_policy = Some(PeerPolicy(Arc::new(move |domain: &str| {
         match decide(&policy_context.config, domain) {
-            Decision::Refuse { condition, why } => {
+            Decision::Refuse {
+                condition,
+                why,
+                unreachable,
+            } => {
                 policy_context.log_refusal(&format!("inbound {peer}"), domain, why);
-                PeerDecision::Refuse(condition)
+                if unreachable {
+                    PeerDecision::Unreachable(condition)
+                } else {
+                    PeerDecision::Refuse(condition)
+                }
             }
             Decision::Allow { policy, .. } => PeerDecision::Accept {
                 tls: tls_policy(policy.tls, tls_available),
@@ -97,17 +105,21 @@ pub fn serve_inbound(stream: TcpStream, peer: SocketAddr, context: &Arc<S2sConte
                     if let Err(e) = pipe.start_tls(conn, &early, deadline) {
                         return format!("TLS handshake failed: {e}");
                     }
-                    let names = match tls.verified_peer_names(pipe.peer_certificates()) {
-                        Ok(names) => {
-                            log::debug!("{who}: TLS up, peer certificate names {names:?}");
-                            names
-                        }
-                        Err(why) => {
-                            log::info!("{who}: TLS up; {why} (no SASL EXTERNAL)");
-                            Vec::new()
-                        }
-                    };
-                    session.handle_tls_established(Instant::now(), names);
+                    let certified: Option<CertifiedFor> =
+                        match tls.verified_peer(pipe.peer_certificates()) {
+                            Ok(cert) => {
+                                log::debug!(
+                                    "{who}: TLS up, peer certificate names {:?}",
+                                    cert.dns_names()
+                                );
+                                Some(Box::new(move |domain: &str| cert.is_valid_for(domain)))
+                            }
+                            Err(why) => {
+                                log::info!("{who}: TLS up; {why} (no SASL EXTERNAL)");
+                                None
+                            }
+                        };
+                    session.handle_tls_established(Instant::now(), certified);
                 }
                 SessionEvent::Authenticated {
                     local,

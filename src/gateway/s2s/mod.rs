@@ -27,8 +27,13 @@
 //! before. Written receipts are batched per socket write.
 //!
 //! In scope: the federation policy (allowlist/open/block, per-partner tls/sasl/dialback and
-//! route, [`decide`]), `max_per_partner`, the timeouts from `[xmpp]`, registering every
-//! connection with the router so shutdown can wake it. Out of scope: translation (the router
+//! route, IP-literal domains refused unless they are partners, [`decide`]), `max_per_partner`,
+//! the outbound caps (`max_outbound`: a stanza needing a new stream over it fails with
+//! `resource-constraint`; `max_outbound_per_address`; verifications hold at most half of
+//! each; `limits.rs`), the address screen for
+//! what a partner's DNS says (`crate::dns::screen_targets`, with the Edge's addresses
+//! resolved here), the timeouts from `[xmpp]`, registering every connection with the router
+//! so shutdown can wake it. Out of scope: translation (the router
 //! hands inbound stanzas, [`Delivery::Inbound`], to `crate::bridge`; in-process tests install
 //! a sink instead, [`XmppNotice`]).
 //!
@@ -66,20 +71,22 @@
 
 mod inbound;
 pub mod io;
+mod limits;
 mod outbound;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::router::RouterEvent;
 use super::threads::ThreadSet;
 use crate::config::{AuthPolicy, Config, FederationMode, Requirement};
-use crate::dns::{Resolver, StaticHosts};
+use crate::dns::{resolve_host, AddressPolicy, Resolver, StaticHosts};
+use crate::logsafe::{escaped, SharedRateLimit, Suppressed};
 use crate::tls::xmpp::XmppTls;
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, StanzaError, StanzaErrorCondition, StreamErrorCondition};
@@ -87,6 +94,7 @@ use crate::xmpp::jid::Jid;
 use crate::xmpp::session::{AuthMethod, DialbackSecret};
 
 pub(super) use inbound::serve_inbound;
+use limits::{OutboundLimits, OutboundUse};
 
 /// A stanza that arrived on an authenticated inbound stream, addresses checked.
 #[derive(Debug, Clone)]
@@ -219,8 +227,17 @@ pub struct S2sContext {
     pub events: Sender<RouterEvent>,
     /// Authenticated inbound streams per peer domain (`max_per_partner`).
     per_partner: Mutex<HashMap<String, usize>>,
-    /// Domains whose refusal was logged at warn level already (logged once).
-    refused: Mutex<HashSet<String>>,
+    /// Policy refusals logged at warn level: once an hour per domain, and a few a minute in
+    /// all, so a peer rotating made-up domains cannot flood the log.
+    refused: SharedRateLimit<String>,
+    refused_total: SharedRateLimit<()>,
+    /// `max_outbound` and `max_outbound_per_address`.
+    outbound: OutboundLimits,
+    /// The Edge's and our own addresses, never connected to for a partner's DNS; resolved
+    /// when first needed (in a connection thread) and kept until the instant given.
+    protected: Mutex<Option<(Instant, Vec<IpAddr>)>>,
+    /// Lines a peer can cause at will (refused addresses, caps, failed connects), per kind.
+    log_limit: SharedRateLimit<&'static str>,
     lifecycle: Lifecycle,
 }
 
@@ -244,6 +261,10 @@ impl std::fmt::Debug for S2sContext {
 pub const OUTBOUND_QUEUE: usize = 256;
 /// How often an outbound thread looks at its queue while blocked on the socket.
 pub const OUTBOUND_POLL: Duration = Duration::from_millis(20);
+/// How long the Edge's resolved addresses are trusted before they are looked up again.
+const PROTECTED_FRESH: Duration = Duration::from_secs(300);
+/// Lines of one kind a peer can cause, per minute; the next says how many were suppressed.
+const LOG_LINES_PER_MINUTE: u32 = 10;
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1 << 40);
 
@@ -281,10 +302,66 @@ impl S2sContext {
             hosts,
             events,
             per_partner: Mutex::new(HashMap::new()),
-            refused: Mutex::new(HashSet::new()),
+            refused: SharedRateLimit::new(1, Duration::from_secs(3600), 10_000),
+            refused_total: SharedRateLimit::new(LOG_LINES_PER_MINUTE, Duration::from_secs(60), 1),
+            outbound: OutboundLimits::new(
+                config.xmpp.max_outbound,
+                config.xmpp.max_outbound_per_address,
+            ),
+            protected: Mutex::new(None),
+            log_limit: SharedRateLimit::new(LOG_LINES_PER_MINUTE, Duration::from_secs(60), 64),
             config,
             lifecycle,
         }
+    }
+
+    /// Logs a line a peer can cause at will, at most [`LOG_LINES_PER_MINUTE`] per `kind`.
+    fn log_limited(&self, level: log::Level, kind: &'static str, line: std::fmt::Arguments<'_>) {
+        if let Some(suppressed) = self.log_limit.allow(&kind, Instant::now()) {
+            log::log!(level, "{line}{}", Suppressed(suppressed));
+        }
+    }
+
+    /// What addresses learned from a partner's DNS may be connected to: `[federation]
+    /// private_addresses`, and never the Edge's addresses (`[sip] edge` through `[hosts]` or
+    /// DNS, looked up here, in the calling connection thread, at most every few minutes) or
+    /// our own listening ones.
+    fn address_policy(&self) -> AddressPolicy {
+        AddressPolicy {
+            allow_private: self.config.federation.allow_private_addresses,
+            protected: self.protected_addresses(),
+        }
+    }
+
+    fn protected_addresses(&self) -> Vec<IpAddr> {
+        let now = Instant::now();
+        if let Ok(cached) = self.protected.lock() {
+            if let Some((until, addrs)) = cached.as_ref() {
+                if now < *until {
+                    return addrs.clone();
+                }
+            }
+        }
+        let mut addrs: Vec<IpAddr> = [self.config.xmpp.listen, self.config.sip.listen]
+            .iter()
+            .map(SocketAddr::ip)
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        let edge = &self.config.sip.edge.host;
+        let fresh = match resolve_host(edge, &self.hosts, &self.resolver) {
+            Ok(found) => {
+                addrs.extend(found);
+                PROTECTED_FRESH
+            }
+            Err(e) => {
+                log::warn!("xmpp: the Edge's addresses are unknown ({e}); asked again in 30 s");
+                Duration::from_secs(30)
+            }
+        };
+        if let Ok(mut cached) = self.protected.lock() {
+            *cached = Some((now + fresh, addrs.clone()));
+        }
+        addrs
     }
 
     /// Whether gateway shutdown has begun.
@@ -292,17 +369,26 @@ impl S2sContext {
         self.lifecycle.stopping.load(Ordering::SeqCst)
     }
 
-    /// Logs a policy refusal at warn level the first time for a domain, then at debug.
+    /// Logs a policy refusal at warn level once an hour per domain (and a few a minute in
+    /// all), otherwise at debug.
     fn log_refusal(&self, direction: &str, domain: &str, why: &str) {
+        let now = Instant::now();
         let first = self
             .refused
-            .lock()
-            .map(|mut set| set.len() < 10_000 && set.insert(domain.to_owned()))
-            .unwrap_or(true);
-        if first {
-            log::warn!("xmpp {direction} {domain}: refused: {why} (further refusals of {domain} logged at debug)");
+            .allow(&domain.to_ascii_lowercase(), now)
+            .is_some();
+        let total = if first {
+            self.refused_total.allow(&(), now)
         } else {
-            log::debug!("xmpp {direction} {domain}: refused: {why}");
+            None
+        };
+        let domain = escaped(domain);
+        match total {
+            Some(suppressed) => log::warn!(
+                "xmpp {direction} {domain}: refused: {why} (further refusals of {domain} logged at debug for an hour){}",
+                Suppressed(suppressed)
+            ),
+            None => log::debug!("xmpp {direction} {domain}: refused: {why}"),
         }
     }
 
@@ -348,15 +434,37 @@ pub enum Decision {
         policy: AuthPolicy,
         route: Option<(String, u16)>,
     },
-    /// Refuse, with the stream error to send and a reason for the log.
+    /// Refuse, with the stream error to send and a reason for the log. `unreachable`: a
+    /// domain never connected to (an IP literal); a peer's dialback for it is answered, and
+    /// stanzas to it bounce, exactly as when none of a domain's servers answers
+    /// (`remote-server-not-found`), so a refused target looks like a closed or silent one.
     Refuse {
         condition: StreamErrorCondition,
         why: &'static str,
+        unreachable: bool,
     },
 }
 
+/// Whether `domain` is an IP literal (`10.0.0.5`, `[::1]`) or looks like one to some
+/// resolver (an all-digit last label: `127.1`, `2130706433`; no top-level domain is
+/// all digits).
+pub fn is_ip_literal(domain: &str) -> bool {
+    let bare = domain
+        .strip_prefix('[')
+        .and_then(|d| d.strip_suffix(']'))
+        .unwrap_or(domain);
+    bare.parse::<IpAddr>().is_ok()
+        || domain.contains(':')
+        || domain
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Federation policy for `domain` (lowercase, no trailing dot): `[federation] block` first,
-/// then a `[partner]` section (by name or alias), then `[federation] mode`.
+/// then a `[partner]` section (by name or alias), then IP literals (refused without a
+/// partner section, in either mode: nothing a peer sends may name an address for xsgw to
+/// connect to), then `[federation] mode`.
 pub fn decide(config: &Config, domain: &str) -> Decision {
     let domain = domain.strip_suffix('.').unwrap_or(domain);
     if config
@@ -368,12 +476,20 @@ pub fn decide(config: &Config, domain: &str) -> Decision {
         return Decision::Refuse {
             condition: StreamErrorCondition::PolicyViolation,
             why: "listed in [federation] block",
+            unreachable: false,
         };
     }
     if let Some(partner) = config.partner(domain) {
         return Decision::Allow {
             policy: config.policy_for(partner),
             route: partner.route.as_ref().map(|r| (r.host.clone(), r.port)),
+        };
+    }
+    if is_ip_literal(domain) {
+        return Decision::Refuse {
+            condition: StreamErrorCondition::PolicyViolation,
+            why: "an IP-literal domain without a [partner] section",
+            unreachable: true,
         };
     }
     match config.federation.mode {
@@ -384,6 +500,7 @@ pub fn decide(config: &Config, domain: &str) -> Decision {
         FederationMode::Allowlist => Decision::Refuse {
             condition: StreamErrorCondition::PolicyViolation,
             why: "no [partner] section and [federation] mode = allowlist",
+            unreachable: false,
         },
     }
 }
@@ -567,12 +684,27 @@ impl XmppRoutes {
             },
             None => (stanza, receipt),
         };
+        let Some(slot) = self.context.outbound.stream(OutboundUse::Stanzas) else {
+            self.context.log_limited(
+                log::Level::Warn,
+                "max_outbound",
+                format_args!(
+                    "xmpp outbound {}: not started: [xmpp] max_outbound = {} streams are running",
+                    escaped(&key.1),
+                    self.context.config.xmpp.max_outbound
+                ),
+            );
+            let (stanza, receipt) = item;
+            return self.bounce(stanza, receipt, StanzaErrorCondition::ResourceConstraint);
+        };
         let (tx, rx) = crossbeam_channel::bounded(OUTBOUND_QUEUE);
         let id = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
         let context = Arc::clone(&self.context);
         let (local, remote) = key.clone();
         let name = format!("xmpp-out-{remote}");
         match super::threads::spawn(name, super::threads::CONNECTION_STACK, move || {
+            // Counted against max_outbound until the thread ends.
+            let _slot = slot;
             outbound::run(&context, &local, &remote, id, rx)
         }) {
             Ok(handle) => {
@@ -723,6 +855,75 @@ route = 192.0.2.7:5270
             decide(&blocked, "gmail.test"),
             Decision::Refuse { .. }
         ));
+    }
+
+    #[test]
+    fn ip_literal_domains_are_refused_unless_configured_as_partners() {
+        for c in [
+            config("[partner 192.0.2.99]\n"),
+            config("[federation]\nmode = open\n[partner 192.0.2.99]\n"),
+        ] {
+            for domain in [
+                "10.0.0.5",
+                "10.0.0.5.",
+                "127.0.0.1",
+                "[::1]",
+                "::1",
+                "[::ffff:10.0.0.1]",
+                "127.1",
+                "2130706433",
+                "0x7f.1",
+            ] {
+                assert!(
+                    matches!(
+                        decide(&c, domain),
+                        Decision::Refuse {
+                            condition: StreamErrorCondition::PolicyViolation,
+                            unreachable: true,
+                            ..
+                        }
+                    ),
+                    "{domain}: {:?}",
+                    decide(&c, domain)
+                );
+            }
+            assert!(matches!(decide(&c, "192.0.2.99"), Decision::Allow { .. }));
+        }
+        // Digits are fine anywhere but the last label.
+        let open = config("[federation]\nmode = open\n");
+        assert!(matches!(decide(&open, "1und1.de"), Decision::Allow { .. }));
+        assert!(matches!(
+            decide(&open, "123.example"),
+            Decision::Allow { .. }
+        ));
+    }
+
+    #[test]
+    fn over_max_outbound_a_stanza_needing_a_new_stream_fails_resource_constraint() {
+        let (mut routes, notices) = routes("");
+        // Every stream slot taken.
+        let held: Vec<_> =
+            std::iter::from_fn(|| routes.context.outbound.stream(OutboundUse::Stanzas)).collect();
+        assert_eq!(held.len(), 500, "the default max_outbound");
+        let (receipt, condition, _) = failed(routes.handle(XmppEvent::SendTracked {
+            stanza: chat("u@contoso.test", "v@gmail.test"),
+            receipt: 5,
+        }));
+        assert_eq!(
+            (receipt, condition),
+            (5, StanzaErrorCondition::ResourceConstraint)
+        );
+        assert!(routes.streams.is_empty(), "no thread started");
+        assert!(routes
+            .handle(XmppEvent::Send(chat("u@contoso.test", "v@gmail.test")))
+            .is_none());
+        match notices.try_recv() {
+            Ok(XmppNotice::Bounced(reply)) => {
+                let xml = reply.to_stream_xml();
+                assert!(xml.contains("resource-constraint"), "{xml}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     fn routes(extra: &str) -> (XmppRoutes, crossbeam_channel::Receiver<XmppNotice>) {

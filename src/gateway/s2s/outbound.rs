@@ -2,11 +2,17 @@
 //! verification stream an inbound dialback needs (XEP-0220 §2.1.2).
 //!
 //! Targets come from [`crate::dns::resolve_xmpp_server`] (route override, SRV in RFC 2782
-//! order, fallback to the domain on 5269); each address is tried in order with
-//! `[xmpp] connect_timeout`, and a target whose connection or set-up fails gives way to the
-//! next. Stanzas wait in the thread's bounded channel and the session's bounded queue; when
-//! no target works, every one of them is bounced (`remote-server-not-found` when nothing
-//! answered, `remote-server-timeout` when a server answered but the stream never came up).
+//! order, fallback to the domain on 5269) through [`crate::dns::screen_targets`]: an address
+//! a partner's DNS gave in a special-purpose range (loopback, private, ...) or of the Edge is
+//! never connected to (unless `[federation] private_addresses = allow`; a route is used as
+//! written), and at most [`crate::dns::MAX_CONNECT_ATTEMPTS`] addresses are tried per stream
+//! set-up. Each is tried in order with `[xmpp] connect_timeout` while it has a slot under
+//! `[xmpp] max_outbound_per_address`, and a target whose connection or set-up fails gives way
+//! to the next. Stanzas wait in the thread's bounded channel and the session's bounded queue;
+//! when no target works, every one of them is bounced: `remote-server-not-found` when no
+//! server answered, the same whether an address was refused by the screen, closed (RST) or
+//! silent (only the log tells them apart), `remote-server-timeout` when a server answered but
+//! the stream never came up, `resource-constraint` when the addresses were at their cap.
 //!
 //! Receipts: every write goes through [`flush`], which takes the session's transmit buffer
 //! and the receipts of the tracked stanzas in it together, and reports them to the router
@@ -22,11 +28,13 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, TryRecvError};
 
 use super::io::{Pipe, ReadOutcome};
+use super::limits::{OutboundSlot, OutboundUse};
 use super::{decide, Decision, Outgoing, Receipt, S2sContext, XmppEvent, OUTBOUND_POLL};
 use crate::config::{AuthPolicy, Requirement};
-use crate::dns::{resolve_xmpp_server, srv, Target};
+use crate::dns::{resolve_xmpp_server, screen_targets, srv, AddressPolicy, Target, TargetOrigin};
 use crate::gateway::router::RouterEvent;
 use crate::gateway::Side;
+use crate::logsafe::escaped;
 use crate::xmpp::element::Element;
 use crate::xmpp::error::StanzaErrorCondition;
 use crate::xmpp::outbound::{
@@ -69,16 +77,69 @@ fn session_config(
     }
 }
 
+/// Where to connect for `remote`, screened: what DNS (or the route) says, without the
+/// addresses the policy refuses, within the attempt bounds. Refusals are logged for the
+/// operator (rate-limited); the peer only ever sees that nothing answered.
 fn targets(context: &S2sContext, remote: &str, route: Option<(String, u16)>) -> Vec<Target> {
     let mut rng = srv::system_random();
     let route = route.as_ref().map(|(h, p)| (h.as_str(), *p));
-    match resolve_xmpp_server(remote, route, &context.hosts, &context.resolver, &mut rng) {
-        Ok(t) => t,
-        Err(e) => {
-            log::warn!("xmpp outbound {remote}: no server found: {e}");
-            Vec::new()
-        }
+    let found =
+        match resolve_xmpp_server(remote, route, &context.hosts, &context.resolver, &mut rng) {
+            Ok(t) => t,
+            Err(e) => {
+                context.log_limited(
+                    log::Level::Warn,
+                    "no server found",
+                    format_args!("xmpp outbound {}: no server found: {e}", escaped(remote)),
+                );
+                return Vec::new();
+            }
+        };
+    let named = |t: &Target| {
+        matches!(
+            t.origin,
+            TargetOrigin::RouteOverride | TargetOrigin::IpLiteral
+        )
+    };
+    // The Edge's addresses are looked up only when DNS chose something to screen.
+    let policy = if found.iter().all(named) {
+        AddressPolicy::default()
+    } else {
+        context.address_policy()
+    };
+    let screened = screen_targets(found, &policy);
+    if let Some(first) = screened.refused.first() {
+        let more = screened.refused.len() - 1;
+        context.log_limited(
+            log::Level::Warn,
+            "address refused",
+            format_args!(
+                "xmpp outbound {}: not connecting to {} ({}): {}{}{}",
+                escaped(remote),
+                first.addr,
+                escaped(&first.host),
+                first.why,
+                if more > 0 {
+                    format!("; {more} more address(es) from its DNS refused")
+                } else {
+                    String::new()
+                },
+                if screened.targets.is_empty() {
+                    "; nothing left to try"
+                } else {
+                    ""
+                }
+            ),
+        );
     }
+    if screened.dropped > 0 {
+        log::debug!(
+            "xmpp outbound {}: {} address(es) beyond the attempt bound not tried",
+            escaped(remote),
+            screened.dropped
+        );
+    }
+    screened.targets
 }
 
 /// Runs `session` on `pipe` until it closes or the connection breaks. `queue` feeds stanzas
@@ -218,12 +279,44 @@ fn flush(
     }
 }
 
-fn connect(context: &S2sContext, addr: SocketAddr, who: &str) -> Option<TcpStream> {
+/// Why [`connect`] gave no connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unconnected {
+    /// The address has `max_outbound_per_address` connections already: not tried.
+    Capped,
+    /// Refused (RST), unreachable or silent until `connect_timeout`.
+    Failed,
+}
+
+/// A TCP connection to `addr`, counted against `max_outbound_per_address` while the slot
+/// lives.
+fn connect(
+    context: &S2sContext,
+    addr: SocketAddr,
+    what: OutboundUse,
+    who: &str,
+) -> Result<(TcpStream, OutboundSlot), Unconnected> {
+    let Some(slot) = context.outbound.address(addr.ip(), what) else {
+        context.log_limited(
+            log::Level::Warn,
+            "max_outbound_per_address",
+            format_args!(
+                "{who}: {addr} skipped: [xmpp] max_outbound_per_address = {} streams to it already (verifications: half)",
+                context.config.xmpp.max_outbound_per_address
+            ),
+        );
+        return Err(Unconnected::Capped);
+    };
     match TcpStream::connect_timeout(&addr, context.config.xmpp.connect_timeout) {
-        Ok(s) => Some(s),
+        Ok(s) => Ok((s, slot)),
         Err(e) => {
-            log::info!("{who}: cannot connect to {addr}: {e}");
-            None
+            // Says which: refused (closed port), timed out (silent), unreachable.
+            context.log_limited(
+                log::Level::Info,
+                "cannot connect",
+                format_args!("{who}: cannot connect to {addr}: {e}"),
+            );
+            Err(Unconnected::Failed)
         }
     }
 }
@@ -268,7 +361,7 @@ pub fn run(
     stream: u64,
     queue: Receiver<Outgoing>,
 ) {
-    let who = format!("xmpp outbound {local} → {remote}");
+    let who = format!("xmpp outbound {local} → {}", escaped(remote));
     let (policy, route) = match decide(&context.config, remote) {
         Decision::Allow { policy, route } => (policy, route),
         Decision::Refuse { why, .. } => {
@@ -286,6 +379,7 @@ pub fn run(
     };
     let mut carried: Vec<Outgoing> = Vec::new();
     let mut answered = false;
+    let mut capped = false;
     let mut worked = false;
     'targets: for target in targets(context, remote, route) {
         for addr in target
@@ -296,8 +390,13 @@ pub fn run(
             if context.stopping() {
                 break 'targets;
             }
-            let Some(socket) = connect(context, addr, &who) else {
-                continue;
+            let (socket, _address_slot) = match connect(context, addr, OutboundUse::Stanzas, &who) {
+                Ok(connected) => connected,
+                Err(Unconnected::Capped) => {
+                    capped = true;
+                    continue;
+                }
+                Err(Unconnected::Failed) => continue,
             };
             answered = true;
             let id = register(context, &socket, addr);
@@ -363,27 +462,25 @@ pub fn run(
             }
         }
     }
+    let condition = condition_for(answered, capped);
     for (stanza, receipt) in carried {
         if worked {
             resubmit(context, stanza, receipt);
         } else {
-            bounce(context, stanza, receipt, condition_for(answered));
+            bounce(context, stanza, receipt, condition);
         }
     }
-    finish(
-        context,
-        local,
-        remote,
-        stream,
-        queue,
-        worked,
-        condition_for(answered),
-    );
+    finish(context, local, remote, stream, queue, worked, condition);
 }
 
-fn condition_for(answered: bool) -> StanzaErrorCondition {
+/// The one condition for a failed set-up: a server answered TCP (`remote-server-timeout`),
+/// else an address was at its cap (`resource-constraint`), else nothing answered, whether
+/// refused by the address screen, closed or silent (`remote-server-not-found`).
+fn condition_for(answered: bool, capped: bool) -> StanzaErrorCondition {
     if answered {
         StanzaErrorCondition::RemoteServerTimeout
+    } else if capped {
+        StanzaErrorCondition::ResourceConstraint
     } else {
         StanzaErrorCondition::RemoteServerNotFound
     }
@@ -434,18 +531,34 @@ pub fn verify(
     stream_id: &str,
     key: &str,
 ) -> DialbackVerdict {
-    let who = format!("xmpp dialback verify {local} → {remote}");
+    let who = format!("xmpp dialback verify {local} → {}", escaped(remote));
     let (policy, route) = match decide(&context.config, remote) {
         Decision::Allow { policy, route } => (policy, route),
+        // Never connected to: answered like a domain none of whose servers answers.
+        Decision::Refuse {
+            unreachable: true, ..
+        } => return DialbackVerdict::Error(StanzaErrorCondition::RemoteServerNotFound),
         Decision::Refuse { .. } => {
             return DialbackVerdict::Error(StanzaErrorCondition::NotAllowed);
         }
+    };
+    let Some(_stream_slot) = context.outbound.stream(OutboundUse::Verification) else {
+        context.log_limited(
+            log::Level::Warn,
+            "max_outbound",
+            format_args!(
+                "{who}: not started: [xmpp] max_outbound = {} reached (verifications may hold half)",
+                context.config.xmpp.max_outbound
+            ),
+        );
+        return DialbackVerdict::Error(StanzaErrorCondition::ResourceConstraint);
     };
     let purpose = OutboundPurpose::Verify {
         stream_id: stream_id.to_owned(),
         key: key.to_owned(),
     };
     let mut answered = false;
+    let mut capped = false;
     for target in targets(context, remote, route) {
         for addr in target
             .addrs
@@ -455,9 +568,15 @@ pub fn verify(
             if context.stopping() {
                 return DialbackVerdict::Error(StanzaErrorCondition::RemoteServerTimeout);
             }
-            let Some(socket) = connect(context, addr, &who) else {
-                continue;
-            };
+            let (socket, _address_slot) =
+                match connect(context, addr, OutboundUse::Verification, &who) {
+                    Ok(connected) => connected,
+                    Err(Unconnected::Capped) => {
+                        capped = true;
+                        continue;
+                    }
+                    Err(Unconnected::Failed) => continue,
+                };
             answered = true;
             // The partner's TLS policy holds here too; the stream carries no stanza.
             let mut config = session_config(context, local, remote, policy);
@@ -480,7 +599,7 @@ pub fn verify(
             }
         }
     }
-    DialbackVerdict::Error(condition_for(answered))
+    DialbackVerdict::Error(condition_for(answered, capped))
 }
 
 #[cfg(test)]
@@ -504,8 +623,13 @@ mod tests {
     const PEER_VALID: &[u8] = b"<db:result from='peer.test' to='contoso.test' type='valid'/>";
 
     fn context(port: u16) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
+        context_with(port, "")
+    }
+
+    /// [`context`] with `xmpp` lines added to `[xmpp]`.
+    fn context_with(port: u16, xmpp: &str) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
         let text = format!(
-            "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n\
+            "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n{xmpp}\
              [sip]\nedge = sip.contoso.test:5061\nedge_names = sip.contoso.test\n\
              [partner peer.test]\nroute = 127.0.0.1:{port}\n"
         );
@@ -642,6 +766,186 @@ mod tests {
                 (Some(7), StanzaErrorCondition::RemoteServerNotFound),
                 (None, StanzaErrorCondition::RemoteServerNotFound)
             ]
+        );
+    }
+
+    fn bounces(inbox: &Receiver<RouterEvent>) -> Vec<(Option<Receipt>, StanzaErrorCondition)> {
+        inbox
+            .try_iter()
+            .filter_map(|e| match e {
+                RouterEvent::Xmpp(XmppEvent::Bounce {
+                    receipt, condition, ..
+                }) => Some((receipt, condition)),
+                RouterEvent::Xmpp(XmppEvent::Written { .. }) => panic!("written"),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_address_at_its_cap_is_not_connected_and_stanzas_bounce_resource_constraint() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (context, inbox) = context_with(port, "max_outbound_per_address = 1\n");
+        let held = context
+            .outbound
+            .address("127.0.0.1".parse().unwrap(), OutboundUse::Stanzas)
+            .unwrap();
+        let (queue, rx) = crossbeam_channel::bounded(8);
+        queue.send((chat("a"), Some(9))).unwrap();
+        drop(queue);
+        run(&context, "contoso.test", "peer.test", 1, rx);
+        assert_eq!(
+            bounces(&inbox),
+            vec![(Some(9), StanzaErrorCondition::ResourceConstraint)]
+        );
+        assert!(listener.accept().is_err(), "no connection was made");
+        // A verification to that address is refused the same way, connecting nowhere.
+        let verdict = verify(&context, "contoso.test", "peer.test", "id", "key");
+        assert_eq!(
+            verdict,
+            DialbackVerdict::Error(StanzaErrorCondition::ResourceConstraint)
+        );
+        assert!(listener.accept().is_err(), "no connection was made");
+        drop(held);
+        let verdict = std::thread::spawn({
+            let context = Arc::clone(&context);
+            move || verify(&context, "contoso.test", "peer.test", "id", "key")
+        });
+        // With the slot given back, the verification connects.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let peer = loop {
+            match listener.accept() {
+                Ok((peer, _)) => break peer,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("no connection: {e}"),
+            }
+        };
+        drop(peer);
+        assert_eq!(
+            verdict.join().unwrap(),
+            DialbackVerdict::Error(StanzaErrorCondition::RemoteServerTimeout)
+        );
+    }
+
+    #[test]
+    fn over_max_outbound_a_verification_is_not_started() {
+        let (context, _inbox) = context_with(9, "max_outbound = 1\n");
+        let _held = context.outbound.stream(OutboundUse::Stanzas).unwrap();
+        assert_eq!(
+            verify(&context, "contoso.test", "peer.test", "id", "key"),
+            DialbackVerdict::Error(StanzaErrorCondition::ResourceConstraint)
+        );
+    }
+
+    #[test]
+    fn an_ip_literal_is_answered_like_an_unreachable_domain() {
+        let (context, inbox) = context(9);
+        assert_eq!(
+            verify(&context, "contoso.test", "10.0.0.5", "id", "key"),
+            DialbackVerdict::Error(StanzaErrorCondition::RemoteServerNotFound)
+        );
+        let (queue, rx) = crossbeam_channel::bounded(8);
+        queue.send((chat("a"), Some(1))).unwrap();
+        drop(queue);
+        run(&context, "contoso.test", "127.0.0.1", 1, rx);
+        assert_eq!(
+            bounces(&inbox),
+            vec![(Some(1), StanzaErrorCondition::RemoteServerNotFound)]
+        );
+    }
+
+    /// SRV for evil.test pointing at 127.0.0.1:`port` (by the additional section too).
+    fn evil_dns(port: u16) -> crate::dns::fake_server::FakeDns {
+        use crate::dns::fake_server::{self as fake, FakeDns, Reply};
+        use hickory_proto::op::ResponseCode;
+        use hickory_proto::rr::RecordType;
+        FakeDns::start(move |query, _| {
+            let mut reply = fake::response(query, ResponseCode::NoError);
+            match (fake::qname(query).as_str(), fake::qtype(query)) {
+                ("_xmpp-server._tcp.evil.test.", RecordType::SRV) => {
+                    reply.add_answer(fake::srv(
+                        "_xmpp-server._tcp.evil.test.",
+                        0,
+                        0,
+                        port,
+                        "x.evil.test.",
+                    ));
+                    reply.add_additional(fake::a("x.evil.test.", "127.0.0.1"));
+                }
+                _ => reply.metadata.response_code = ResponseCode::NXDomain,
+            }
+            vec![Reply::Message(reply)]
+        })
+    }
+
+    fn open_context(dns: SocketAddr, private: &str) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
+        let text = format!(
+            "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n\
+             [sip]\nedge = 192.0.2.30:5061\nedge_names = sip.contoso.test\n\
+             [federation]\nmode = open\nprivate_addresses = {private}\n[dns]\nservers = {dns}\n"
+        );
+        let config = crate::config::parse(&text, Path::new("test.ini"))
+            .expect("parses")
+            .0;
+        let (events, inbox) = crossbeam_channel::unbounded();
+        let lifecycle = Lifecycle {
+            stopping: Arc::new(AtomicBool::new(false)),
+            threads: Arc::new(ThreadSet::default()),
+        };
+        let context = S2sContext::new(Arc::new(config), None, "s".into(), events, lifecycle);
+        (Arc::new(context), inbox)
+    }
+
+    #[test]
+    fn stanzas_to_a_domain_whose_dns_points_at_loopback_bounce_not_found_without_a_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let dns = evil_dns(listener.local_addr().unwrap().port());
+        let evil_chat = || {
+            Element::new("message", NS_SERVER)
+                .with_attr("from", "u@contoso.test")
+                .with_attr("to", "v@evil.test")
+        };
+        let (context, inbox) = open_context(dns.addr, "refuse");
+        let (queue, rx) = crossbeam_channel::bounded(8);
+        queue.send((evil_chat(), Some(1))).unwrap();
+        queue.send((evil_chat(), None)).unwrap();
+        drop(queue);
+        run(&context, "contoso.test", "evil.test", 1, rx);
+        assert_eq!(
+            bounces(&inbox),
+            vec![
+                (Some(1), StanzaErrorCondition::RemoteServerNotFound),
+                (None, StanzaErrorCondition::RemoteServerNotFound)
+            ]
+        );
+        assert!(listener.accept().is_err(), "no connection was made");
+
+        // With private_addresses = allow the same DNS answer is connected to.
+        let (context, inbox) = open_context(dns.addr, "allow");
+        let (queue, rx) = crossbeam_channel::bounded(8);
+        queue.send((evil_chat(), Some(2))).unwrap();
+        drop(queue);
+        let thread = std::thread::spawn(move || run(&context, "contoso.test", "evil.test", 1, rx));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let peer = loop {
+            match listener.accept() {
+                Ok((peer, _)) => break peer,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("no connection: {e}"),
+            }
+        };
+        drop(peer);
+        thread.join().unwrap();
+        assert_eq!(
+            bounces(&inbox),
+            vec![(Some(2), StanzaErrorCondition::RemoteServerTimeout)]
         );
     }
 }

@@ -49,6 +49,8 @@ pub enum Handshake {
     WrongName,
     /// Not issued by `[sip] ca`.
     UnknownIssuer,
+    /// Its key is none of `[sip] edge_pin` (the reason as the SIP leg says it).
+    NotPinned(String),
     /// A TLS version or cipher suite mismatch (as named by rustls or the Edge's alert).
     Incompatible(String),
     /// The Edge sent an alert during the handshake (it refused us).
@@ -275,7 +277,7 @@ fn exchange(
         tls: String::new(),
         answer: None,
     };
-    let client = match crate::tls::sip::sip_client_config(credentials, &config.sip.edge_names) {
+    let client = match crate::tls::sip::sip_client_config(credentials, &config.sip) {
         Ok(c) => c,
         Err(e) => {
             result.handshake = Handshake::Other(format!("TLS set-up: {e}"));
@@ -361,6 +363,13 @@ fn handshake(
 fn classify_handshake_error(error: &std::io::Error, deadline: Duration) -> Handshake {
     use rustls::{AlertDescription as A, CertificateError as C, Error as E};
     let inner = error.get_ref().and_then(|e| e.downcast_ref::<E>());
+    match inner.and_then(crate::tls::names::EdgeCertError::from_rustls) {
+        Some(crate::tls::names::EdgeCertError::NotNamed { .. }) => return Handshake::WrongName,
+        Some(pin @ crate::tls::names::EdgeCertError::NotPinned { .. }) => {
+            return Handshake::NotPinned(pin.to_string())
+        }
+        _ => {}
+    }
     match inner {
         Some(E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. })) => {
             Handshake::WrongName
@@ -392,31 +401,33 @@ fn classify_handshake_error(error: &std::io::Error, deadline: Duration) -> Hands
     }
 }
 
-/// A verifier that checks the chain and signatures like the SIP leg's but accepts any name:
-/// only used after the real handshake failed on the name, to learn what the port is.
+/// A verifier that checks the chain against `[sip] ca` as the SIP leg does, but no name or
+/// pin: only used after the real handshake failed on the name, to learn what the port is.
 #[derive(Debug)]
-struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+struct ChainOnly {
+    roots: Arc<rustls::RootCertStore>,
+    algorithms: &'static [&'static dyn rustls::pki_types::SignatureVerificationAlgorithm],
+    signatures: Arc<rustls::client::WebPkiServerVerifier>,
+}
 
 impl ServerCertVerifier for ChainOnly {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            // webpki checks the chain before the name: a wrong name means a good chain.
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName
-                | rustls::CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
+        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms,
+        )?;
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -425,7 +436,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.signatures.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -434,11 +445,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.signatures.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.signatures.supported_verify_schemes()
     }
 }
 
@@ -454,14 +465,19 @@ fn handshake_chain_only(
         Arc::clone(&provider),
     )
     .build();
-    let Ok(inner) = built else {
+    let Ok(signatures) = built else {
         return (Handshake::Other("[sip] ca cannot verify".into()), None);
+    };
+    let verifier = ChainOnly {
+        roots: Arc::clone(&credentials.sip_roots),
+        algorithms: provider.signature_verification_algorithms.all,
+        signatures,
     };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map(|b| {
             b.dangerous()
-                .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
+                .with_custom_certificate_verifier(Arc::new(verifier))
                 .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
                     Arc::clone(&credentials.sip.key),
                 )))
@@ -687,6 +703,12 @@ pub fn judge(setup: &Setup, probe: &EdgeProbe) -> Vec<Finding> {
             subject.clone(),
             format!("{addr}: the Edge's certificate names {names}, not {}", accepted.join(" or ")),
             format!("if {names} is the Edge's federation name, add it to [sip] edge_names; if it is a pool or internal name, [sip] edge points at the internal interface (see edge.federation-port)"),
+        ),
+        Handshake::NotPinned(why) => Finding::fail(
+            "edge.mtls",
+            subject.clone(),
+            format!("{addr}: {why}"),
+            "if the Edge's key was renewed, add the pin of its new key to [sip] edge_pin; otherwise this is not the Edge",
         ),
         Handshake::UnknownIssuer => Finding::fail(
             "edge.mtls",

@@ -163,7 +163,17 @@ pub fn certificates(setup: &Setup) -> Vec<Finding> {
     match Identity::load(&config.sip.cert, &config.sip.key) {
         Ok(sip) => {
             let all = sip.summary.all_names().join(", ");
-            if sip.summary.names_host(fqdn) {
+            let leaf = sip.key.cert.first();
+            let sans = leaf.map(crate::tls::names::san_names).unwrap_or_default();
+            let in_cn = sip
+                .summary
+                .common_names
+                .iter()
+                .any(|cn| cn.eq_ignore_ascii_case(fqdn));
+            let get = format!(
+                "get a certificate with DNS:{fqdn} in its subjectAltName from the internal CA and set [sip] cert and [sip] key to it"
+            );
+            if leaf.is_some_and(|leaf| crate::tls::names::names_host(leaf, fqdn)) {
                 names.push(Finding::ok(
                     "cert.names",
                     fqdn.clone(),
@@ -171,6 +181,16 @@ pub fn certificates(setup: &Setup) -> Vec<Finding> {
                         "[sip] cert {} names {all}, including [gateway] fqdn {fqdn}",
                         sip.cert_path.display()
                     ),
+                ));
+            } else if sans.is_empty() && in_cn {
+                names.push(Finding::warn(
+                    "cert.names",
+                    fqdn.clone(),
+                    format!(
+                        "[sip] cert {} names {fqdn} only in its CN, without a subjectAltName: peers that follow RFC 6125 never read the CN",
+                        sip.cert_path.display()
+                    ),
+                    get,
                 ));
             } else {
                 names.push(Finding::fail(
@@ -181,9 +201,7 @@ pub fn certificates(setup: &Setup) -> Vec<Finding> {
                         sip.cert_path.display(),
                         if all.is_empty() { "nothing" } else { &all }
                     ),
-                    format!(
-                        "get a certificate for {fqdn} (CN or SAN) from the internal CA and set [sip] cert and [sip] key to it, or correct [gateway] fqdn if {fqdn} is wrong"
-                    ),
+                    format!("{get}, or correct [gateway] fqdn if {fqdn} is wrong"),
                 ));
             }
             expiry.push(validity("[sip] cert", &sip));
@@ -209,7 +227,13 @@ pub fn certificates(setup: &Setup) -> Vec<Finding> {
                     .gateway
                     .sip_domains
                     .iter()
-                    .filter(|d| !xmpp.summary.names_host(d))
+                    .filter(|d| {
+                        !xmpp
+                            .key
+                            .cert
+                            .first()
+                            .is_some_and(|leaf| crate::tls::names::names_host(leaf, d))
+                    })
                     .map(String::as_str)
                     .collect();
                 if unnamed.is_empty() {
