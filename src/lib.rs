@@ -28,7 +28,7 @@
 //!   owned by the router.
 //! - [`gateway`]: threads, channels, router and process lifecycle.
 //! - [`logsafe`]: peer-supplied strings escaped for log lines; per-key log rate limits.
-//! - [`ops`]: the command line and the operator commands (`check`, `version`).
+//! - [`ops`]: the command line and the operator commands (`check`, `diagnose`, `version`).
 
 #![forbid(unsafe_code)]
 

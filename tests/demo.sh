@@ -93,6 +93,28 @@ else
     record fail "xsgw did not connect to the Edge"
 fi
 
+step "4b. xsgw diagnose: the deployment checked with the network (DNS, certificates, firewall, Edge)"
+say "one line per check; warn/fail carry a fix: line (--deep also authenticates an S2S stream to Prosody)"
+diag=0
+"$XSGW" diagnose -c "$DEMO/xsgw.ini" --deep > "$DEMO/diagnose.txt" || diag=$?
+sed "s|$DEMO/||g" "$DEMO/diagnose.txt" | show
+if [ $diag -eq 0 ] && grep -q '^ok    edge.allowed' "$DEMO/diagnose.txt" \
+    && grep -q '^ok    live .*Edge connections: .*127\.0\.10\.30:5061' "$DEMO/diagnose.txt"; then
+    record ok "xsgw diagnose: nothing fails on the testbed (exit 0); it sees the running xsgw's Edge connection"
+else
+    record fail "xsgw diagnose exit status $diag"
+fi
+say "and with the Edge pointed at its internal interface (127.0.10.30:5062, pool certificate, Digest):"
+sed 's/^edge = sip.contoso.test:5061/edge = sip.contoso.test:5062/' "$DEMO/xsgw.ini" > "$DEMO/internal.ini"
+diag=0
+"$XSGW" diagnose -c "$DEMO/internal.ini" --only edge > "$DEMO/diagnose-internal.txt" || diag=$?
+grep -A1 -E '^fail' "$DEMO/diagnose-internal.txt" | show
+if [ $diag -eq 1 ] && grep -q '^fail  edge.federation-port .*internal interface' "$DEMO/diagnose-internal.txt"; then
+    record ok "xsgw diagnose named the Edge's internal interface (exit 1) and the fix"
+else
+    record fail "xsgw diagnose did not recognise the internal interface"
+fi
+
 # Prints a conversation transcript from the peers' JSON lines (stdin): one line per event.
 transcript() { $PY -c '
 import json, sys

@@ -1,4 +1,4 @@
-//! Command-line parsing, by hand: four commands and two options do not need a crate.
+//! Command-line parsing, by hand: five commands and a few options do not need a crate.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -12,17 +12,28 @@ xsgw — XMPP <-> SIP federation gateway
 Usage:
   xsgw run   [-c FILE] [--pidfile FILE]   run in the foreground, logging to stderr
   xsgw check [-c FILE]                    check the configuration; list every problem
+  xsgw diagnose [-c FILE] [--json] [--deep] [--only ID...]
+                                          find deployment mistakes (DNS, certificates,
+                                          firewall, Edge) with the network; exit 1 on a fail
   xsgw version                            print the version
   xsgw help                               print this help
 
 Options:
   -c, --config FILE   configuration file (default: /etc/xsgw/xsgw.ini)
   --pidfile FILE      write the process id to FILE while running (run only)
+  --json              diagnose: one JSON object per check
+                      {\"id\",\"status\",\"subject\",\"detail\",\"fix\"}
+  --deep              diagnose: also open and authenticate an S2S stream to each partner
+  --only ID...        diagnose: only these checks (or groups: edge, dns, cert, partner):
+                      config fqdn.hostname cert.names cert.expiry listen dns.hosted-srv
+                      dns.partner-srv partner.reachable partner.stream edge.resolve
+                      edge.reachable edge.mtls edge.allowed edge.federation-port live
 
 Signals (run): SIGTERM or SIGINT stop the gateway politely and exit 0;
 SIGHUP is reserved for reloading the configuration.
 
-Exit status: 0 success, 1 configuration or runtime failure, 2 bad command line.
+Exit status: 0 success, 1 configuration or runtime failure (diagnose: a check
+failed), 2 bad command line.
 The environment variable RUST_LOG overrides [log] level (e.g. RUST_LOG=debug).
 ";
 
@@ -35,6 +46,7 @@ pub enum Command {
     Check {
         config: PathBuf,
     },
+    Diagnose(crate::ops::diagnose::Options),
     Version,
     Help,
 }
@@ -49,6 +61,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     };
     let mut config = None;
     let mut pidfile = None;
+    let mut json = false;
+    let mut deep = false;
+    let mut only: Option<Vec<String>> = None;
     let mut rest: Vec<String> = args.collect();
     let mut i = 0;
     while i < rest.len() {
@@ -70,6 +85,35 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             "-c" | "--config" => config = Some(value("a file name")?),
             "--pidfile" => pidfile = Some(value("a file name")?),
             "-h" | "--help" => return Ok(Command::Help),
+            "--json" if verb == "diagnose" => json = true,
+            "--deep" if verb == "diagnose" => deep = true,
+            "--only" if verb == "diagnose" => {
+                let ids = only.get_or_insert_with(Vec::new);
+                let first = ids.len();
+                if let Some(v) = inline.clone() {
+                    ids.extend(v.split(',').filter(|w| !w.is_empty()).map(str::to_string));
+                }
+                while let Some(next) = rest.get(i + 1).filter(|w| !w.starts_with('-')) {
+                    ids.extend(
+                        next.split(',')
+                            .filter(|w| !w.is_empty())
+                            .map(str::to_string),
+                    );
+                    i += 1;
+                }
+                if ids.len() == first {
+                    return Err("--only needs one or more check ids".into());
+                }
+                if let Some(bad) = ids[first..]
+                    .iter()
+                    .find(|w| !crate::ops::diagnose::known_selector(w))
+                {
+                    return Err(format!(
+                        "unknown check `{bad}`; the ids are: {}",
+                        crate::ops::diagnose::IDS.join(" ")
+                    ));
+                }
+            }
             other => return Err(format!("unexpected argument `{other}` for `{verb}`")),
         }
         i += 1;
@@ -80,6 +124,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         "run" => Ok(Command::Run { config, pidfile }),
         "check" if pidfile.is_some() => Err("--pidfile is an option of `run`".into()),
         "check" => Ok(Command::Check { config }),
+        "diagnose" if pidfile.is_some() => Err("--pidfile is an option of `run`".into()),
+        "diagnose" => Ok(Command::Diagnose(crate::ops::diagnose::Options {
+            config,
+            json,
+            only: only.unwrap_or_default(),
+            deep,
+        })),
         "version" | "--version" | "-V" => Ok(Command::Version),
         "help" | "--help" | "-h" => Ok(Command::Help),
         other => Err(format!("unknown command `{other}`")),
@@ -115,6 +166,24 @@ mod tests {
                 config: DEFAULT_CONFIG.into()
             })
         );
+        assert_eq!(
+            parse_words("xsgw diagnose -c /tmp/z.ini --json --only edge dns.hosted-srv --deep"),
+            Ok(Command::Diagnose(crate::ops::diagnose::Options {
+                config: "/tmp/z.ini".into(),
+                json: true,
+                only: vec!["edge".into(), "dns.hosted-srv".into()],
+                deep: true,
+            }))
+        );
+        assert_eq!(
+            parse_words("xsgw diagnose --only=live,config"),
+            Ok(Command::Diagnose(crate::ops::diagnose::Options {
+                config: DEFAULT_CONFIG.into(),
+                json: false,
+                only: vec!["live".into(), "config".into()],
+                deep: false,
+            }))
+        );
         assert_eq!(parse_words("xsgw version"), Ok(Command::Version));
         assert_eq!(parse_words("xsgw --version"), Ok(Command::Version));
         assert_eq!(parse_words("xsgw help"), Ok(Command::Help));
@@ -134,5 +203,11 @@ mod tests {
             .unwrap_err()
             .contains("--verbose"));
         assert!(parse_words("xsgw check --pidfile x").is_err());
+        assert!(parse_words("xsgw check --json").is_err());
+        assert!(parse_words("xsgw diagnose --only")
+            .unwrap_err()
+            .contains("needs one or more"));
+        let unknown = parse_words("xsgw diagnose --only edge.tls").unwrap_err();
+        assert!(unknown.contains("edge.tls") && unknown.contains("edge.mtls"));
     }
 }

@@ -119,6 +119,7 @@ pub fn xsgw_8(version: &str) -> String {
          .SH SYNOPSIS\n\
          .B xsgw run\n[\\-c FILE] [\\-\\-pidfile FILE]\n.br\n\
          .B xsgw check\n[\\-c FILE]\n.br\n\
+         .B xsgw diagnose\n[\\-c FILE] [\\-\\-json] [\\-\\-deep] [\\-\\-only ID...]\n.br\n\
          .B xsgw version\n.br\n\
          .B xsgw help\n\
          .SH DESCRIPTION\n\
@@ -137,7 +138,8 @@ pub fn xsgw_8(version: &str) -> String {
         ".fi\n\
          .SH EXIT STATUS\n\
          .TP\n0\nSuccess; after SIGTERM or SIGINT, an orderly stop.\n\
-         .TP\n1\nThe configuration was refused, or the gateway could not start.\n\
+         .TP\n1\nThe configuration was refused, or the gateway could not start, or a\n\
+         .B diagnose\ncheck failed.\n\
          .TP\n2\nThe command line was not understood.\n\
          .TP\n70\nA bug stopped a service thread (router, listeners, state writer, the Edge\n\
          connection owner); xsgw exited so that systemd or the init script restarts it.\n\

@@ -1,10 +1,12 @@
-//! The command line and what operators run: `run`, `check`, `version`, `help`.
+//! The command line and what operators run: `run`, `check`, `diagnose`, `version`, `help`.
 //!
 //! `src/main.rs` only calls [`main`]. Exit codes: 0 success, 1 the configuration or the
-//! gateway failed (with every reason printed), 2 the command line was wrong.
+//! gateway failed (with every reason printed) or a `diagnose` check failed, 2 the command
+//! line was wrong.
 
 mod check;
 mod cli;
+pub mod diagnose;
 mod logging;
 pub mod man;
 mod run;
@@ -36,6 +38,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
             0
         }
         Command::Check { config } => check::check(&config),
+        Command::Diagnose(options) => diagnose::diagnose(&options),
         Command::Run { config, pidfile } => run::run(&config, pidfile.as_deref()),
     }
 }

@@ -67,6 +67,10 @@ XMPP_PORT_C2S = 5222
 XMPP_PORT_S2S = 5269
 SIP_PORT = 5060
 SIPS_PORT = 5061
+# The Edge's internal interface (what a pool talks to): TLS, a pool-name certificate, and
+# Digest authentication demanded of every request. A gateway must never be pointed at it.
+EDGE_INTERNAL_PORT = 5062
+EDGE_POOL_NAME = "pool01.contoso.test"
 
 DEFAULT_USERS = [
     ("alice", "gmail.test", "alice-secret"),
@@ -279,6 +283,7 @@ LEAVES = {
     # Any internal certificate for the whole domain: must not pass for the Edge.
     "wildcard": ("*.contoso.test", ["*.contoso.test"], "ca"),
     "other": (GW_NAME, [GW_NAME], "other-ca"),
+    "pool": (EDGE_POOL_NAME, [EDGE_POOL_NAME], "ca"),
 }
 
 
@@ -645,7 +650,8 @@ def _up(d, args, s2s_ifaces):
     for addr, port, kind in [(DNS_ADDR, 53, "udp"), (DNS_ADDR, 53, "tcp"),
                              (XMPP_ADDR, XMPP_PORT_C2S, "tcp"),
                              (EDGE_ADDR, SIP_PORT, "udp"), (EDGE_ADDR, SIP_PORT, "tcp"),
-                             (EDGE_ADDR, SIPS_PORT, "tcp")] + [
+                             (EDGE_ADDR, SIPS_PORT, "tcp"),
+                             (EDGE_ADDR, EDGE_INTERNAL_PORT, "tcp")] + [
                                  (a, XMPP_PORT_S2S, "tcp") for a in s2s_ifaces]:
         check_free(addr, port, kind)
 
@@ -664,6 +670,8 @@ def _up(d, args, s2s_ifaces):
         "DNS_ADDR": DNS_ADDR, "XMPP_ADDR": XMPP_ADDR, "EDGE_ADDR": EDGE_ADDR,
         "UA_ADDR": UA_ADDR, "UA_PORT": args.ua_port, "UA_TRANSPORT": args.ua_transport,
         "GW_ADDR": GW_ADDR, "GW_NAME": GW_NAME, "GW_SIP_PORT": SIPS_PORT,
+        "EDGE_INTERNAL_PORT": EDGE_INTERNAL_PORT, "POOL_NAME": EDGE_POOL_NAME,
+        "POOL_CERT": pki["pool"]["cert"], "POOL_KEY": pki["pool"]["key"],
         "LOG_DIR": logs, "RUN_DIR": run_dir,
         "CA_CERT": pki["ca"]["cert"], "EDGE_CERT": pki["edge"]["cert"],
         "EDGE_KEY": pki["edge"]["key"], "GMAIL_CERT": pki["gmail"]["cert"],
@@ -761,6 +769,9 @@ def _up(d, args, s2s_ifaces):
                 "name": EDGE_NAME,
                 "address": EDGE_ADDR,
                 "tls": {"host": EDGE_ADDR, "port": SIPS_PORT},
+                # The internal interface: pool certificate, 401 Digest to every request.
+                "internal_tls": {"host": EDGE_ADDR, "port": EDGE_INTERNAL_PORT,
+                                 "cert_name": EDGE_POOL_NAME},
                 "tcp": {"host": EDGE_ADDR, "port": SIP_PORT},
                 "udp": {"host": EDGE_ADDR, "port": SIP_PORT},
                 "cert": pki["edge"]["cert"],
@@ -1680,6 +1691,39 @@ def check_edge(d, info, res):
             return first.startswith("SIP/2.0 403"), first
         res.run("edge: %s client with wrongname.pem (rogue.contoso.test, private CA) gets 403" % vname,
                 wrongname)
+
+    def domain_options():
+        req = sip_request("OPTIONS", "sip:contoso.test", "TLS", GW_ADDR, SIPS_PORT,
+                          "sip:probe@gmail.test", "sip:contoso.test")
+        kind, data = edge_tls_exchange(info, "gateway", ssl.TLSVersion.TLSv1_3, req)
+        if kind != "response":
+            return False, data
+        first = data.split(b"\r\n", 1)[0].decode(errors="replace")
+        return first.startswith("SIP/2.0 200"), first
+    res.run("edge: OPTIONS sip:contoso.test (no user) from the gateway gets 200 from the Edge",
+            domain_options)
+
+    def internal():
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(info["pki"]["ca"]["cert"])
+        ctx.check_hostname = False
+        raw = socket.create_connection((EDGE_ADDR, EDGE_INTERNAL_PORT), timeout=5)
+        try:
+            s = ctx.wrap_socket(raw, server_hostname=EDGE_NAME)
+            der = s.getpeercert()
+            names = [v for k, v in der.get("subjectAltName", ()) if k == "DNS"]
+            s.sendall(sip_request("OPTIONS", "sip:contoso.test", "TLS", GW_ADDR, SIPS_PORT,
+                                  "sip:probe@gmail.test", "sip:contoso.test"))
+            data = read_sip_stream(s, time.monotonic() + 5)
+            s.close()
+        finally:
+            raw.close()
+        first = data.split(b"\r\n", 1)[0].decode(errors="replace")
+        digest = b"\r\nWWW-Authenticate: Digest " in data
+        return (first.startswith("SIP/2.0 401") and digest and names == [EDGE_POOL_NAME],
+                "%s, Digest challenge %s, certificate names %s" % (first, digest, names))
+    res.run("edge: the internal interface %s:%d presents %s and answers 401 with a Digest challenge"
+            % (EDGE_ADDR, EDGE_INTERNAL_PORT, EDGE_POOL_NAME), internal)
 
     # Internal user -> Edge (UDP) -> gateway (TLS, resolved gw.contoso.test via test DNS).
     def outbound(user="alice@gmail.test"):
@@ -3971,6 +4015,42 @@ level = {level}
 """
 
 
+def cmd_silent_listener(args):
+    """A TCP listener whose accept queue is full: further connection attempts get no
+    answer at all (their SYNs are dropped), as behind a firewall that drops silently."""
+    ip = args.addr
+    if not ip.startswith("127.") or ip.startswith("127.0.10."):
+        raise TestbedError("silent-listener: use a loopback address outside 127.0.10.0/24")
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind((ip, args.port))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # backlog 0 holds one; the rest wait in SYN-SENT, as any later client
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.connect((ip, port))
+        except BlockingIOError:
+            pass
+        fillers.append(c)
+    time.sleep(0.2)
+    emit_json({"ready": True, "address": ip, "port": port})
+    deadline = time.monotonic() + args.timeout
+    try:
+        while time.monotonic() < deadline:
+            if args.no_stdin:
+                time.sleep(0.2)
+            elif not sys.stdin.readline():
+                break
+    finally:
+        for c in fillers:
+            c.close()
+        srv.close()
+    emit_json({"done": True})
+    return 0
+
+
 def cmd_gateway_config(args):
     with open(os.path.join(os.path.abspath(args.dir), "testbed.json")) as f:
         info = json.load(f)
@@ -4185,6 +4265,15 @@ def build_parser():
     xpr.add_argument("--timeout", type=float, default=300.0, help="total run time cap (seconds)")
     xpr.add_argument("--no-stdin", action="store_true",
                      help="read no commands (stdin EOF does not end it): run until --timeout")
+    sl = sub.add_parser("silent-listener", help="a TCP listener with a full accept queue: "
+                        "connection attempts to it get no answer (a silently dropping firewall)")
+    sl.add_argument("--dir", help="ignored (accepted like every other command)")
+    sl.add_argument("--addr", default="127.0.30.1",
+                    help="loopback address outside 127.0.10.0/24 (default %(default)s)")
+    sl.add_argument("--port", type=int, default=0, help="port (default: any free one)")
+    sl.add_argument("--timeout", type=float, default=60.0, help="total run time cap (seconds)")
+    sl.add_argument("--no-stdin", action="store_true",
+                    help="do not end at the end of stdin: run until --timeout")
     return ap
 
 
@@ -4196,7 +4285,8 @@ def main(argv):
             "selftest": cmd_selftest, "gateway-config": cmd_gateway_config, "sip-send": cmd_sip_send,
             "sip-recv": cmd_sip_recv, "sip-session": cmd_sip_session,
             "xmpp-send": cmd_xmpp_probe, "xmpp-recv": cmd_xmpp_recv,
-            "sip-presence": cmd_sip_presence, "xmpp-presence": cmd_xmpp_presence}
+            "sip-presence": cmd_sip_presence, "xmpp-presence": cmd_xmpp_presence,
+            "silent-listener": cmd_silent_listener}
     try:
         return cmds[args.cmd](args)
     except TestbedError as e:
