@@ -28,6 +28,8 @@
 //!   owned by the router.
 //! - [`gateway`]: threads, channels, router and process lifecycle.
 //! - [`logsafe`]: peer-supplied strings escaped for log lines; per-key log rate limits.
+//! - [`status`]: what the running gateway reports (`xsgw status`, metrics), rendered
+//!   as text, JSON and Prometheus exposition; pure.
 //! - [`ops`]: the command line and the operator commands (`check`, `diagnose`, `version`).
 
 #![forbid(unsafe_code)]
@@ -40,6 +42,7 @@ pub mod gateway;
 pub mod logsafe;
 pub mod ops;
 pub mod sip;
+pub mod status;
 #[cfg(test)]
 mod testing;
 pub mod tls;

@@ -121,6 +121,8 @@ pub const KEYS: &[KeyDef] = &[
     key("dns", "servers", Some(""),
         "DNS servers (IP or IP:port), comma-separated; default: those in /etc/resolv.conf"),
     key("dns", "timeout", Some("3s"), "time allowed for one DNS lookup"),
+    key("metrics", "listen", Some(""),
+        "address:port of the Prometheus endpoint (GET /metrics), e.g. 127.0.0.1:9269; empty: off. Keep it on loopback or a management network"),
     key("log", "level", Some("info"),
         "error | warn | info | debug | trace; the RUST_LOG environment variable overrides"),
 ];

@@ -34,6 +34,7 @@ pub struct Config {
     /// `[hosts]`: static name → addresses, consulted before DNS.
     pub hosts: BTreeMap<String, Vec<IpAddr>>,
     pub dns: Dns,
+    pub metrics: Metrics,
     pub log: Log,
     /// Where each key and section was written (`"[sip] cert"` → line), for stage-2 messages.
     pub lines: HashMap<String, usize>,
@@ -177,6 +178,13 @@ pub struct Dns {
     /// Empty: use the system's /etc/resolv.conf.
     pub servers: Vec<SocketAddr>,
     pub timeout: Duration,
+}
+
+/// `[metrics]`: the optional Prometheus endpoint.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// `None`: no endpoint.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -698,6 +706,13 @@ impl<'a> Reader<'a> {
                 .collect()
         });
         let dns_timeout = self.get("dns", "timeout", nonzero_duration);
+        let metrics_listen = self.get("metrics", "listen", |v| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                values::socket_addr(v).map(Some)
+            }
+        });
         let level = self.get("log", "level", |v| {
             v.parse::<log::LevelFilter>().map_err(|_| {
                 format!("`{v}` is not a log level; expected error, warn, info, debug or trace")
@@ -773,6 +788,9 @@ impl<'a> Reader<'a> {
             dns: Dns {
                 servers: dns_servers?,
                 timeout: dns_timeout?,
+            },
+            metrics: Metrics {
+                listen: metrics_listen?,
             },
             log: Log { level: level? },
             lines: std::mem::take(&mut self.lines),

@@ -31,6 +31,7 @@ pub fn validate(config: &Config, report: &mut Report) -> Option<Credentials> {
     check_policies(config, report);
     check_domains(config, report);
     check_addresses(config, report);
+    check_metrics(config, report);
     check_outbound(config, report);
     check_admission(config, report);
     check_fqdn_is_this_host(config, report);
@@ -192,6 +193,40 @@ fn check_addresses(config: &Config, report: &mut Report) {
                 "`{}` is a SIP domain, not the Edge server's host name; edge must be the Edge's federation FQDN",
                 config.sip.edge.host
             ),
+        );
+    }
+}
+
+/// The metrics endpoint has no authentication: it belongs on loopback or a private
+/// (management) network, never on an address the Internet reaches.
+fn check_metrics(config: &Config, report: &mut Report) {
+    let Some(addr) = config.metrics.listen else {
+        return;
+    };
+    let private = match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        // Loopback, unique-local fc00::/7, link-local fe80::/10.
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    if !private {
+        report.warning(
+            config.line("[metrics] listen"),
+            "[metrics] listen",
+            format!(
+                "{addr} is not a loopback or private address: anyone who reaches it reads the partner domains, peer addresses and traffic counts (there is no authentication); use 127.0.0.1:{} or a management network address",
+                addr.port()
+            ),
+        );
+    }
+    if addr == config.xmpp.listen || addr == config.sip.listen {
+        report.error(
+            config.line("[metrics] listen"),
+            "[metrics] listen",
+            format!("{addr} is also [xmpp] listen or [sip] listen; give the metrics a port of their own (9269)"),
         );
     }
 }

@@ -125,7 +125,9 @@ pub fn serve_inbound(
     log::info!("{side} inbound connection {id} from {peer}");
     let outcome = match side {
         Side::Sip => super::edge::serve_inbound(stream, peer, context, &mut ticket, accepted),
-        Side::Xmpp => super::s2s::serve_inbound(stream, peer, &context.xmpp, &mut ticket, accepted),
+        Side::Xmpp => {
+            super::s2s::serve_inbound(stream, peer, id, &context.xmpp, &mut ticket, accepted)
+        }
     };
     // The outcome may quote the peer (a stream error's text): escaped and cut.
     log::info!(

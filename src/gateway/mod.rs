@@ -23,11 +23,13 @@
 
 mod admission;
 mod connection;
+pub mod control;
 mod edge;
 mod listener;
 pub mod router;
 mod s2s;
 pub mod state;
+pub mod status;
 pub mod threads;
 
 use std::fmt;
@@ -84,6 +86,11 @@ pub enum RunError {
     Spawn { name: String, error: std::io::Error },
     /// The TLS configuration could not be built from the loaded certificates.
     Tls(String),
+    /// The control socket (`xsgw status`) could not be opened.
+    Control {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
 }
 
 impl fmt::Display for RunError {
@@ -105,6 +112,11 @@ impl fmt::Display for RunError {
             RunError::State(e) => e.fmt(f),
             RunError::Spawn { name, error } => write!(f, "cannot start thread {name}: {error}"),
             RunError::Tls(e) => write!(f, "cannot set up TLS: {e}"),
+            RunError::Control { path, error } => write!(
+                f,
+                "cannot open the control socket {} (for xsgw status): {error}; is another xsgw using [gateway] state_dir?",
+                path.display()
+            ),
         }
     }
 }
@@ -202,6 +214,21 @@ impl Gateway {
             error,
         })?;
 
+        let control_path = control::socket_path(&config.gateway.state_dir);
+        let control_socket =
+            control::bind_control(&control_path).map_err(|error| RunError::Control {
+                path: control_path.clone(),
+                error,
+            })?;
+        let metrics = match config.metrics.listen {
+            Some(addr) => Some(control::bind_metrics(addr).map_err(|error| RunError::Bind {
+                key: "[metrics] listen",
+                addr,
+                error,
+            })?),
+            None => None,
+        };
+
         let (events, inbox) = crossbeam_channel::bounded(ROUTER_QUEUE);
         let stopping = Arc::new(AtomicBool::new(false));
         let listener_addrs = vec![xmpp_addr, sip_addr];
@@ -226,6 +253,34 @@ impl Gateway {
             })
             .map_err(|error| RunError::Spawn { name, error })?;
             listeners.push(handle);
+        }
+
+        {
+            let events = events.clone();
+            let stopping = Arc::clone(&stopping);
+            let path = control_path.clone();
+            listeners.push(
+                threads::spawn_service("control".into(), threads::SERVICE_STACK, move || {
+                    control::serve_control(control_socket, &path, &events, &stopping)
+                })
+                .map_err(|error| RunError::Spawn {
+                    name: "control".into(),
+                    error,
+                })?,
+            );
+        }
+        if let Some(listener) = metrics {
+            let events = events.clone();
+            let stopping = Arc::clone(&stopping);
+            listeners.push(
+                threads::spawn_service("metrics".into(), threads::SERVICE_STACK, move || {
+                    control::serve_metrics(listener, &events, &stopping)
+                })
+                .map_err(|error| RunError::Spawn {
+                    name: "metrics".into(),
+                    error,
+                })?,
+            );
         }
 
         let xmpp_routes = s2s::XmppRoutes::new(Arc::clone(&context.xmpp), options.xmpp_sink);
@@ -276,10 +331,15 @@ impl Gateway {
             error,
         })?;
         log::info!(
-            "xsgw {} started: XMPP on {xmpp_addr}, SIP (mutual TLS) on {sip_addr}, Edge {}, hosted domains {}",
+            "xsgw {} started: XMPP on {xmpp_addr}, SIP (mutual TLS) on {sip_addr}, Edge {}, hosted domains {}; control socket {}{}",
             env!("CARGO_PKG_VERSION"),
             config.sip.edge,
-            config.gateway.sip_domains.join(", ")
+            config.gateway.sip_domains.join(", "),
+            control_path.display(),
+            config
+                .metrics
+                .listen
+                .map_or(String::new(), |a| format!(", metrics on http://{a}/metrics"))
         );
         Ok(Gateway {
             events,

@@ -56,6 +56,11 @@ pub enum RouterEvent {
         tag: u64,
         outcome: super::edge::ClientOutcome,
     },
+    /// `xsgw status` or the metrics endpoint: the router answers with a snapshot by
+    /// `try_send` (the asker waits a bounded time; the router never waits for it).
+    Status(Sender<crate::status::Snapshot>),
+    /// Something other threads saw, for the status (Edge links, failures, DNS lookups).
+    Observed(super::status::Observation),
     /// SIGHUP: re-read the configuration (not yet supported: logged).
     Reload,
     /// SIGTERM/SIGINT: stop accepting, close connections politely, return.
@@ -77,6 +82,8 @@ pub struct Router {
     connections: HashMap<ConnId, Connection>,
     xmpp: Option<super::s2s::XmppRoutes>,
     translator: Option<Translator>,
+    /// What `xsgw status` and the metrics show (super::status).
+    status: super::status::Tracker,
 }
 
 /// The bridge and what the router needs to carry out its actions.
@@ -99,6 +106,7 @@ impl Router {
         listener_addrs: Vec<SocketAddr>,
     ) -> Self {
         Router {
+            status: super::status::Tracker::new(&config.source),
             config,
             stopping,
             listener_addrs,
@@ -217,12 +225,16 @@ impl Router {
         while let Some(action) = t.bridge.poll_action() {
             match action {
                 Action::Respond { request, answer } => {
+                    self.status.sip_answered(request, Instant::now());
                     if let Some(inbound) = t.pending.remove(&request) {
                         respond(&inbound, answer, &self.config.gateway.fqdn);
                     }
                 }
                 Action::SendSip { tag, request } => {
+                    self.status.edge_request_sent(tag, Instant::now());
                     if let Err(why) = t.edge.try_send_tagged(*request, tag, &t.events) {
+                        self.status
+                            .edge_request_ended(tag, None, why, Instant::now());
                         t.bridge.handle_sip_outcome(
                             Instant::now(),
                             tag,
@@ -241,6 +253,7 @@ impl Router {
                     }
                 }
                 Action::SendStanza { stanza, receipt } => {
+                    self.status.stanza_out(&stanza.name);
                     let event = match receipt {
                         Some(receipt) => XmppEvent::SendTracked { stanza, receipt },
                         None => XmppEvent::Send(stanza),
@@ -274,6 +287,7 @@ impl Router {
                 );
             }
             RouterEvent::Disconnected { id } => {
+                self.status.disconnected(id);
                 if let Some(c) = self.connections.remove(&id) {
                     log::debug!(
                         "{} connection {id} with {} ended after {:?}",
@@ -284,6 +298,7 @@ impl Router {
                 }
             }
             RouterEvent::Xmpp(event) => {
+                self.status.xmpp_event(&event);
                 let delivery = self.xmpp.as_mut().and_then(|xmpp| xmpp.handle(event));
                 match (delivery, self.translator.as_mut()) {
                     (Some(delivery), Some(t)) => deliver(&mut t.bridge, delivery),
@@ -296,6 +311,12 @@ impl Router {
                     let id = t.next_request;
                     t.next_request += 1;
                     let now = Instant::now();
+                    self.status.sip_request(
+                        inbound.request.method.as_str(),
+                        inbound.request.uri.host(),
+                        inbound.expects_response.then_some(id),
+                        now,
+                    );
                     if inbound.expects_response {
                         // Kept until the bridge answers; it reads the request where it lies.
                         let kept = t.pending.entry(id).or_insert(*inbound);
@@ -308,6 +329,15 @@ impl Router {
                 None => super::edge::answer_untranslated(&inbound, &self.config.gateway.fqdn),
             },
             RouterEvent::SipOutcome { tag, outcome } => {
+                let (status, why) = match &outcome {
+                    ClientOutcome::Final(r) => (Some(r.status.as_u16()), String::new()),
+                    ClientOutcome::Failed(why) => (None, why.clone()),
+                    ClientOutcome::Provisional(_) => (Some(100), String::new()),
+                };
+                if status != Some(100) {
+                    self.status
+                        .edge_request_ended(tag, status, &why, Instant::now());
+                }
                 if let Some(t) = self.translator.as_mut() {
                     let outcome = match outcome {
                         ClientOutcome::Final(r) => SipOutcome::Final(r),
@@ -315,6 +345,35 @@ impl Router {
                         ClientOutcome::Provisional(_) => return,
                     };
                     t.bridge.handle_sip_outcome(Instant::now(), tag, outcome);
+                }
+            }
+            RouterEvent::Status(reply) => {
+                let bridge = self.translator.as_ref().map(|t| super::status::BridgeView {
+                    stats: t.bridge.stats(),
+                    subscriptions: t.bridge.subscriptions() as u64,
+                    sessions: t.bridge.sessions() as u64,
+                });
+                let outbound = self
+                    .xmpp
+                    .as_ref()
+                    .map(|x| x.outbound_view())
+                    .unwrap_or_default();
+                let _ = reply.try_send(self.status.snapshot(bridge, &outbound));
+            }
+            RouterEvent::Observed(observation) => {
+                if let super::status::Observation::EdgeLink { peer, .. } = &observation {
+                    // Its `Connected` came first, from the same thread.
+                    let id = self
+                        .connections
+                        .iter()
+                        .filter(|(_, c)| c.side == Side::Sip && c.peer == *peer)
+                        .map(|(id, _)| *id)
+                        .max();
+                    if let Some(id) = id {
+                        self.status.edge_link(id, observation);
+                    }
+                } else {
+                    self.status.observed(observation);
                 }
             }
             RouterEvent::Reload | RouterEvent::Shutdown => {}

@@ -1,4 +1,4 @@
-//! Command-line parsing, by hand: five commands and a few options do not need a crate.
+//! Command-line parsing, by hand: six commands and a few options do not need a crate.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -15,6 +15,9 @@ Usage:
   xsgw diagnose [-c FILE] [--json] [--deep] [--only ID...]
                                           find deployment mistakes (DNS, certificates,
                                           firewall, Edge) with the network; exit 1 on a fail
+  xsgw status [-c FILE] [--json]          what the running xsgw holds: Edge connections,
+                                          S2S streams, counters, last errors (exit 1 when
+                                          xsgw is not running)
   xsgw version                            print the version
   xsgw help                               print this help
 
@@ -22,7 +25,8 @@ Options:
   -c, --config FILE   configuration file (default: /etc/xsgw/xsgw.ini)
   --pidfile FILE      write the process id to FILE while running (run only)
   --json              diagnose: one JSON object per check
-                      {\"id\",\"status\",\"subject\",\"detail\",\"fix\"}
+                      {\"id\",\"status\",\"subject\",\"detail\",\"fix\"};
+                      status: one JSON object with the same content as the text
   --deep              diagnose: also open and authenticate an S2S stream to each partner
   --only ID...        diagnose: only these checks (or groups: edge, dns, cert, partner):
                       config fqdn.hostname cert.names cert.expiry listen dns.hosted-srv
@@ -47,6 +51,10 @@ pub enum Command {
         config: PathBuf,
     },
     Diagnose(crate::ops::diagnose::Options),
+    Status {
+        config: PathBuf,
+        json: bool,
+    },
     Version,
     Help,
 }
@@ -85,7 +93,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             "-c" | "--config" => config = Some(value("a file name")?),
             "--pidfile" => pidfile = Some(value("a file name")?),
             "-h" | "--help" => return Ok(Command::Help),
-            "--json" if verb == "diagnose" => json = true,
+            "--json" if verb == "diagnose" || verb == "status" => json = true,
             "--deep" if verb == "diagnose" => deep = true,
             "--only" if verb == "diagnose" => {
                 let ids = only.get_or_insert_with(Vec::new);
@@ -131,6 +139,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             only: only.unwrap_or_default(),
             deep,
         })),
+        "status" if pidfile.is_some() => Err("--pidfile is an option of `run`".into()),
+        "status" => Ok(Command::Status { config, json }),
         "version" | "--version" | "-V" => Ok(Command::Version),
         "help" | "--help" | "-h" => Ok(Command::Help),
         other => Err(format!("unknown command `{other}`")),
@@ -184,6 +194,21 @@ mod tests {
                 deep: false,
             }))
         );
+        assert_eq!(
+            parse_words("xsgw status -c /tmp/s.ini --json"),
+            Ok(Command::Status {
+                config: "/tmp/s.ini".into(),
+                json: true
+            })
+        );
+        assert_eq!(
+            parse_words("xsgw status"),
+            Ok(Command::Status {
+                config: DEFAULT_CONFIG.into(),
+                json: false
+            })
+        );
+        assert!(parse_words("xsgw status --deep").is_err());
         assert_eq!(parse_words("xsgw version"), Ok(Command::Version));
         assert_eq!(parse_words("xsgw --version"), Ok(Command::Version));
         assert_eq!(parse_words("xsgw help"), Ok(Command::Help));

@@ -1,4 +1,5 @@
-//! The command line and what operators run: `run`, `check`, `diagnose`, `version`, `help`.
+//! The command line and what operators run: `run`, `check`, `diagnose`, `status`,
+//! `version`, `help`.
 //!
 //! `src/main.rs` only calls [`main`]. Exit codes: 0 success, 1 the configuration or the
 //! gateway failed (with every reason printed) or a `diagnose` check failed, 2 the command
@@ -10,6 +11,7 @@ pub mod diagnose;
 mod logging;
 pub mod man;
 mod run;
+pub mod status;
 
 pub use cli::{Command, DEFAULT_CONFIG};
 
@@ -39,6 +41,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         }
         Command::Check { config } => check::check(&config),
         Command::Diagnose(options) => diagnose::diagnose(&options),
+        Command::Status { config, json } => status::status(&config, json),
         Command::Run { config, pidfile } => run::run(&config, pidfile.as_deref()),
     }
 }

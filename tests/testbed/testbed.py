@@ -92,9 +92,11 @@ PACKAGES = [
     "bind9-dnsutils",
     "util-linux",
     "iproute2",
+    # promtool, for tests/status.rs (`promtool check metrics` on xsgw's /metrics)
+    "prometheus",
 ]
 # System services that Debian's packages may start; the testbed runs its own copies.
-SYSTEM_SERVICES = ["prosody", "kamailio", "dnsmasq", "stunnel4"]
+SYSTEM_SERVICES = ["prosody", "kamailio", "dnsmasq", "stunnel4", "prometheus"]
 
 SERVICE_ORDER = ["dnsmasq", "prosody", "kamailio"]
 

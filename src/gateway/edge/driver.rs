@@ -15,6 +15,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::{link_config, system_random, ClientOutcome, Command, Reply, RequestFront, Responder};
 use crate::gateway::connection::Context;
+use crate::gateway::router::RouterEvent;
+use crate::gateway::status::{LinkCounters, Observation};
 use crate::gateway::threads;
 use crate::sip::link::{Link, LinkEvent};
 use crate::sip::transaction::{ClientKey, ServerKey};
@@ -102,6 +104,27 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
         }
     };
 
+    // For `xsgw status`: this connection's TLS and certificate, and its request counts
+    // (written only here; see crate::gateway::status).
+    let counters = std::sync::Arc::new(LinkCounters::default());
+    // Sent like `Connected` (waiting if need be): the connection must show in the status.
+    let _ = context
+        .events
+        .send(RouterEvent::Observed(Observation::EdgeLink {
+            peer,
+            outbound: pinging,
+            tls: tls
+                .protocol_version()
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default(),
+            certificate: tls
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .map(crate::tls::names::san_names)
+                .unwrap_or_default()
+                .join(", "),
+            counters: std::sync::Arc::clone(&counters),
+        }));
     let mut link = Link::new(
         Instant::now(),
         link_config(context, pinging),
@@ -162,6 +185,7 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
                         }
                         Ok(Command::Send { request, reply }) => match link.send_request(now, *request) {
                             Ok(key) => {
+                                counters.count_out();
                                 pending.insert(key, reply);
                             }
                             Err(e) => reply.finish(ClientOutcome::Failed(e.to_string())),
@@ -192,6 +216,7 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
                     request,
                     expects_response,
                 } => {
+                    counters.count_in();
                     let responder = Responder {
                         commands: commands_tx.clone(),
                         key,

@@ -510,6 +510,16 @@ pub(super) fn serve_inbound(
         } else {
             tls::sip::describe_handshake_failure(&error, &context.config.sip.ca)
         };
+        crate::gateway::status::failure(
+            &context.events,
+            crate::gateway::status::ErrorKind::SipTls,
+            crate::gateway::status::tls_reason(
+                error.kind() == std::io::ErrorKind::TimedOut,
+                &reason,
+            ),
+            peer.ip().to_string(),
+            format!("inbound: {reason}"),
+        );
         log_handshake_failure(context, peer, &reason);
         return format!("TLS handshake failed: {reason}");
     }

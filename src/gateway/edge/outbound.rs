@@ -101,8 +101,25 @@ fn run(
         round += 1;
         let addrs: Vec<IpAddr> = match &resolver {
             Some(r) => match resolve_host(&edge.host, &hosts, r) {
-                Ok(a) => a,
+                Ok(a) => {
+                    crate::gateway::status::observe(
+                        &context.events,
+                        crate::gateway::status::Observation::DnsLookup { failed: false },
+                    );
+                    a
+                }
                 Err(e) => {
+                    crate::gateway::status::observe(
+                        &context.events,
+                        crate::gateway::status::Observation::DnsLookup { failed: true },
+                    );
+                    crate::gateway::status::failure(
+                        &context.events,
+                        crate::gateway::status::ErrorKind::Dns,
+                        "edge_not_resolved",
+                        edge.host.clone(),
+                        e.to_string(),
+                    );
                     log::warn!("sip outbound: cannot resolve the Edge {}: {e}", edge.host);
                     Vec::new()
                 }
@@ -176,10 +193,27 @@ fn run(
                     }
                     break;
                 }
-                Err(why) => log::warn!(
-                    "sip outbound {addr}: cannot connect to the Edge {}: {why}",
-                    edge
-                ),
+                Err(why) => {
+                    let (kind, reason) = if why.starts_with("TLS handshake") {
+                        (
+                            crate::gateway::status::ErrorKind::SipTls,
+                            crate::gateway::status::tls_reason(false, &why),
+                        )
+                    } else {
+                        (crate::gateway::status::ErrorKind::Edge, "connect")
+                    };
+                    crate::gateway::status::failure(
+                        &context.events,
+                        kind,
+                        reason,
+                        addr.to_string(),
+                        format!("outbound: {why}"),
+                    );
+                    log::warn!(
+                        "sip outbound {addr}: cannot connect to the Edge {}: {why}",
+                        edge
+                    )
+                }
             }
         }
         if served || stopping.load(Ordering::SeqCst) {

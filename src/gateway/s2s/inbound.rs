@@ -22,6 +22,7 @@ use super::{
 use crate::config::{AuthPolicy, Requirement};
 use crate::gateway::admission::Ticket;
 use crate::gateway::router::RouterEvent;
+use crate::gateway::status::{failure, tls_reason, ErrorKind};
 use crate::logsafe::{escaped, Suppressed};
 use crate::xmpp::error::StreamErrorCondition;
 use crate::xmpp::session::{
@@ -114,6 +115,7 @@ fn session_config(context: &Arc<S2sContext>, peer: SocketAddr) -> InboundConfig 
 pub fn serve_inbound(
     stream: TcpStream,
     peer: SocketAddr,
+    conn: crate::gateway::router::ConnId,
     context: &Arc<S2sContext>,
     ticket: &mut Ticket,
     accepted: Instant,
@@ -147,7 +149,15 @@ pub fn serve_inbound(
                         .handshake_deadline()
                         .unwrap_or_else(|| Instant::now() + context.config.xmpp.handshake_timeout);
                     if let Err(e) = pipe.start_tls(conn, &early, deadline) {
-                        return format!("TLS handshake failed: {e}");
+                        let why = e.to_string();
+                        failure(
+                            &context.events,
+                            ErrorKind::XmppTls,
+                            tls_reason(e.kind() == std::io::ErrorKind::TimedOut, &why),
+                            peer.ip().to_string(),
+                            why.clone(),
+                        );
+                        return format!("TLS handshake failed: {why}");
                     }
                     let certified: Option<CertifiedFor> =
                         match tls.verified_peer(pipe.peer_certificates()) {
@@ -199,6 +209,7 @@ pub fn serve_inbound(
                                 method,
                                 tls: pipe.is_tls(),
                                 peer,
+                                conn: Some(conn),
                             }));
                     } else {
                         log_quota(context, &who, &remote, context.config.xmpp.max_per_partner);
@@ -227,6 +238,15 @@ pub fn serve_inbound(
                     let verdict =
                         outbound::verify(context, &local, &remote, &stream_id, &key, deadline);
                     log::info!("{who}: dialback for {remote} → {local}: {verdict:?}");
+                    if verdict != crate::xmpp::session::DialbackVerdict::Valid {
+                        failure(
+                            &context.events,
+                            ErrorKind::Auth,
+                            "dialback",
+                            remote.as_str(),
+                            format!("dialback for {remote} → {local}: {verdict:?}"),
+                        );
+                    }
                     session.handle_dialback_verdict(&local, &remote, verdict);
                 }
                 SessionEvent::Stanza {

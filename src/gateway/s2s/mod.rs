@@ -178,6 +178,8 @@ pub enum XmppEvent {
         tls: bool,
         /// The peer's address.
         peer: SocketAddr,
+        /// The connection it runs on (for `xsgw status`), when registered with the router.
+        conn: Option<super::router::ConnId>,
     },
     /// An outbound stream thread stopped taking stanzas.
     OutboundEnded {
@@ -522,6 +524,8 @@ pub struct XmppRoutes {
 struct OutStream {
     id: u64,
     queue: Sender<Outgoing>,
+    /// Stanzas handed to its thread (`xsgw status`).
+    sent: u64,
 }
 
 impl XmppRoutes {
@@ -562,6 +566,7 @@ impl XmppRoutes {
                 method,
                 tls,
                 peer,
+                ..
             } => {
                 self.notify(XmppNotice::Authenticated {
                     outbound,
@@ -585,6 +590,19 @@ impl XmppRoutes {
             }
         }
         None
+    }
+
+    /// Every outbound stream's thread: stanzas handed to it and still queued for it.
+    pub fn outbound_view(&self) -> Vec<super::status::OutboundView> {
+        self.streams
+            .iter()
+            .map(|((local, remote), s)| super::status::OutboundView {
+                local: local.clone(),
+                remote: remote.clone(),
+                queued: s.queue.len() as u64,
+                sent: s.sent,
+            })
+            .collect()
     }
 
     fn notify(&self, notice: XmppNotice) -> bool {
@@ -674,9 +692,12 @@ impl XmppRoutes {
             return self.bounce(stanza, receipt, StanzaErrorCondition::RemoteServerNotFound);
         }
         let key = (local, remote);
-        let item = match self.streams.get(&key) {
+        let item = match self.streams.get_mut(&key) {
             Some(stream) => match stream.queue.try_send((stanza, receipt)) {
-                Ok(()) => return None,
+                Ok(()) => {
+                    stream.sent += 1;
+                    return None;
+                }
                 Err(TrySendError::Full((s, r))) => {
                     return self.bounce(s, r, StanzaErrorCondition::ResourceConstraint)
                 }
@@ -713,8 +734,15 @@ impl XmppRoutes {
             Ok(handle) => {
                 self.context.lifecycle.threads.add(handle);
                 // Cannot fail: the channel is new and the thread holds the receiver.
-                let _ = tx.try_send(item);
-                self.streams.insert(key, OutStream { id, queue: tx });
+                let sent = u64::from(tx.try_send(item).is_ok());
+                self.streams.insert(
+                    key,
+                    OutStream {
+                        id,
+                        queue: tx,
+                        sent,
+                    },
+                );
                 None
             }
             Err(error) => {
@@ -1049,7 +1077,11 @@ route = 192.0.2.7:5270
             .unwrap();
         routes.streams.insert(
             ("contoso.test".into(), "gmail.test".into()),
-            OutStream { id: 1, queue: tx },
+            OutStream {
+                id: 1,
+                queue: tx,
+                sent: 0,
+            },
         );
         let (receipt, condition, _) = failed(routes.handle(XmppEvent::SendTracked {
             stanza: chat("u@contoso.test", "v@gmail.test"),

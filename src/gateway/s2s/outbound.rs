@@ -33,6 +33,7 @@ use super::{decide, Decision, Outgoing, Receipt, S2sContext, XmppEvent, OUTBOUND
 use crate::config::{AuthPolicy, Requirement};
 use crate::dns::{resolve_xmpp_server, screen_targets, srv, AddressPolicy, Target, TargetOrigin};
 use crate::gateway::router::RouterEvent;
+use crate::gateway::status::{failure, observe, ErrorKind, Observation};
 use crate::gateway::Side;
 use crate::logsafe::escaped;
 use crate::xmpp::element::Element;
@@ -85,8 +86,19 @@ fn targets(context: &S2sContext, remote: &str, route: Option<(String, u16)>) -> 
     let route = route.as_ref().map(|(h, p)| (h.as_str(), *p));
     let found =
         match resolve_xmpp_server(remote, route, &context.hosts, &context.resolver, &mut rng) {
-            Ok(t) => t,
+            Ok(t) => {
+                observe(&context.events, Observation::DnsLookup { failed: false });
+                t
+            }
             Err(e) => {
+                observe(&context.events, Observation::DnsLookup { failed: true });
+                failure(
+                    &context.events,
+                    ErrorKind::Dns,
+                    "no_server_found",
+                    remote,
+                    e.to_string(),
+                );
                 context.log_limited(
                     log::Level::Warn,
                     "no server found",
@@ -440,6 +452,7 @@ pub fn run(
                                 method: *method,
                                 tls: *tls,
                                 peer: addr,
+                                conn: id,
                             }));
                     }
                     OutboundEvent::Closed(reason) => closed = Some(reason.clone()),
@@ -457,6 +470,25 @@ pub fn run(
                     .map(|(receipt, stanza)| (stanza, Some(receipt))),
             );
             carried.extend(session.take_unsent());
+            if !authenticated {
+                let why = match (&result, &closed) {
+                    (Err(e), _) => e.clone(),
+                    (Ok(()), Some(reason)) => format!("{reason:?}"),
+                    _ => "closed".to_owned(),
+                };
+                let reason = if why.contains("TLS") {
+                    "outbound_tls"
+                } else {
+                    "outbound_not_authenticated"
+                };
+                failure(
+                    &context.events,
+                    ErrorKind::Auth,
+                    reason,
+                    remote,
+                    format!("via {addr}: {why}"),
+                );
+            }
             match (&result, &closed) {
                 (Err(e), _) => log::info!("{who}: stream via {addr} ended: {e}"),
                 (Ok(()), Some(reason)) => log::info!("{who}: stream via {addr} closed: {reason:?}"),

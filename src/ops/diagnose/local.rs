@@ -403,14 +403,35 @@ pub fn listen(setup: &Setup, sockets: &[Socket]) -> (Vec<Finding>, Vec<Owner>) {
     (findings, running)
 }
 
-/// `live`: what the running xsgw holds (the netstat view), from /proc.
+/// `live`: what the running xsgw holds. From its control socket when it answers (`status`,
+/// the answer to `status live`: Edge connection count, pid, one line with the Edge
+/// connections, S2S streams and per partner domain the Edge's last request); else the
+/// netstat view from /proc.
 pub fn live(
     setup: &Setup,
     sockets: &[Socket],
     running: &[Owner],
     edge_addrs: &[IpAddr],
+    status: Option<&str>,
 ) -> Finding {
     let config = &setup.config;
+    if let Some(answer) = status {
+        let mut fields = answer.trim_end().splitn(3, '\t');
+        let (edges, pid, detail) = (fields.next(), fields.next(), fields.next());
+        if let (Some(edges), Some(pid), Some(detail)) = (edges, pid, detail) {
+            let subject = format!("pid {pid}");
+            return if edges == "0" {
+                Finding::warn(
+                    "live",
+                    subject,
+                    detail,
+                    "xsgw has no connection with the Edge: see its log (`sip outbound` lines) and edge.* above",
+                )
+            } else {
+                Finding::ok("live", subject, detail)
+            };
+        }
+    }
     let Some(xsgw) = running.first() else {
         return Finding::warn(
             "live",
@@ -419,7 +440,7 @@ pub fn live(
                 "xsgw is not running here (no xsgw process listens on {} or {}): no live Edge connection or S2S stream to show",
                 config.xmpp.listen, config.sip.listen
             ),
-            "start xsgw (systemctl start xsgw) and run diagnose again to see its connections; `xsgw status` (per-partner last Edge request) is not available yet",
+            "start xsgw (systemctl start xsgw) and run diagnose again to see its connections (or run `xsgw status`)",
         );
     };
     let inodes = socket_inodes(xsgw.pid);
@@ -450,7 +471,7 @@ pub fn live(
         }
     };
     let detail = format!(
-        "xsgw pid {}: Edge connections: {}; S2S streams in from: {}; S2S streams out to: {} (per-partner last Edge request needs `xsgw status`, not available yet)",
+        "xsgw pid {}: Edge connections: {}; S2S streams in from: {}; S2S streams out to: {} (its control socket did not answer: run diagnose as the service user or root for the per-partner last Edge request)",
         xsgw.pid,
         or_none(&edge),
         or_none(&s2s_in),

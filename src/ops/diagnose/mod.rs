@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  config ── xsgw check's two stages ─┬─ config, fqdn.hostname, cert.names, cert.expiry
-//!                                     ├─ listen, live ............ local.rs (binds, /proc)
+//!                                     ├─ listen, live ............ local.rs (binds, /proc,
+//!                                     │                            xsgw status's control socket)
 //!          in parallel, each probe    ├─ dns.hosted-srv ........... dns.rs  (crate::dns)
 //!          under a short deadline:    ├─ dns.partner-srv → partner.reachable ... partner.rs
 //!                                     ├─ partner.stream (--deep) .. stream.rs (xmpp::outbound)
@@ -228,7 +229,16 @@ pub fn run(options: &Options) -> Vec<Finding> {
             let edge_addrs = setup
                 .resolve(&setup.config.sip.edge.host)
                 .unwrap_or_default();
-            found.push(local::live(setup, &sockets, &running, &edge_addrs));
+            // The running gateway's own view when its control socket answers; else /proc.
+            let status =
+                crate::ops::status::ask(&setup.config.gateway.state_dir, "status live").ok();
+            found.push(local::live(
+                setup,
+                &sockets,
+                &running,
+                &edge_addrs,
+                status.as_deref(),
+            ));
         }
     });
     found.retain(|f| wanted(f.id));

@@ -127,24 +127,8 @@ pub fn json(findings: &[Finding]) -> String {
     out
 }
 
-/// A JSON string literal (RFC 8259 §7): quote, backslash and control characters escaped.
-pub fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
+/// The JSON writer shared with `xsgw status --json`.
+pub use crate::status::json::json_string;
 
 /// 0 when nothing failed, 1 otherwise.
 pub fn exit_status(findings: &[Finding]) -> i32 {
