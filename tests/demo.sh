@@ -267,6 +267,18 @@ else
     record fail "presence"
 fi
 
+step "9b. xsgw status: what the running xsgw holds after the traffic above"
+say "Edge connections, S2S streams with their authentication, counters, last errors (control socket under state_dir, mode 0600)"
+st=0
+"$XSGW" status -c "$DEMO/xsgw.ini" > "$DEMO/status.txt" || st=$?
+sed "s|$DEMO/||g" "$DEMO/status.txt" | show
+if [ $st -eq 0 ] && grep -q '(ours up)' "$DEMO/status.txt" \
+    && grep -Eq '^  gmail\.test +inbound +authenticated' "$DEMO/status.txt"; then
+    record ok "xsgw status: the Edge connections and the gmail.test streams with their authentication"
+else
+    record fail "xsgw status exit status $st"
+fi
+
 step "10. SIGTERM: orderly shutdown"
 kill -TERM "$XSGW_PID"
 status=0; wait "$XSGW_PID" || status=$?

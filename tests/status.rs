@@ -353,6 +353,18 @@ fn status_and_metrics_show_the_live_gateway_and_move_with_traffic() {
     };
     assert_eq!(line, "HTTP/1.1 404 Not Found", "only /metrics is served");
 
+    // xsgw diagnose's `live` asks the running gateway too: its streams, and when the Edge
+    // last sent us a request for gmail.test (the Edge's route for that partner is us).
+    let out = run_xsgw(&["diagnose", "-c", ini, "--only", "live"]);
+    let live = stdout(&out);
+    assert!(
+        live.starts_with("ok    live ")
+            && live.contains("Edge connections: ")
+            && live.contains("gmail.test inbound ")
+            && live.contains("last request from the Edge per partner domain: gmail.test "),
+        "diagnose's live check shows what xsgw status shows: {live}"
+    );
+
     // Stopped: said plainly, exit 1.
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(10 * SECOND), 0);

@@ -217,7 +217,12 @@ fn check_metrics(config: &Config, report: &mut Report) {
             config.line("[metrics] listen"),
             "[metrics] listen",
             format!(
-                "{addr} is not a loopback or private address: anyone who reaches it reads the partner domains, peer addresses and traffic counts (there is no authentication); use 127.0.0.1:{} or a management network address",
+                "{addr} is not a loopback or private address{}: anyone who reaches it reads the partner domains, peer addresses and traffic counts (there is no authentication); use 127.0.0.1:{} or a management network address",
+                if addr.ip().is_unspecified() {
+                    " (it listens on every interface, public ones included)"
+                } else {
+                    ""
+                },
                 addr.port()
             ),
         );
@@ -679,6 +684,46 @@ mod tests {
             "handshake_timeout = 5min",
             "",
             "warning: [xmpp] handshake_timeout",
+        );
+    }
+
+    fn metrics_problems(listen: &str) -> Vec<String> {
+        let text = format!(
+            "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n\
+             [sip]\nedge = sip.contoso.test:5061\n[metrics]\nlisten = {listen}\n"
+        );
+        let (config, _) = super::super::parse(&text, Path::new("t.ini")).expect("parses");
+        let mut report = Report::new(Path::new("t.ini"));
+        check_metrics(&config, &mut report);
+        report.lines()
+    }
+
+    #[test]
+    fn metrics_off_loopback_or_private_say_nothing_else_a_warning_says_why() {
+        for quiet in [
+            "",
+            "127.0.0.1:9269",
+            "10.1.2.3:9269",
+            "[::1]:9269",
+            "[fd00::5]:9269",
+        ] {
+            assert_eq!(metrics_problems(quiet), Vec::<String>::new(), "{quiet}");
+        }
+        for public in ["0.0.0.0:9269", "192.0.2.10:9269", "[2001:db8::1]:9269"] {
+            let lines = metrics_problems(public);
+            assert!(
+                lines.len() == 1
+                    && lines[0].contains("t.ini:7: warning: [metrics] listen")
+                    && lines[0].contains("no authentication"),
+                "{public}: {lines:?}"
+            );
+        }
+        let clash = metrics_problems("0.0.0.0:5269");
+        assert!(
+            clash
+                .iter()
+                .any(|l| l.contains("error") && l.contains("port of their own")),
+            "{clash:?}"
         );
     }
 }

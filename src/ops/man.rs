@@ -44,6 +44,7 @@ fn section_doc(section: &str) -> &'static str {
         "partner" => "One section per partner domain, written [partner DOMAIN]; every key is optional and overrides the general setting for that partner.",
         "hosts" => "Static addresses consulted before DNS for names xsgw was configured with, one per line: NAME = ADDRESS[, ADDRESS...].",
         "dns" => "The DNS client used for SRV, A and AAAA lookups.",
+        "metrics" => "The optional Prometheus endpoint (GET /metrics): the same numbers as xsgw status, unauthenticated, so on loopback or a management network only.",
         "log" => "Logging.",
         _ => "",
     }
@@ -120,6 +121,7 @@ pub fn xsgw_8(version: &str) -> String {
          .B xsgw run\n[\\-c FILE] [\\-\\-pidfile FILE]\n.br\n\
          .B xsgw check\n[\\-c FILE]\n.br\n\
          .B xsgw diagnose\n[\\-c FILE] [\\-\\-json] [\\-\\-deep] [\\-\\-only ID...]\n.br\n\
+         .B xsgw status\n[\\-c FILE] [\\-\\-json]\n.br\n\
          .B xsgw version\n.br\n\
          .B xsgw help\n\
          .SH DESCRIPTION\n\
@@ -139,13 +141,15 @@ pub fn xsgw_8(version: &str) -> String {
          .SH EXIT STATUS\n\
          .TP\n0\nSuccess; after SIGTERM or SIGINT, an orderly stop.\n\
          .TP\n1\nThe configuration was refused, or the gateway could not start, or a\n\
-         .B diagnose\ncheck failed.\n\
+         .B diagnose\ncheck failed, or\n.B status\nfound no running xsgw.\n\
          .TP\n2\nThe command line was not understood.\n\
          .TP\n70\nA bug stopped a service thread (router, listeners, state writer, the Edge\n\
          connection owner); xsgw exited so that systemd or the init script restarts it.\n\
          .SH FILES\n\
          .TP\n/etc/xsgw/xsgw.ini\nThe configuration, see\n.BR xsgw.ini (5).\n\
          .TP\n/var/lib/xsgw\nState: presence subscriptions and the dialback secret.\n\
+         .TP\n/var/lib/xsgw/control.sock\nThe control socket\n.B xsgw status\nasks (mode 0600: the service user and root); under\n\
+         [gateway] state_dir.\n\
          .SH SEE ALSO\n.BR xsgw.ini (5)\n",
     );
     out
