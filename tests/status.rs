@@ -189,6 +189,11 @@ fn status_and_metrics_show_the_live_gateway_and_move_with_traffic() {
         "xsgw_messages_total{direction=\"sip_to_xmpp\",outcome=\"delivered\"}",
     );
 
+    // A local client that connects and says nothing, on both, holds up neither the
+    // gateway nor the next `xsgw status` for more than the 2 s request deadline.
+    let silent_control = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let silent_scraper = TcpStream::connect(&metrics_addr).unwrap();
+
     // SIP → XMPP: bob (SIP) writes to alice: an outbound stream to gmail.test.
     let lines = run_peer(
         &testbed,
@@ -236,6 +241,8 @@ fn status_and_metrics_show_the_live_gateway_and_move_with_traffic() {
     );
     // alice waits out her timeout (nobody answers her).
     let _ = stanzas(&alice.finish(20 * SECOND), "message");
+
+    drop((silent_control, silent_scraper));
 
     // Both Prosody streams, each with how it was authenticated.
     let text = status_until(ini, "both gmail.test streams never showed", |s| {

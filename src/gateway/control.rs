@@ -8,9 +8,11 @@
 //! state_dir` (not `/run/xsgw/`): the state directory already exists, belongs to the service
 //! user and is not world-readable (0750), under systemd, the init script and in tests alike,
 //! while `/run/xsgw/` would need root (or `RuntimeDirectory=`) to create. The socket itself
-//! is mode 0600: only the service user (and root) may ask. There is no network listener for
-//! it. Protocol: one request line (`status` or `status json`, at most [`MAX_REQUEST`] bytes
-//! within [`CLIENT_DEADLINE`]), then the answer, then the server closes.
+//! is mode 0600: only the service user (and root) may ask (it is bound with the process's
+//! umask, then set to 0600 at once; the 0750 state directory keeps other users out of that
+//! moment too). There is no network listener for it. Protocol: one request line (`status`,
+//! `status json`, or `status live` for `xsgw diagnose`; at most [`MAX_REQUEST`] bytes within
+//! [`CLIENT_DEADLINE`]), then the answer, then the server closes.
 //!
 //! The metrics endpoint is a small HTTP/1.1 responder: `GET /metrics` only (404 for other
 //! paths, 405 for other methods, 400 for what is not HTTP), request head at most
@@ -282,6 +284,48 @@ mod tests {
         assert_eq!(route(b"POST /metrics HTTP/1.1\r\n\r\n").0, 405);
         assert_eq!(route(b"\x16\x03\x01garbage").0, 400);
         assert_eq!(route(b"GET /metrics SIP/2.0\r\n\r\n").0, 400);
+    }
+
+    /// A router that answers status requests with an empty snapshot.
+    fn fake_router() -> Sender<RouterEvent> {
+        let (events, inbox) = crossbeam_channel::bounded(8);
+        std::thread::spawn(move || {
+            while let Ok(event) = inbox.recv() {
+                if let RouterEvent::Status(reply) = event {
+                    let _ = reply.try_send(crate::status::Snapshot::default());
+                }
+            }
+        });
+        events
+    }
+
+    fn http(addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(request);
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    }
+
+    #[test]
+    fn metrics_are_served_and_oversized_requests_refused() {
+        let listener = bind_metrics("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stopping = std::sync::Arc::new(AtomicBool::new(false));
+        let stop = std::sync::Arc::clone(&stopping);
+        let events = fake_router();
+        let server = std::thread::spawn(move || serve_metrics(listener, &events, &stop));
+        let ok = http(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains("Content-Type: text/plain; version=0.0.4"));
+        assert!(ok.contains("# TYPE xsgw_messages_total counter\n"));
+        let mut big = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_REQUEST_HEAD + 10));
+        let refused = http(addr, &big);
+        assert!(refused.starts_with("HTTP/1.1 431 "), "{refused}");
+        stopping.store(true, Ordering::SeqCst);
+        server.join().unwrap();
     }
 
     #[test]

@@ -182,6 +182,8 @@ pub struct OutboundView {
     pub remote: String,
     pub queued: u64,
     pub sent: u64,
+    /// When its thread started, seconds since the epoch.
+    pub since: u64,
 }
 
 /// What the bridge contributes to a snapshot.
@@ -523,7 +525,7 @@ impl Tracker {
                     auth: String::new(),
                     tls: false,
                     peer: String::new(),
-                    since: now,
+                    since: v.since,
                     stanzas_in: 0,
                     stanzas_out: v.sent,
                     queue: v.queued,
@@ -639,6 +641,7 @@ mod tests {
             remote: "gmail.test".into(),
             queued: 2,
             sent: 5,
+            since: 1,
         }];
         let s = t.snapshot(None, &view);
         assert!(s.edge_connected);

@@ -526,6 +526,8 @@ struct OutStream {
     queue: Sender<Outgoing>,
     /// Stanzas handed to its thread (`xsgw status`).
     sent: u64,
+    /// When its thread was started, seconds since the epoch (`xsgw status`).
+    since: u64,
 }
 
 impl XmppRoutes {
@@ -601,6 +603,7 @@ impl XmppRoutes {
                 remote: remote.clone(),
                 queued: s.queue.len() as u64,
                 sent: s.sent,
+                since: s.since,
             })
             .collect()
     }
@@ -741,6 +744,7 @@ impl XmppRoutes {
                         id,
                         queue: tx,
                         sent,
+                        since: super::status::epoch(),
                     },
                 );
                 None
@@ -1081,6 +1085,7 @@ route = 192.0.2.7:5270
                 id: 1,
                 queue: tx,
                 sent: 0,
+                since: 0,
             },
         );
         let (receipt, condition, _) = failed(routes.handle(XmppEvent::SendTracked {
