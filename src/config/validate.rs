@@ -33,6 +33,7 @@ pub fn validate(config: &Config, report: &mut Report) -> Option<Credentials> {
     check_addresses(config, report);
     check_fqdn_is_this_host(config, report);
     check_state(config, report);
+    check_quotas(config, report);
     let sip = load_sip_identity(config, report);
     let sip_roots = load_roots_file(config, &config.sip.ca, "[sip] ca", report);
     let xmpp = load_xmpp_identity(config, report);
@@ -46,6 +47,62 @@ pub fn validate(config: &Config, report: &mut Report) -> Option<Credentials> {
         xmpp: xmpp?,
         xmpp_roots: std::sync::Arc::new(xmpp_roots?),
     })
+}
+
+/// Quotas that contradict each other, for `[quota]` and each `[partner]`.
+fn check_quotas(config: &Config, report: &mut Report) {
+    let total = config.quota.presence_cache_total;
+    let check = |place: String, q: super::Quota, report: &mut Report| {
+        let line = config.line(&place);
+        if q.pending_subscriptions > q.subscriptions {
+            report.warning(
+                line,
+                &place,
+                format!(
+                    "pending_subscriptions ({}) is over subscriptions ({}): only {} can ever be pending",
+                    q.pending_subscriptions, q.subscriptions, q.subscriptions
+                ),
+            );
+        }
+        if q.presence_cache > total {
+            report.warning(
+                line,
+                &place,
+                format!(
+                    "presence_cache ({} bytes) is over [quota] presence_cache_total ({total} bytes): the total bounds it",
+                    q.presence_cache
+                ),
+            );
+        }
+        if q.stanza_rate > 0 && q.stanza_burst < q.stanza_rate {
+            report.error(
+                line,
+                &place,
+                format!(
+                    "stanza_burst ({}) is under stanza_rate ({}): a partner could never send a second's worth at once; make stanza_burst at least stanza_rate",
+                    q.stanza_burst, q.stanza_rate
+                ),
+            );
+        }
+        if q.subscriptions > crate::bridge::MAX_SUBSCRIPTIONS {
+            report.warning(
+                line,
+                &place,
+                format!(
+                    "subscriptions ({}) is over the gateway's total of {}: the total bounds it",
+                    q.subscriptions,
+                    crate::bridge::MAX_SUBSCRIPTIONS
+                ),
+            );
+        }
+    };
+    check("[quota]".to_owned(), config.quota.per_partner, report);
+    for partner in &config.partners {
+        let place = format!("[partner {}]", partner.domain);
+        if partner.quota != super::QuotaOverrides::default() {
+            check(place, config.quota.per_partner.with(&partner.quota), report);
+        }
+    }
 }
 
 /// A policy must be able to authenticate a peer: by dialback, or by SASL EXTERNAL over TLS.
