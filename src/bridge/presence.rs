@@ -721,8 +721,30 @@ fn notify_body(b: &Bridge, key: &SubKey) -> Option<String> {
             presence,
         })
         .collect();
+    let full = pidf_from_presence(&entity, &list).to_xml().ok()?;
+    // The NOTIFY must fit [sip] max_message with its headers: when the status texts make it
+    // too large, they are left out (availability, show and priority stay).
+    if full.len() + NOTIFY_HEADROOM <= b.config.limits.max_body {
+        return Some(full);
+    }
+    let bare: Vec<XmppPresence> = list
+        .iter()
+        .map(|r| XmppPresence {
+            statuses: Vec::new(),
+            lang: None,
+            ..r.presence.clone()
+        })
+        .collect();
+    let list: Vec<ResourcePresence<'_>> = list
+        .iter()
+        .zip(&bare)
+        .map(|(r, presence)| ResourcePresence { presence, ..*r })
+        .collect();
     pidf_from_presence(&entity, &list).to_xml().ok()
 }
+
+/// Room left for a NOTIFY's start line and headers within `[sip] max_message`.
+const NOTIFY_HEADROOM: usize = 2048;
 
 fn send_subscribe(b: &mut Bridge, now: Instant, key: &SubKey, expires: u32, use_: DialogUse) {
     let _ = now;

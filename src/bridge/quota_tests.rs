@@ -153,7 +153,14 @@ fn a_huge_lang_and_many_resources_stay_within_the_byte_budget() {
     }
     let (partner, _) = b.presence_cache_bytes("gmail.test");
     assert!(partner > budget / 2, "the budget is used: {partner}");
-    // Every presence still became a NOTIFY (pending subscriptions send none; approve one).
+    // x9's other resources leave; its watcher is approved: the NOTIFY carries what is left.
+    for r in 1..16 {
+        from_partner(
+            &mut b,
+            now,
+            &format!("<presence xmlns='jabber:server' type='unavailable' xml:lang='{lang}' from='x9@gmail.test/r{r}' to='u9@contoso.test'>{big}</presence>"),
+        );
+    }
     from_partner(
         &mut b,
         now,
@@ -172,6 +179,47 @@ fn a_huge_lang_and_many_resources_stay_within_the_byte_budget() {
         .expect("NOTIFY active");
     assert!(notify.contains("<note>ok</note>"), "{notify}");
     assert!(!notify.contains("xxxx"), "no huge language reaches SIP");
+    assert!(notify.len() <= 4096, "[sip] max_message: {}", notify.len());
+}
+
+#[test]
+fn a_notify_too_large_for_max_message_leaves_the_status_texts_out() {
+    let mut b = bridge_with("[quota]\nstanza_rate = 0\n");
+    let now = Instant::now();
+    b.handle_sip_request(now, 1, &subscribe(1, "gmail.test", 3600));
+    from_partner(
+        &mut b,
+        now,
+        "<presence xmlns='jabber:server' type='subscribed' from='x1@gmail.test' to='u1@contoso.test'/>",
+    );
+    actions(&mut b);
+    let big = format!("<status>{}</status>", "s".repeat(1000)).repeat(8);
+    let mut notifies = Vec::new();
+    for r in 0..4 {
+        from_partner(
+            &mut b,
+            now,
+            &format!("<presence xmlns='jabber:server' from='x1@gmail.test/r{r}' to='u1@contoso.test'><show>away</show>{big}</presence>"),
+        );
+        notifies.extend(actions(&mut b).into_iter().filter_map(|a| match a {
+            Action::SendSip { request, .. } => Some(String::from_utf8(request.to_bytes()).unwrap()),
+            _ => None,
+        }));
+    }
+    assert_eq!(notifies.len(), 4, "one NOTIFY per presence");
+    for n in &notifies {
+        assert!(n.len() <= 4096, "[sip] max_message = 4KiB: {}", n.len());
+        assert!(
+            n.contains("<basic>open</basic>") && n.contains("away"),
+            "{n}"
+        );
+    }
+    assert!(!notifies[3].contains("ssss"), "the texts were left out");
+    assert_eq!(
+        notifies[3].matches("<tuple").count(),
+        4,
+        "every resource is still there"
+    );
 }
 
 #[test]
