@@ -44,9 +44,10 @@
 //! conversation's messages; `<gone/>` or `[sip] session_idle` ends it with BYE.
 //!
 //! Out of scope: sockets, threads and the registry of pending SIP server transactions (the
-//! router keeps those by [`RequestId`]) and files (the subscriptions are handed to the router
-//! as text to save, [`Action::SaveSubscriptions`]). Presence lives in `presence.rs` beside IM
-//! in `im.rs`; both share the bridge's tags, timers and actions.
+//! router keeps those by [`RequestId`]) and files (the changed subscriptions are handed to the
+//! router to save, [`Action::SaveSubscriptions`]). Presence lives in `presence.rs` (its cache
+//! in `presence_cache.rs`) beside IM in `im.rs`; both share the bridge's tags, timers and
+//! actions, and the per-partner quotas and stanza rate of `quota.rs`.
 
 mod im;
 mod presence;

@@ -498,3 +498,38 @@ fn load_roots_file(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_that_contradict_each_other_are_reported() {
+        let text = "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n\
+                    [sip]\nedge = sip.contoso.test:5061\n\
+                    [quota]\npending_subscriptions = 30000\nstanza_burst = 10\n\
+                    presence_cache_total = 1MiB\n\
+                    [partner gmail.test]\npresence_cache = 2MiB\nstanza_rate = 0\n\
+                    [partner ok.test]\n";
+        let config = super::super::parse(text, Path::new("q.ini")).unwrap().0;
+        let mut report = Report::new(Path::new("q.ini"));
+        check_quotas(&config, &mut report);
+        let lines = report.lines();
+        let text = lines.join("\n");
+        assert!(
+            text.contains("q.ini:6: error: [quota]: stanza_burst (10) is under stanza_rate (100)"),
+            "{text}"
+        );
+        assert!(text.contains("pending_subscriptions (30000) is over subscriptions (20000)"));
+        assert!(
+            text.contains("[partner gmail.test]: presence_cache (2097152 bytes) is over"),
+            "{text}"
+        );
+        // gmail.test's rate is off (0): its burst does not matter; ok.test overrides nothing.
+        assert!(
+            !text.contains("[partner gmail.test]: stanza_burst"),
+            "{text}"
+        );
+        assert!(!text.contains("ok.test"), "{text}");
+    }
+}
