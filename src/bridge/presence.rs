@@ -395,7 +395,6 @@ fn remember(b: &mut Bridge, now: Instant, from: &Jid, bare: &str, presence: Xmpp
     let resource = from.resource().unwrap_or_default().to_owned();
     let (partner, q) = b.config.quotas.partner(domain_of(bare));
     let total = b.config.quotas.presence_cache_total;
-    let mut kept = Resources::new();
     let evicted = b
         .presence
         .cache
@@ -415,7 +414,6 @@ fn remember(b: &mut Bridge, now: Instant, from: &Jid, bare: &str, presence: Xmpp
             if resources.len() < MAX_RESOURCES || resources.contains_key(&resource) {
                 resources.insert(resource, presence);
             }
-            kept = resources.clone();
         });
     if evicted.partner > 0 {
         b.quota.hit(
@@ -425,9 +423,9 @@ fn remember(b: &mut Bridge, now: Instant, from: &Jid, bare: &str, presence: Xmpp
             q.presence_cache as u64,
         );
     }
-    if b.presence.cache.get(bare).is_none() && !kept.is_empty() {
+    if let Some(refused) = evicted.refused {
         // Over budget by itself: not kept, but the NOTIFYs for this stanza say it.
-        b.presence.current = Some((bare.to_owned(), kept));
+        b.presence.current = Some((bare.to_owned(), refused));
     }
 }
 

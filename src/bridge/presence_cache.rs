@@ -59,6 +59,9 @@ pub(super) struct Evicted {
     pub partner: usize,
     /// Users forgotten because the cache was over its total.
     pub total: usize,
+    /// The updated user's presence when it is bigger than a whole budget by itself: not
+    /// kept, handed back.
+    pub refused: Option<Resources>,
 }
 
 fn presence_bytes(p: &XmppPresence) -> usize {
@@ -156,6 +159,7 @@ impl PresenceCache {
         let bytes = entry_bytes(jid, partner, &resources);
         if bytes > partner_budget.min(total_budget) {
             evicted.partner += 1;
+            evicted.refused = Some(resources);
             return evicted;
         }
         self.tick += 1;
@@ -265,13 +269,7 @@ mod tests {
         put(&mut c, "u2@a.test", "a.test", budget);
         put(&mut c, "u1@a.test", "a.test", budget); // u1 is now the most recent
         let ev = put(&mut c, "u3@a.test", "a.test", budget);
-        assert_eq!(
-            ev,
-            Evicted {
-                partner: 1,
-                total: 0
-            }
-        );
+        assert_eq!((ev.partner, ev.total, ev.refused), (1, 0, None));
         assert!(
             c.get("u2@a.test").is_none(),
             "u2 was the least recently updated"
@@ -301,6 +299,7 @@ mod tests {
             set("r", available("hi")),
         );
         assert_eq!(ev.partner, 1);
+        assert!(ev.refused.is_some_and(|r| r.contains_key("r")));
         assert_eq!((c.len(), c.total_bytes()), (0, 0));
     }
 }
