@@ -192,6 +192,8 @@ pub struct BridgeView {
     pub stats: crate::bridge::Stats,
     pub subscriptions: u64,
     pub sessions: u64,
+    pub quota_refusals: u64,
+    pub presence_cache_bytes: u64,
 }
 
 /// The router's status bookkeeping. See the module documentation.
@@ -552,6 +554,7 @@ impl Tracker {
             ],
             typing: s.typing,
             sessions_opened: s.sessions_opened,
+            quota_refusals: b.quota_refusals,
             stanzas: self
                 .stanzas
                 .iter()
@@ -580,6 +583,7 @@ impl Tracker {
             edge_requests,
             subscriptions: b.subscriptions,
             sessions: b.sessions,
+            presence_cache_bytes: b.presence_cache_bytes,
             counters,
             errors: self.recent.iter().cloned().collect(),
             latency: vec![

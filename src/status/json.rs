@@ -119,7 +119,8 @@ pub fn snapshot(s: &Snapshot) -> String {
         o.str("partner", domain).num("last", at);
     });
     o.num("subscriptions", s.subscriptions)
-        .num("sessions", s.sessions);
+        .num("sessions", s.sessions)
+        .num("presence_cache_bytes", s.presence_cache_bytes);
     {
         let c = &s.counters;
         let out = o.key("counters");
@@ -128,7 +129,8 @@ pub fn snapshot(s: &Snapshot) -> String {
             o.str("direction", d).str("outcome", r).num("count", n);
         });
         k.num("typing", c.typing)
-            .num("sessions_opened", c.sessions_opened);
+            .num("sessions_opened", c.sessions_opened)
+            .num("quota_refusals", c.quota_refusals);
         k.array("stanzas", &c.stanzas, |o, (d, kind, n)| {
             o.str("direction", d).str("kind", kind).num("count", n);
         });

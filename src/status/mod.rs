@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub edge_requests: Vec<(String, u64)>,
     pub subscriptions: u64,
     pub sessions: u64,
+    /// Bytes of partner presence cached (all partners).
+    pub presence_cache_bytes: u64,
     pub counters: Counters,
     /// The last few errors, oldest first.
     pub errors: Vec<ErrorRecord>,
@@ -102,6 +104,8 @@ pub struct Counters {
     pub messages: Vec<(&'static str, &'static str, u64)>,
     pub typing: u64,
     pub sessions_opened: u64,
+    /// Requests and stanzas refused because a partner was over a `[quota]`.
+    pub quota_refusals: u64,
     /// (direction `in`/`out`, stanza kind `message`/`presence`/`iq`, count).
     pub stanzas: Vec<(&'static str, &'static str, u64)>,
     /// Requests from the Edge by method (`MESSAGE`, `SUBSCRIBE`, ...; `other` beyond those).
@@ -264,8 +268,8 @@ pub fn text(s: &Snapshot) -> String {
     }
     let _ = writeln!(
         out,
-        "\nHeld: {} presence subscription(s), {} IM session(s)",
-        s.subscriptions, s.sessions
+        "\nHeld: {} presence subscription(s), {} IM session(s), {} bytes of presence cached",
+        s.subscriptions, s.sessions, s.presence_cache_bytes
     );
     let c = &s.counters;
     let _ = writeln!(out, "\nSince start:");
@@ -274,8 +278,8 @@ pub fn text(s: &Snapshot) -> String {
     }
     let _ = writeln!(
         out,
-        "  typing notifications {}, IM sessions opened {}",
-        c.typing, c.sessions_opened
+        "  typing notifications {}, IM sessions opened {}, refused over a quota {}",
+        c.typing, c.sessions_opened, c.quota_refusals
     );
     let stanzas: Vec<String> = c
         .stanzas
@@ -428,6 +432,7 @@ mod tests {
             edge_requests: vec![("gmail.test".into(), 1_764_000_080)],
             subscriptions: 2,
             sessions: 1,
+            presence_cache_bytes: 512,
             counters: Counters {
                 messages: vec![("sip_to_xmpp", "delivered", 7)],
                 errors: vec![("tls_sip", "certificate", 1)],

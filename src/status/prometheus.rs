@@ -96,6 +96,20 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(o, "xsgw_presence_subscriptions {}", s.subscriptions);
     family(
         o,
+        "xsgw_presence_cache_bytes",
+        "gauge",
+        "Bytes of partner presence cached now (all partners).",
+    );
+    let _ = writeln!(o, "xsgw_presence_cache_bytes {}", s.presence_cache_bytes);
+    family(
+        o,
+        "xsgw_quota_refusals_total",
+        "counter",
+        "Requests and stanzas refused because a partner was over one of its [quota] limits.",
+    );
+    let _ = writeln!(o, "xsgw_quota_refusals_total {}", c.quota_refusals);
+    family(
+        o,
         "xsgw_xmpp_stanzas_total",
         "counter",
         "XMPP stanzas received from partners (in) and sent to them by the translator (out), by kind.",
