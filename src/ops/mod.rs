@@ -1,4 +1,5 @@
-//! The command line and what operators run: `run`, `check`, `diagnose`, `version`, `help`.
+//! The command line and what operators run: `run`, `check`, `reload`, `diagnose`,
+//! `version`, `help`.
 //!
 //! `src/main.rs` only calls [`main`]. Exit codes: 0 success, 1 the configuration or the
 //! gateway failed (with every reason printed) or a `diagnose` check failed, 2 the command
@@ -7,8 +8,9 @@
 mod check;
 mod cli;
 pub mod diagnose;
-mod logging;
+pub mod logging;
 pub mod man;
+mod reload;
 mod run;
 
 pub use cli::{Command, DEFAULT_CONFIG};
@@ -40,5 +42,6 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         Command::Check { config } => check::check(&config),
         Command::Diagnose(options) => diagnose::diagnose(&options),
         Command::Run { config, pidfile } => run::run(&config, pidfile.as_deref()),
+        Command::Reload { config, pidfile } => reload::reload(&config, &pidfile),
     }
 }
