@@ -234,8 +234,13 @@ impl Router {
             Ok(checked) => checked,
             Err(e) => {
                 if let crate::config::ConfigError::Invalid(report) = &e {
+                    // One line per problem, `file:line: error: ...` (warnings as warnings).
                     for line in report.lines() {
-                        log::error!("{line}");
+                        if line.contains(": warning: ") {
+                            log::warn!("{line}");
+                        } else {
+                            log::error!("{line}");
+                        }
                     }
                 }
                 log::error!(
