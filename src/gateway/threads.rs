@@ -33,20 +33,11 @@ pub fn spawn<F>(name: String, stack: usize, body: F) -> std::io::Result<JoinHand
 where
     F: FnOnce() + Send + 'static,
 {
-    let thread_name = name.clone();
-    Builder::new()
-        .name(name)
-        .stack_size(stack)
-        .spawn(move || match catch_unwind(AssertUnwindSafe(body)) {
-            Ok(()) => Ok(()),
-            Err(payload) => {
-                log::error!(
-                    "thread {thread_name} stopped by a bug ({}); its connection is closed, others continue",
-                    panic_text(payload.as_ref())
-                );
-                Err(())
-            }
-        })
+    spawn_catching(name, stack, body, |thread, what| {
+        log::error!(
+            "thread {thread} stopped by a bug ({what}); its connection is closed, others continue"
+        );
+    })
 }
 
 /// Spawns a service thread: like [`spawn`], but a panic ends the whole process with
@@ -60,20 +51,35 @@ pub fn spawn_service<F>(
 where
     F: FnOnce() + Send + 'static,
 {
+    spawn_catching(name, stack, body, |thread, what| {
+        log::error!(
+            "service thread {thread} stopped by a bug ({what}); xsgw exits with status {EXIT_BUG} so that its supervisor restarts it"
+        );
+        std::process::exit(EXIT_BUG)
+    })
+}
+
+/// The thread boundary both kinds share: `on_panic` gets the thread's name and the panic's
+/// text once the unwind is caught.
+fn spawn_catching<F>(
+    name: String,
+    stack: usize,
+    body: F,
+    on_panic: fn(&str, &str),
+) -> std::io::Result<JoinHandle<Result<(), ()>>>
+where
+    F: FnOnce() + Send + 'static,
+{
     let thread_name = name.clone();
-    Builder::new()
-        .name(name)
-        .stack_size(stack)
-        .spawn(move || match catch_unwind(AssertUnwindSafe(body)) {
+    Builder::new().name(name).stack_size(stack).spawn(move || {
+        match catch_unwind(AssertUnwindSafe(body)) {
             Ok(()) => Ok(()),
             Err(payload) => {
-                log::error!(
-                    "service thread {thread_name} stopped by a bug ({}); xsgw exits with status {EXIT_BUG} so that its supervisor restarts it",
-                    panic_text(payload.as_ref())
-                );
-                std::process::exit(EXIT_BUG)
+                on_panic(&thread_name, &panic_text(payload.as_ref()));
+                Err(())
             }
-        })
+        }
+    })
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {

@@ -116,6 +116,25 @@ pub fn sip_client_config(
     credentials: &Credentials,
     sip: &Sip,
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    client_config(
+        credentials,
+        Some(EdgePolicy::new(&sip.edge_names, &sip.edge_pin)),
+    )
+}
+
+/// [`sip_client_config`] that verifies the chain against `[sip] ca` but no name or pin: for
+/// `xsgw diagnose` only, to learn what answers on a port after the real handshake failed on
+/// the name (an internal interface presenting a pool certificate, say). Never for traffic.
+pub fn chain_only_client_config(
+    credentials: &Credentials,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    client_config(credentials, None)
+}
+
+fn client_config(
+    credentials: &Credentials,
+    policy: Option<EdgePolicy>,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let provider = provider();
     let signatures = rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::clone(&credentials.sip_roots),
@@ -127,7 +146,7 @@ pub fn sip_client_config(
         roots: Arc::clone(&credentials.sip_roots),
         algorithms: provider.signature_verification_algorithms.all,
         signatures,
-        policy: EdgePolicy::new(&sip.edge_names, &sip.edge_pin),
+        policy,
     });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -148,7 +167,8 @@ struct EdgeServerVerifier {
     algorithms: &'static [&'static dyn rustls::pki_types::SignatureVerificationAlgorithm],
     /// For the handshake signatures only.
     signatures: Arc<rustls::client::WebPkiServerVerifier>,
-    policy: EdgePolicy,
+    /// `None` only for [`chain_only_client_config`].
+    policy: Option<EdgePolicy>,
 }
 
 impl ServerCertVerifier for EdgeServerVerifier {
@@ -168,9 +188,11 @@ impl ServerCertVerifier for EdgeServerVerifier {
             now,
             self.algorithms,
         )?;
-        self.policy
-            .check(end_entity, Some(server_name))
-            .map_err(EdgeCertError::into_rustls)?;
+        if let Some(policy) = &self.policy {
+            policy
+                .check(end_entity, Some(server_name))
+                .map_err(EdgeCertError::into_rustls)?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 

@@ -672,10 +672,17 @@ mod tests {
 
     /// [`context`] with `xmpp` lines added to `[xmpp]`.
     fn context_with(port: u16, xmpp: &str) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
+        context_config(
+            xmpp,
+            &format!("[partner peer.test]\nroute = 127.0.0.1:{port}\n"),
+        )
+    }
+
+    /// A context for contoso.test with `xmpp` lines in `[xmpp]` and `sections` after `[sip]`.
+    fn context_config(xmpp: &str, sections: &str) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
         let text = format!(
             "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n{xmpp}\
-             [sip]\nedge = sip.contoso.test:5061\nedge_names = sip.contoso.test\n\
-             [partner peer.test]\nroute = 127.0.0.1:{port}\n"
+             [sip]\nedge = sip.contoso.test:5061\nedge_names = sip.contoso.test\n{sections}"
         );
         let config = crate::config::parse(&text, Path::new("test.ini"))
             .expect("parses")
@@ -1033,36 +1040,16 @@ mod tests {
         );
     }
 
-    /// A context for contoso.test with `sections` added to the configuration.
-    fn context_sections(sections: &str) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
-        let text = format!(
-            "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n\
-             [sip]\nedge = sip.contoso.test:5061\nedge_names = sip.contoso.test\n{sections}"
-        );
-        let config = crate::config::parse(&text, Path::new("test.ini"))
-            .expect("parses")
-            .0;
-        let (events, inbox) = crossbeam_channel::unbounded();
-        let lifecycle = Lifecycle {
-            stopping: Arc::new(AtomicBool::new(false)),
-            threads: Arc::new(ThreadSet::default()),
-        };
-        let context = S2sContext::new(
-            Arc::new(ConfigCell::new(Live::without_sip(config, None))),
-            "s".into(),
-            events,
-            lifecycle,
-        );
-        (Arc::new(context), inbox)
-    }
-
     /// A context whose partner verify.test routes to `route.verify.test:port`, which
     /// `[hosts]` maps to `addrs`.
     fn verify_context(port: u16, addrs: &[&str]) -> Arc<S2sContext> {
-        context_sections(&format!(
+        context_config(
+            "",
+            &format!(
             "[partner verify.test]\nroute = route.verify.test:{port}\n[hosts]\nroute.verify.test = {}\n",
-            addrs.join(", ")
-        ))
+                addrs.join(", ")
+            ),
+        )
         .0
     }
 

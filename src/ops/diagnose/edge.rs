@@ -19,9 +19,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::DigitallySignedStruct;
+use rustls::pki_types::ServerName;
 
 use super::probe::{self, AddrClass, ConnectFailure};
 use super::report::Finding;
@@ -401,89 +399,15 @@ fn classify_handshake_error(error: &std::io::Error, deadline: Duration) -> Hands
     }
 }
 
-/// A verifier that checks the chain against `[sip] ca` as the SIP leg does, but no name or
-/// pin: only used after the real handshake failed on the name, to learn what the port is.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<rustls::RootCertStore>,
-    algorithms: &'static [&'static dyn rustls::pki_types::SignatureVerificationAlgorithm],
-    signatures: Arc<rustls::client::WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms,
-        )?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.signatures.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.signatures.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.signatures.supported_verify_schemes()
-    }
-}
-
 fn handshake_chain_only(
     credentials: &Credentials,
     host: &str,
     stream: TcpStream,
     deadline: Duration,
 ) -> (Handshake, Option<Conn>) {
-    let provider = crate::tls::provider();
-    let built = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::clone(&credentials.sip_roots),
-        Arc::clone(&provider),
-    )
-    .build();
-    let Ok(signatures) = built else {
-        return (Handshake::Other("[sip] ca cannot verify".into()), None);
-    };
-    let verifier = ChainOnly {
-        roots: Arc::clone(&credentials.sip_roots),
-        algorithms: provider.signature_verification_algorithms.all,
-        signatures,
-    };
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
-                    Arc::clone(&credentials.sip.key),
-                )))
-        });
+    let config = crate::tls::sip::chain_only_client_config(credentials);
     match config {
-        Ok(config) => handshake(Arc::new(config), host, stream, deadline),
+        Ok(config) => handshake(config, host, stream, deadline),
         Err(e) => (Handshake::Other(e.to_string()), None),
     }
 }
