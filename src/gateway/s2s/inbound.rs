@@ -295,8 +295,12 @@ pub fn serve_inbound(
         // Woken at least every RELOAD_POLL once authenticated, to see a reload.
         let deadline = session
             .poll_timeout()
-            .unwrap_or_else(|| Instant::now() + RELOAD_POLL)
-            .min(Instant::now() + RELOAD_POLL);
+            .unwrap_or_else(|| Instant::now() + RELOAD_POLL);
+        let deadline = if slots.is_empty() {
+            deadline
+        } else {
+            deadline.min(Instant::now() + RELOAD_POLL)
+        };
         // Before authentication, only what keeps the session within its small buffer.
         let limit = session.read_limit().min(buf.len());
         match pipe.read(buf.get_mut(..limit).unwrap_or_default(), deadline) {
