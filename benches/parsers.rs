@@ -91,7 +91,8 @@ fn xmpp_stanzas(n: usize) -> f64 {
 
 fn bridge() -> Bridge {
     let text = "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n\
-                [sip]\nedge = sip.contoso.test:5061\nim_mode = page\n[partner gmail.test]\n";
+                [sip]\nedge = sip.contoso.test:5061\nim_mode = page\n[partner gmail.test]\n\
+                [quota]\nsubscriptions = 200000\nwaiting_deliveries = 100000\nstanza_rate = 0\n";
     let config = xsgw::config::parse(text, std::path::Path::new("bench.ini"))
         .expect("bench config")
         .0;
@@ -239,6 +240,63 @@ Expires: 3600\r\nContent-Length: 0\r\n\r\n"
     )
 }
 
+fn subscribe_request(i: usize, domain: &str) -> Request {
+    let text = format!(
+        "SUBSCRIBE sip:x{i}@{domain} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.10.30:5061;branch=z9hG4bKs{i}\r\n\
+Max-Forwards: 69\r\nFrom: <sip:u{i}@contoso.test>;tag=t{i}\r\nTo: <sip:x{i}@{domain}>\r\n\
+Call-ID: c{i}\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:u{i}@127.0.10.40>\r\nEvent: presence\r\n\
+Expires: 3600\r\nContent-Length: 0\r\n\r\n"
+    );
+    Request::from_message(xsgw::sip::message::parse_message(text.as_bytes()).unwrap())
+        .expect("SUBSCRIBE")
+}
+
+/// The router thread's cost of one subscription change (a new SUBSCRIBE and its save) with
+/// `held` subscriptions in the table, each change a second after the last (saves are at most
+/// once a second): median and worst of `changes`, in milliseconds. What the router spends
+/// here, every message waiting in its inbox waits too.
+fn bridge_subscription_change(held: usize, changes: usize) -> (f64, f64) {
+    let mut b = bridge();
+    let mut now = Instant::now();
+    for i in 0..held {
+        b.handle_sip_request(now, i as u64, &subscribe_request(i, "gmail.test"));
+        let approve = Element::new("presence", NS_SERVER)
+            .with_attr("type", "subscribed")
+            .with_attr("from", format!("x{i}@gmail.test"))
+            .with_attr("to", format!("u{i}@contoso.test"));
+        b.handle_stanza(now, "contoso.test", "gmail.test", approve);
+        while b.poll_action().is_some() {}
+    }
+    assert_eq!(b.subscriptions(), held);
+    // What the set-up changed is saved first: each change below is measured alone.
+    now += std::time::Duration::from_millis(1100);
+    b.flush(now);
+    while b.poll_action().is_some() {}
+    let mut costs = Vec::with_capacity(changes);
+    let mut saved = 0usize;
+    for k in 0..changes {
+        now += std::time::Duration::from_millis(1100);
+        let request = subscribe_request(held + k, "gmail.test");
+        let started = Instant::now();
+        b.handle_sip_request(now, (held + k) as u64, &request);
+        while let Some(action) = b.poll_action() {
+            if matches!(action, Action::SaveSubscriptions(..)) {
+                saved += 1;
+            }
+            black_box(action);
+        }
+        costs.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    assert_eq!(saved, changes, "each change saved");
+    costs.sort_by(|a, b| a.total_cmp(b));
+    let (median, worst) = (costs[changes / 2], costs[changes - 1]);
+    println!(
+        "{:<44} median {median:>8.3} ms, worst {worst:>8.3} ms",
+        format!("bridge: 1 subscription change ({held} subs)")
+    );
+    (median, worst)
+}
+
 fn main() {
     println!("xsgw protocol cores, one thread each (noisy machine: compare ratios)");
     let sip = sip_framed_and_typed(200_000);
@@ -250,6 +308,11 @@ fn main() {
     println!(
         "presence with 20,000 subscriptions runs at {:.2}x the speed with 100",
         large / small
+    );
+    let (_, few) = bridge_subscription_change(1_000, 20);
+    let (_, many) = bridge_subscription_change(199_980, 20);
+    println!(
+        "router time per subscription change, worst: {few:.3} ms with 1,000 subscriptions, {many:.3} ms with 200,000"
     );
     let target = 50_000.0;
     println!(

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+use super::quota::{domain_of, Counted, Partnered, QuotaKind};
 use super::{
     Action, Answer, Bridge, DialogIndex, PairKey, Receipt, RequestId, SipOutcome, TxTag,
     MAX_SESSIONS, MAX_SIP_TRANSACTIONS, MAX_WAITING,
@@ -37,8 +38,9 @@ const PAGE_MODE_REFUSED: &[u16] = &[405, 415, 488, 501, 606];
 
 #[derive(Default)]
 pub(super) struct ImState {
-    /// SIP requests waiting for the XMPP side, by the receipt of their stanza.
-    waiting: HashMap<Receipt, Waiting>,
+    /// SIP requests waiting for the XMPP side, by the receipt of their stanza (counted per
+    /// partner domain for its `waiting_deliveries` quota).
+    waiting: Counted<Receipt, Waiting>,
     /// Our stanza ids → receipt: an error stanza finds its request this way.
     by_stanza_id: HashMap<String, Receipt>,
     /// Delivery barriers per (hosted domain, partner domain).
@@ -47,8 +49,9 @@ pub(super) struct ImState {
     barrier_ids: HashMap<String, (String, String)>,
     /// SIP client transactions the bridge started, by tag.
     transactions: HashMap<TxTag, Transaction>,
-    /// IM sessions, by the two parties.
-    pub(super) sessions: HashMap<PairKey, Session>,
+    /// IM sessions, by the two parties (counted per partner domain for its `im_sessions`
+    /// quota).
+    pub(super) sessions: Counted<PairKey, Session>,
     /// Established sessions' dialogs → parties.
     dialogs: DialogIndex,
     /// SIP domains whose Edge refused page mode (`im_mode = auto`).
@@ -404,6 +407,14 @@ fn forward_answering(
     let (Some(from), Some(to)) = (jid_attr(&stanza, "from"), jid_attr(&stanza, "to")) else {
         return b.respond(id, StatusCode::SERVER_INTERNAL_ERROR, None);
     };
+    if let Some(warning) = over_quota(b, now, to.domain(), QuotaKind::WaitingDeliveries) {
+        b.stats.sip_to_xmpp_refused += 1;
+        if let Some((_, pair)) = &invite {
+            end_session(b, pair, false, false);
+        }
+        let retry = b.config.delivery_timeout;
+        return b.respond_busy(id, retry, warning);
+    }
     let receipt = b.fresh_id();
     let stanza_id = unguessable_id(b, "");
     stanza.set_attr("id", stanza_id.as_str());
@@ -710,6 +721,12 @@ fn accept_session(b: &mut Bridge, now: Instant, id: RequestId, req: &Request, fr
             StatusCode::TEMPORARILY_UNAVAILABLE,
             Some("too many IM sessions".into()),
         );
+    }
+    if !b.im.sessions.contains_key(&pair_key(&from, &to)) {
+        if let Some(warning) = over_quota(b, now, to.domain(), QuotaKind::ImSessions) {
+            let retry = b.config.session_idle;
+            return b.respond_busy(id, retry, warning);
+        }
     }
     let local_tag = b.random_hex(8);
     let built = match answer_invite(b, req, &local_tag) {
@@ -1074,6 +1091,13 @@ fn open_session(
         return;
     };
     let (from, to) = (first.from.clone(), first.to.clone());
+    let over = over_quota(b, now, xmpp_user.domain(), QuotaKind::ImSessions);
+    if let Some(text) = over {
+        for (stanza, _) in queue {
+            bounce(b, &stanza, StanzaErrorCondition::ResourceConstraint, &text);
+        }
+        return;
+    }
     if b.im.sessions.len() >= MAX_SESSIONS {
         for (stanza, _) in queue {
             bounce(
@@ -1519,4 +1543,43 @@ fn iq_from_xmpp(b: &mut Bridge, local: &str, remote: &str, stanza: Element) {
         }
         _ => {}
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Quotas (`quota.rs`)
+
+impl Partnered<PairKey> for Session {
+    fn partner_domain<'a>(&'a self, key: &'a PairKey) -> &'a str {
+        domain_of(&key.xmpp)
+    }
+}
+
+impl Partnered<Receipt> for Waiting {
+    fn partner_domain<'a>(&'a self, _: &'a Receipt) -> &'a str {
+        &self.pair.1
+    }
+}
+
+/// `Some(why)` when the partner of `domain` holds its quota of `kind` (IM sessions or
+/// waiting deliveries) already; the hit is logged (rate-limited).
+fn over_quota(b: &mut Bridge, now: Instant, domain: &str, kind: QuotaKind) -> Option<String> {
+    let (partner, q) = b.config.quotas.partner(domain);
+    let (held, limit) = match kind {
+        QuotaKind::ImSessions => (
+            b.im.sessions.count(&b.config.quotas, &partner),
+            q.im_sessions,
+        ),
+        _ => (
+            b.im.waiting.count(&b.config.quotas, &partner),
+            q.waiting_deliveries,
+        ),
+    };
+    if held < limit {
+        return None;
+    }
+    b.quota.hit(now, &partner, kind, limit as u64);
+    Some(format!(
+        "{partner} is at its quota of {limit} {} at this gateway",
+        kind.key().replace('_', " ")
+    ))
 }

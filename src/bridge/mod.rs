@@ -49,16 +49,24 @@
 //! conversation's messages; `<gone/>` or `[sip] session_idle` ends it with BYE.
 //!
 //! Out of scope: sockets, threads and the registry of pending SIP server transactions (the
-//! router keeps those by [`RequestId`]) and files (the subscriptions are handed to the router
-//! as text to save, [`Action::SaveSubscriptions`]). Presence lives in `presence.rs` beside IM
-//! in `im.rs`; both share the bridge's tags, timers and actions.
+//! router keeps those by [`RequestId`]) and files (the changed subscriptions are handed to the
+//! router to save, [`Action::SaveSubscriptions`]). Presence lives in `presence.rs` (its cache
+//! in `presence_cache.rs`) beside IM in `im.rs`; both share the bridge's tags, timers and
+//! actions, and the per-partner quotas and stanza rate of `quota.rs`.
 
 mod im;
 mod presence;
+mod presence_cache;
 #[cfg(test)]
 mod presence_tests;
+mod quota;
+#[cfg(test)]
+mod quota_tests;
 #[cfg(test)]
 mod tests;
+
+pub use presence::MAX_SUBSCRIPTIONS;
+pub use quota::{QuotaConfig, QuotaKind};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -113,6 +121,8 @@ pub struct BridgeConfig {
     pub session_idle: Duration,
     /// Message size bound (`[sip] max_message`).
     pub limits: ImLimits,
+    /// `[quota]` and the partners' overrides.
+    pub quotas: QuotaConfig,
 }
 
 impl BridgeConfig {
@@ -148,6 +158,7 @@ impl BridgeConfig {
             limits: ImLimits {
                 max_body: config.sip.max_message,
             },
+            quotas: QuotaConfig::from_config(config),
         })
     }
 
@@ -175,6 +186,9 @@ pub enum Answer {
     },
     /// A response built here (an INVITE's 200 with SDP and Contact).
     Built(Box<MessageBuilder>),
+    /// 503 with `Retry-After: retry_after` (seconds) and a Warning: a quota that drains by
+    /// itself within that time (see `quota.rs`).
+    Busy { retry_after: u32, warning: String },
 }
 
 /// What the router must do.
@@ -196,10 +210,29 @@ pub enum Action {
         stanza: Element,
         receipt: Option<Receipt>,
     },
-    /// Replace the saved presence subscriptions with this text (atomically: a crash while
-    /// writing must leave the previous version); read back with
-    /// [`Bridge::restore_subscriptions`].
-    SaveSubscriptions(String),
+    /// Save these changes of the presence subscriptions (in order; a crash must leave each
+    /// subscription as it was before or after a change, never half of it); the saved whole
+    /// is read back with [`Bridge::restore_subscriptions`]. See [`SubscriptionChange`].
+    SaveSubscriptions(Vec<SubscriptionChange>),
+}
+
+/// One change of the saved subscriptions, by the subscription's key (direction, SIP user,
+/// XMPP user, escaped like the line: no space or control character).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionChange {
+    /// The subscription `key` is now `line` (replacing any line of the same key).
+    Put { key: String, line: String },
+    /// The subscription `key` is gone.
+    Remove { key: String },
+}
+
+impl SubscriptionChange {
+    /// The subscription it changes.
+    pub fn key(&self) -> &str {
+        match self {
+            SubscriptionChange::Put { key, .. } | SubscriptionChange::Remove { key } => key,
+        }
+    }
 }
 
 /// The end of a client transaction the bridge started.
@@ -240,6 +273,7 @@ pub struct Bridge {
     next_sweep: Option<Instant>,
     stats: Stats,
     presence: presence::PresenceState,
+    quota: quota::QuotaState,
     /// An instant and the wall-clock seconds it stands for, so persisted expiries survive
     /// a restart.
     clock: (Instant, u64),
@@ -254,8 +288,9 @@ impl std::fmt::Debug for Bridge {
 }
 
 impl Bridge {
-    /// A reloaded configuration: applies to what happens from now on (IM modes, timeouts
-    /// and size bounds of new requests); what is under way keeps its deadlines.
+    /// A reloaded configuration: applies to what happens from now on (IM modes, timeouts,
+    /// size bounds and `[quota]` of new requests and stanzas; a lowered quota refuses what
+    /// comes next, nothing held is dropped); what is under way keeps its deadlines.
     pub fn reconfigure(&mut self, config: BridgeConfig) {
         self.config = config;
     }
@@ -272,6 +307,7 @@ impl Bridge {
             next_sweep: None,
             stats: Stats::default(),
             presence: presence::PresenceState::default(),
+            quota: quota::QuotaState::default(),
             clock: (
                 Instant::now(),
                 std::time::SystemTime::now()
@@ -366,8 +402,12 @@ impl Bridge {
     }
 
     /// An authenticated stanza from `remote` (a partner domain) to `local` (a hosted domain).
+    /// Over the partner's stanza rate it is answered `resource-constraint` and goes no further.
     pub fn handle_stanza(&mut self, now: Instant, local: &str, remote: &str, stanza: Element) {
         self.arm_sweep(now);
+        if !self.admit(now, remote, &stanza) {
+            return;
+        }
         im::stanza(self, now, local, remote, stanza);
         presence::maybe_save(self, now);
     }
@@ -404,6 +444,58 @@ impl Bridge {
         }
     }
 
+    /// Requests refused so far because a partner was over one of its quotas.
+    pub fn quota_refusals(&self) -> u64 {
+        self.quota.refused
+    }
+
+    /// Bytes of presence cached for `partner` (its `[partner]` domain) and in all.
+    pub fn presence_cache_bytes(&self, partner: &str) -> (usize, usize) {
+        self.presence.cache_bytes(partner)
+    }
+
+    /// The stanza rate of the partner `remote`: `false` (and the stanza answered
+    /// `resource-constraint`) when it is over. Errors and IQ results are not refused (see
+    /// `quota.rs`).
+    fn admit(&mut self, now: Instant, remote: &str, stanza: &Element) -> bool {
+        let kind = stanza.attr("type");
+        if kind == Some("error") || (stanza.name == "iq" && kind == Some("result")) {
+            return true;
+        }
+        let (partner, q) = self.config.quotas.partner(remote);
+        if self.quota.take_token(now, &partner, &q) {
+            return true;
+        }
+        self.quota.hit(
+            now,
+            &partner,
+            QuotaKind::StanzaRate,
+            u64::from(q.stanza_rate),
+        );
+        self.refuse_stanza(stanza, QuotaKind::StanzaRate);
+        false
+    }
+
+    /// Answers `stanza` with `resource-constraint` for `kind` (without its payload).
+    fn refuse_stanza(&mut self, stanza: &Element, kind: QuotaKind) {
+        use crate::xmpp::error::{error_reply, StanzaError};
+        if stanza.name == "message" && stanza.attr("type") == Some("headline") {
+            return; // RFC 6121 §5.2.2: never answered.
+        }
+        let text = match kind {
+            QuotaKind::StanzaRate => "too many stanzas from your domain: slow down".to_owned(),
+            kind => format!("your domain is at its {kind} quota at this gateway"),
+        };
+        let error = StanzaError::new(StanzaErrorCondition::ResourceConstraint).with_text(text);
+        if let Some(mut reply) = error_reply(stanza, &error) {
+            // The error alone: echoing a large payload back would amplify a flood.
+            reply.children.retain(
+                |c| matches!(c, crate::xmpp::element::Node::Element(e) if e.name == "error"),
+            );
+            self.send_stanza(reply, None);
+        }
+    }
+
     fn arm_sweep(&mut self, now: Instant) {
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + SWEEP_EVERY);
@@ -426,6 +518,17 @@ impl Bridge {
         self.actions.push_back(Action::Respond {
             request,
             answer: Answer::Status { status, warning },
+        });
+    }
+
+    /// 503 with Retry-After: a quota that drains by itself within `retry`.
+    fn respond_busy(&mut self, request: RequestId, retry: Duration, warning: String) {
+        self.actions.push_back(Action::Respond {
+            request,
+            answer: Answer::Busy {
+                retry_after: quota::retry_after(retry),
+                warning,
+            },
         });
     }
 

@@ -13,27 +13,43 @@
 //! ```
 //!
 //! Lookups are by the pair (O(1)): a partner's server sends U's presence to each contact S
-//! in its own stanza, so "fan-out" is one stanza → one NOTIFY here. Presence of XMPP users
-//! is remembered per resource (bounded) so a NOTIFY carries every resource.
+//! in its own stanza, so "fan-out" is one stanza → one NOTIFY here. Presence of an XMPP user
+//! is remembered per resource only while some SIP user watches that user (an inbound
+//! subscription pending or active), in a cache bounded in bytes per partner and in total
+//! (`presence_cache.rs`); nobody else's presence is kept. Whether an XMPP user is online
+//! (so that coming online, not each status change, refreshes what the user watches) is kept
+//! apart, as 64-bit hashes, for users with a subscription here.
 //!
-//! Persistence: each change marks the table dirty; the bridge then hands the router the
-//! whole table as lines ([`super::Action::SaveSubscriptions`]), at most once per
-//! [`SAVE_EVERY`], and the router writes it atomically (temporary file, fsync, rename). An
-//! inbound subscription keeps its SIP dialog in its line, so NOTIFYs continue in the same
-//! dialog after a restart; outbound ones re-subscribe in a new dialog (the core's choice).
+//! Quotas (`quota.rs`): a new subscription counts against the partner domain of its XMPP
+//! user: `subscriptions` (both directions) and `pending_subscriptions`, besides the
+//! gateway's [`MAX_SUBSCRIPTIONS`]. Refused: an XMPP `subscribe`/`subscribed` gets
+//! `resource-constraint`; a SIP SUBSCRIBE gets 403 with a Warning naming the quota (503 only
+//! for the gateway-wide total, as before).
+//!
+//! Persistence: each change marks its subscription changed; at most once per
+//! [`SAVE_EVERY`] the bridge hands the router the changed subscriptions' lines (or their
+//! removal) as [`super::Action::SaveSubscriptions`], and the router passes them to the state
+//! writer thread, which owns the saved table (`gateway::state`). So a change costs the
+//! router the lines that changed, whatever the number of subscriptions. An inbound
+//! subscription keeps its SIP dialog in its line, so NOTIFYs continue in the same dialog
+//! after a restart; outbound ones re-subscribe in a new dialog (the core's choice).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
-use super::{Action, Answer, Bridge, RequestId, SipOutcome, TxTag};
+use super::presence_cache::{PresenceCache, Resources};
+use super::quota::{domain_of, Counts, QuotaKind};
+use super::{Action, Answer, Bridge, RequestId, SipOutcome, SubscriptionChange, TxTag};
 use crate::sip::dialog::{Dialog, DialogId, DialogKind, DialogState};
 use crate::sip::{Contact, Method, NameAddr, Request, Response, StatusCode, Uri};
 use crate::translate::address::{jid_to_sip, sip_to_jid};
 use crate::translate::pidf::{Pidf, CONTENT_TYPE as PIDF_TYPE};
 use crate::translate::presence::{
     is_presence_event, notify_headers, pidf_from_presence, presences_by_tuple, subscribe_headers,
-    Action as CoreAction, DialogUse, Direction, Event, NotifyState, PresenceKind, ResourcePresence,
-    Subscription, SubscriptionState, XmppPresence, DEFAULT_EXPIRES,
+    subscription_key, Action as CoreAction, DialogUse, Direction, Event, NotifyState, PresenceKind,
+    ResourcePresence, Subscription, SubscriptionState, XmppPresence, DEFAULT_EXPIRES,
 };
 use crate::xmpp::element::Element;
 use crate::xmpp::jid::Jid;
@@ -42,9 +58,11 @@ use crate::xmpp::jid::Jid;
 pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// At most this many subscriptions; more SUBSCRIBEs get 503 and more XMPP requests an error.
 pub const MAX_SUBSCRIPTIONS: usize = 200_000;
-/// At most this many XMPP users' presence are remembered, and this many resources each.
-const MAX_PRESENCES: usize = 200_000;
+/// At most this many resources of one XMPP user are remembered.
 const MAX_RESOURCES: usize = 16;
+/// At most this many XMPP users' online state is tracked (beyond: taken as online, so no
+/// refresh is sent for them).
+const MAX_ONLINE: usize = MAX_SUBSCRIPTIONS;
 
 type SubKey = (Direction, String, String);
 
@@ -61,9 +79,22 @@ pub(super) struct PresenceState {
     /// Subscription timers; an entry is stale when the core's timer moved.
     timers: BTreeMap<(Instant, u64), SubKey>,
     timer_seq: u64,
-    /// Last known presence of XMPP users (bare JID → resource → presence).
-    xmpp_presence: HashMap<String, BTreeMap<String, XmppPresence>>,
-    dirty: bool,
+    /// Last known presence of watched XMPP users (bare JID → resource → presence).
+    cache: PresenceCache,
+    /// The presence being handled when the cache could not keep it (over budget): its
+    /// NOTIFYs still say what it says.
+    current: Option<(String, Resources)>,
+    /// Inbound subscriptions pending or active, per XMPP user: who is watched.
+    watchers: HashMap<String, u32>,
+    /// Subscriptions and pending ones per partner domain (of the XMPP user).
+    per_partner: Counts,
+    pending: Counts,
+    /// Online XMPP users with a subscription here: hash of the bare JID → hashes of its
+    /// available resources.
+    online: HashMap<u64, Vec<u64>>,
+    hasher: RandomState,
+    /// Subscriptions changed since the last save.
+    changed: HashSet<SubKey>,
     last_save: Option<Instant>,
     /// Dialogs of subscriptions that just ended (bounded, oldest forgotten first): the final
     /// NOTIFY a notifier sends after our unsubscribe is answered 200, not 481.
@@ -109,10 +140,19 @@ impl PresenceState {
         self.subs.len()
     }
 
+    /// Whether `jid`'s presence is cached.
+    #[cfg(test)]
+    pub(super) fn cached(&self, jid: &str) -> bool {
+        self.cache.get(jid).is_some()
+    }
+
+    pub(super) fn cache_bytes(&self, partner: &str) -> (usize, usize) {
+        (self.cache.partner_bytes(partner), self.cache.total_bytes())
+    }
+
     pub(super) fn next_timer(&self) -> Option<Instant> {
         let timer = self.timers.keys().next().map(|(at, _)| *at);
-        let save = self
-            .dirty
+        let save = (!self.changed.is_empty())
             .then(|| self.last_save.map_or_else(Instant::now, |t| t + SAVE_EVERY));
         [timer, save].into_iter().flatten().min()
     }
@@ -134,6 +174,7 @@ fn drive(
     let Some(sub) = b.presence.subs.get_mut(key) else {
         return;
     };
+    let before = sub.core.state();
     let actions = sub.core.handle(event, now);
     for action in actions {
         match action {
@@ -166,14 +207,16 @@ fn drive(
                 let seq = b.presence.timer_seq;
                 b.presence.timers.insert((at, seq), key.clone());
             }
-            CoreAction::Persist => b.presence.dirty = true,
+            CoreAction::Persist => {
+                b.presence.changed.insert(key.clone());
+            }
             CoreAction::Forget => {
                 if let Some(sub) = b.presence.subs.remove(key) {
                     if let Some(d) = sub.dialog {
                         forget_dialog(&mut b.presence, &d);
                     }
                 }
-                b.presence.dirty = true;
+                b.presence.changed.insert(key.clone());
             }
         }
     }
@@ -189,12 +232,89 @@ fn drive(
             }
         }
     }
+    let after = b.presence.subs.get(key).map(|s| s.core.state());
+    account(&mut b.presence, key, Some(before), after);
 }
 
-fn entry<'a>(b: &'a mut Bridge, key: &SubKey) -> Option<&'a mut Sub> {
+/// Keeps the per-partner counts and the watched users in step with a subscription that went
+/// from `before` to `after` (`None`: not in the table).
+fn account(
+    state: &mut PresenceState,
+    key: &SubKey,
+    before: Option<SubscriptionState>,
+    after: Option<SubscriptionState>,
+) {
+    use SubscriptionState as S;
+    let domain = domain_of(&key.2);
+    match (before.is_some(), after.is_some()) {
+        (false, true) => state.per_partner.add(domain),
+        (true, false) => state.per_partner.sub(domain),
+        _ => {}
+    }
+    let pending = |s: Option<S>| s == Some(S::Pending);
+    if pending(before) != pending(after) {
+        if pending(after) {
+            state.pending.add(domain);
+        } else {
+            state.pending.sub(domain);
+        }
+    }
+    let watching =
+        |s: Option<S>| key.0 == Direction::Inbound && matches!(s, Some(S::Pending | S::Active));
+    if watching(before) != watching(after) {
+        if watching(after) {
+            *state.watchers.entry(key.2.clone()).or_default() += 1;
+        } else if let Some(n) = state.watchers.get_mut(&key.2) {
+            *n -= 1;
+            if *n == 0 {
+                // Nobody watches this user any more: nothing of its presence is kept.
+                state.watchers.remove(&key.2);
+                state.cache.remove(&key.2);
+            }
+        }
+    }
+}
+
+/// Why a new subscription was refused.
+enum Refused {
+    /// The gateway holds [`MAX_SUBSCRIPTIONS`].
+    Full,
+    /// The XMPP user's partner is at one of its quotas.
+    Quota {
+        partner: String,
+        kind: QuotaKind,
+        limit: usize,
+    },
+}
+
+/// The subscription `key`, created if it does not exist and the quotas allow; `pends` says
+/// whether a new one starts pending (then the partner's pending quota applies too).
+fn entry<'a>(
+    b: &'a mut Bridge,
+    now: Instant,
+    key: &SubKey,
+    pends: bool,
+) -> Result<&'a mut Sub, Refused> {
     if !b.presence.subs.contains_key(key) {
         if b.presence.subs.len() >= MAX_SUBSCRIPTIONS {
-            return None;
+            return Err(Refused::Full);
+        }
+        let (partner, q) = b.config.quotas.partner(domain_of(&key.2));
+        let quotas = &b.config.quotas;
+        let over = if b.presence.per_partner.of(quotas, &partner) >= q.subscriptions {
+            Some((QuotaKind::Subscriptions, q.subscriptions))
+        } else if pends && b.presence.pending.of(quotas, &partner) >= q.pending_subscriptions {
+            Some((QuotaKind::PendingSubscriptions, q.pending_subscriptions))
+        } else {
+            None
+        };
+        if let Some((kind, limit)) = over {
+            b.quota.hit(now, &partner, kind, limit as u64);
+            return Err(Refused::Quota {
+                partner,
+                kind,
+                limit,
+            });
         }
         b.presence.subs.insert(
             key.clone(),
@@ -203,8 +323,9 @@ fn entry<'a>(b: &'a mut Bridge, key: &SubKey) -> Option<&'a mut Sub> {
                 dialog: None,
             },
         );
+        account(&mut b.presence, key, None, Some(SubscriptionState::None));
     }
-    b.presence.subs.get_mut(key)
+    b.presence.subs.get_mut(key).ok_or(Refused::Full)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -221,24 +342,28 @@ pub(super) fn stanza(b: &mut Bridge, now: Instant, stanza: &Element, from: &Jid,
     let inbound = (Direction::Inbound, sip, xmpp.clone());
     match presence.kind {
         PresenceKind::Subscribe => {
-            if entry(b, &outbound).is_none() {
-                return refuse_full(b, stanza);
+            if let Err(why) = entry(b, now, &outbound, true) {
+                return refuse_xmpp(b, stanza, why);
             }
             drive(b, now, &outbound, Event::XmppSubscribe, None, None);
         }
         PresenceKind::Unsubscribe => drive(b, now, &outbound, Event::XmppUnsubscribe, None, None),
         PresenceKind::Probe => drive(b, now, &outbound, Event::XmppProbe, None, None),
         PresenceKind::Subscribed => {
-            if entry(b, &inbound).is_none() {
-                return;
+            if let Err(why) = entry(b, now, &inbound, false) {
+                return refuse_xmpp(b, stanza, why);
             }
             drive(b, now, &inbound, Event::XmppSubscribed, None, None);
         }
         PresenceKind::Unsubscribed => drive(b, now, &inbound, Event::XmppUnsubscribed, None, None),
         PresenceKind::Available | PresenceKind::Unavailable => {
-            let was_online = is_online(b, &xmpp);
-            remember(b, from, &xmpp, presence.clone());
+            let tracked = b.presence.subs.contains_key(&outbound);
+            let was_online = track_online(b, from, &xmpp, presence.kind, tracked);
+            if b.presence.watchers.contains_key(&xmpp) {
+                remember(b, now, from, &xmpp, presence.clone());
+            }
             drive(b, now, &inbound, Event::XmppPresence, None, None);
+            b.presence.current = None;
             // Coming online (not every status change) refreshes what the user watches.
             if presence.kind == PresenceKind::Available && !was_online {
                 drive(b, now, &outbound, Event::XmppAvailable, None, None);
@@ -248,47 +373,94 @@ pub(super) fn stanza(b: &mut Bridge, now: Instant, stanza: &Element, from: &Jid,
     }
 }
 
-fn refuse_full(b: &mut Bridge, stanza: &Element) {
-    use crate::xmpp::error::{error_reply, StanzaError, StanzaErrorCondition};
-    let error = StanzaError::new(StanzaErrorCondition::ResourceConstraint)
-        .with_text("too many presence subscriptions at the gateway");
-    if let Some(reply) = error_reply(stanza, &error) {
-        b.send_stanza(reply, None);
+/// Answers a refused `subscribe`/`subscribed` with `resource-constraint`.
+fn refuse_xmpp(b: &mut Bridge, stanza: &Element, why: Refused) {
+    match why {
+        Refused::Full => {
+            use crate::xmpp::error::{error_reply, StanzaError, StanzaErrorCondition};
+            let error = StanzaError::new(StanzaErrorCondition::ResourceConstraint)
+                .with_text("too many presence subscriptions at the gateway");
+            if let Some(reply) = error_reply(stanza, &error) {
+                b.send_stanza(reply, None);
+            }
+        }
+        Refused::Quota { kind, .. } => b.refuse_stanza(stanza, kind),
     }
 }
 
-/// Keeps the XMPP user's presence per resource for NOTIFY bodies. An `unavailable` is kept
-/// too (closed, with its status text) until that user is available again somewhere.
-fn remember(b: &mut Bridge, from: &Jid, bare: &str, presence: XmppPresence) {
+/// Keeps the watched XMPP user's presence per resource for NOTIFY bodies, within the
+/// partner's and the total byte budget. An `unavailable` is kept too (closed, with its
+/// status text) until that user is available again somewhere.
+fn remember(b: &mut Bridge, now: Instant, from: &Jid, bare: &str, presence: XmppPresence) {
     let resource = from.resource().unwrap_or_default().to_owned();
-    if !b.presence.xmpp_presence.contains_key(bare)
-        && b.presence.xmpp_presence.len() >= MAX_PRESENCES
-    {
-        return;
+    let (partner, q) = b.config.quotas.partner(domain_of(bare));
+    let total = b.config.quotas.presence_cache_total;
+    let evicted = b
+        .presence
+        .cache
+        .update(bare, &partner, q.presence_cache, total, |resources| {
+            if presence.kind == PresenceKind::Available {
+                resources.retain(|_, p| p.kind == PresenceKind::Available);
+            } else if resource.is_empty() {
+                resources.clear();
+            } else if resources
+                .iter()
+                .any(|(r, p)| r != &resource && p.kind == PresenceKind::Available)
+            {
+                // Another resource is still online: this one just leaves the document.
+                resources.remove(&resource);
+                return;
+            }
+            if resources.len() < MAX_RESOURCES || resources.contains_key(&resource) {
+                resources.insert(resource, presence);
+            }
+        });
+    if evicted.partner > 0 {
+        b.quota.hit(
+            now,
+            &partner,
+            QuotaKind::PresenceCache,
+            q.presence_cache as u64,
+        );
     }
-    let resources = b.presence.xmpp_presence.entry(bare.to_owned()).or_default();
-    if presence.kind == PresenceKind::Available {
-        resources.retain(|_, p| p.kind == PresenceKind::Available);
-    } else if resource.is_empty() {
-        resources.clear();
-    } else if resources
-        .iter()
-        .any(|(r, p)| r != &resource && p.kind == PresenceKind::Available)
-    {
-        // Another resource is still online: this one just leaves the document.
-        resources.remove(&resource);
-        return;
-    }
-    if resources.len() < MAX_RESOURCES || resources.contains_key(&resource) {
-        resources.insert(resource, presence);
+    if let Some(refused) = evicted.refused {
+        // Over budget by itself: not kept, but the NOTIFYs for this stanza say it.
+        b.presence.current = Some((bare.to_owned(), refused));
     }
 }
 
-fn is_online(b: &Bridge, bare: &str) -> bool {
-    b.presence
-        .xmpp_presence
-        .get(bare)
-        .is_some_and(|r| r.values().any(|p| p.kind == PresenceKind::Available))
+/// Notes whether the XMPP user is online (a hash per available resource), for users with a
+/// subscription here (`tracked`) or already noted; returns whether it was online before.
+fn track_online(b: &mut Bridge, from: &Jid, bare: &str, kind: PresenceKind, tracked: bool) -> bool {
+    let state = &mut b.presence;
+    let user = state.hasher.hash_one(bare);
+    let resource = state.hasher.hash_one(from.resource().unwrap_or_default());
+    let was_online = match state.online.get(&user) {
+        Some(r) => !r.is_empty(),
+        // Beyond the bound nobody new is tracked: taken as online (no refresh storm).
+        None => state.online.len() >= MAX_ONLINE,
+    };
+    if !tracked && !state.online.contains_key(&user) {
+        return was_online;
+    }
+    if kind == PresenceKind::Available {
+        if state.online.len() < MAX_ONLINE || state.online.contains_key(&user) {
+            let r = state.online.entry(user).or_default();
+            if !r.contains(&resource) && r.len() < MAX_RESOURCES {
+                r.push(resource);
+            }
+        }
+    } else if let Some(r) = state.online.get_mut(&user) {
+        if from.resource().is_none() {
+            r.clear();
+        } else {
+            r.retain(|x| *x != resource);
+        }
+        if r.is_empty() {
+            state.online.remove(&user);
+        }
+    }
+    was_online
 }
 
 fn send_xmpp(b: &mut Bridge, key: &SubKey, kind: PresenceKind) {
@@ -378,12 +550,29 @@ fn subscribe_from_sip(b: &mut Bridge, now: Instant, id: RequestId, req: &Request
         Ok(d) => d,
         Err(e) => return b.respond(id, e.status(), Some(e.to_string())),
     };
-    let Some(sub) = entry(b, &key) else {
-        return b.respond(
-            id,
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some("too many presence subscriptions".into()),
-        );
+    let sub = match entry(b, now, &key, true) {
+        Ok(sub) => sub,
+        Err(Refused::Full) => {
+            return b.respond(
+                id,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("too many presence subscriptions".into()),
+            )
+        }
+        Err(Refused::Quota {
+            partner,
+            kind,
+            limit,
+        }) => {
+            return b.respond(
+                id,
+                StatusCode::FORBIDDEN,
+                Some(format!(
+                    "{partner} is at its quota of {limit} {} at this gateway",
+                    kind.key().replace('_', " ")
+                )),
+            )
+        }
     };
     // A new SUBSCRIBE (dialog) replaces the subscription's old dialog, except a fetch
     // (Expires 0), which lives only for its final NOTIFY.
@@ -506,7 +695,11 @@ fn send_notify(b: &mut Bridge, key: &SubKey, state: &NotifyState, with_presence:
 fn notify_body(b: &Bridge, key: &SubKey) -> Option<String> {
     let entity = sip_uri(&key.2)?.to_string();
     let empty = BTreeMap::new();
-    let resources = b.presence.xmpp_presence.get(&key.2).unwrap_or(&empty);
+    let resources = match (&b.presence.current, b.presence.cache.get(&key.2)) {
+        (_, Some(r)) => r,
+        (Some((jid, r)), None) if *jid == key.2 => r,
+        _ => &empty,
+    };
     let contacts: Vec<(Option<&str>, String, &XmppPresence)> = resources
         .iter()
         .map(|(r, p)| {
@@ -526,8 +719,30 @@ fn notify_body(b: &Bridge, key: &SubKey) -> Option<String> {
             presence,
         })
         .collect();
+    let full = pidf_from_presence(&entity, &list).to_xml().ok()?;
+    // The NOTIFY must fit [sip] max_message with its headers: when the status texts make it
+    // too large, they are left out (availability, show and priority stay).
+    if full.len() + NOTIFY_HEADROOM <= b.config.limits.max_body {
+        return Some(full);
+    }
+    let bare: Vec<XmppPresence> = list
+        .iter()
+        .map(|r| XmppPresence {
+            statuses: Vec::new(),
+            lang: None,
+            ..r.presence.clone()
+        })
+        .collect();
+    let list: Vec<ResourcePresence<'_>> = list
+        .iter()
+        .zip(&bare)
+        .map(|(r, presence)| ResourcePresence { presence, ..*r })
+        .collect();
     pidf_from_presence(&entity, &list).to_xml().ok()
 }
+
+/// Room left for a NOTIFY's start line and headers within `[sip] max_message`.
+const NOTIFY_HEADROOM: usize = 2048;
 
 fn send_subscribe(b: &mut Bridge, now: Instant, key: &SubKey, expires: u32, use_: DialogUse) {
     let _ = now;
@@ -789,9 +1004,7 @@ pub(super) fn timers(b: &mut Bridge, now: Instant) {
             drive(b, now, &key, Event::Timeout, None, None);
         }
     }
-    if b.presence.dirty && b.presence.last_save.is_none_or_elapsed(now, SAVE_EVERY) {
-        save(b, now);
-    }
+    maybe_save(b, now);
 }
 
 trait Elapsed {
@@ -807,43 +1020,45 @@ impl Elapsed for Option<Instant> {
     }
 }
 
-/// Hands the whole table to the router to write, now if the last write is old enough.
+/// Hands the router what changed, now if the last save is old enough.
 pub(super) fn maybe_save(b: &mut Bridge, now: Instant) {
-    if b.presence.dirty && b.presence.last_save.is_none_or_elapsed(now, SAVE_EVERY) {
+    if !b.presence.changed.is_empty() && b.presence.last_save.is_none_or_elapsed(now, SAVE_EVERY) {
         save(b, now);
     }
 }
 
 pub(super) fn flush(b: &mut Bridge, now: Instant) {
-    if b.presence.dirty {
+    if !b.presence.changed.is_empty() {
         save(b, now);
     }
 }
 
+/// The changed subscriptions' lines (or their removal): the cost is what changed, not the
+/// table's size.
 fn save(b: &mut Bridge, now: Instant) {
     let unix_now = b.unix_now(now);
-    let mut lines: Vec<String> = b
-        .presence
-        .subs
-        .values()
-        .filter(|s| s.core.state() != SubscriptionState::None)
-        .map(|s| s.core.to_line(now, unix_now))
+    let mut changes: Vec<SubscriptionChange> = std::mem::take(&mut b.presence.changed)
+        .into_iter()
+        .map(|key| match b.presence.subs.get(&key) {
+            Some(s) if s.core.state() != SubscriptionState::None => SubscriptionChange::Put {
+                key: s.core.line_key(),
+                line: s.core.to_line(now, unix_now),
+            },
+            _ => SubscriptionChange::Remove {
+                key: subscription_key(key.0, &key.1, &key.2),
+            },
+        })
         .collect();
-    lines.sort();
-    let mut text = lines.join("\n");
-    if !text.is_empty() {
-        text.push('\n');
-    }
-    b.presence.dirty = false;
+    changes.sort_by(|a, b| a.key().cmp(b.key()));
     b.presence.last_save = Some(now);
-    b.actions.push_back(Action::SaveSubscriptions(text));
+    b.actions.push_back(Action::SaveSubscriptions(changes));
 }
 
 /// Keeps the subscription's SIP dialog in its persisted line.
 fn store_dialog(b: &mut Bridge, key: &SubKey) {
     if let Some(sub) = b.presence.subs.get_mut(key) {
         sub.core.dialog = sub.dialog.as_deref().map(encode_dialog).unwrap_or_default();
-        b.presence.dirty = true;
+        b.presence.changed.insert(key.clone());
     }
 }
 
@@ -924,7 +1139,11 @@ pub(super) fn restore(b: &mut Bridge, now: Instant, text: &str) -> (usize, Vec<S
                 if let Some(d) = &dialog {
                     b.presence.dialogs.insert(d.id.clone(), key.clone());
                 }
-                b.presence.subs.insert(key.clone(), Sub { core, dialog });
+                let state = core.state();
+                if let Some(old) = b.presence.subs.insert(key.clone(), Sub { core, dialog }) {
+                    account(&mut b.presence, &key, Some(old.core.state()), None);
+                }
+                account(&mut b.presence, &key, None, Some(state));
                 keys.push(key);
                 taken += 1;
             }

@@ -367,9 +367,42 @@ fn an_outbound_subscription_is_refreshed_and_re_established_after_481() {
     assert_ne!(header(&again, "Call-ID"), header(&sub, "Call-ID"));
 }
 
+/// What the state writer keeps: the saved changes folded, as the lines a restart reads.
+#[derive(Default)]
+pub(super) struct Saved(std::collections::BTreeMap<String, String>);
+
+impl Saved {
+    /// The bridge's actions, the saves among them applied here.
+    pub(super) fn actions(&mut self, b: &mut Bridge) -> Vec<Action> {
+        let acts = actions(b);
+        for a in &acts {
+            if let Action::SaveSubscriptions(changes) = a {
+                for c in changes {
+                    match c {
+                        SubscriptionChange::Put { key, line } => {
+                            assert_eq!(
+                                crate::translate::presence::line_key(line).as_deref(),
+                                Some(key.as_str())
+                            );
+                            self.0.insert(key.clone(), line.clone())
+                        }
+                        SubscriptionChange::Remove { key } => self.0.remove(key),
+                    };
+                }
+            }
+        }
+        acts
+    }
+
+    pub(super) fn text(&self) -> String {
+        self.0.values().map(|l| format!("{l}\n")).collect()
+    }
+}
+
 #[test]
 fn subscriptions_survive_a_restart() {
     let start = Instant::now();
+    let mut saved = Saved::default();
     let mut b = bridge().with_clock(start, 1_000_000);
     // Inbound, approved and active.
     b.handle_sip_request(start, 1, &subscribe_from_bob("persist", 3600, None, 1));
@@ -394,7 +427,7 @@ fn subscriptions_survive_a_restart() {
             "",
         ),
     );
-    let acts = actions(&mut b);
+    let acts = saved.actions(&mut b);
     let (tag, sub) = sips(acts)
         .into_iter()
         .find(|(_, t)| t.starts_with("SUBSCRIBE"))
@@ -410,14 +443,8 @@ fn subscriptions_survive_a_restart() {
     );
     b.handle_sip_request(start, 2, &notify_to_us(&sub, 1, "active;expires=3600", ""));
     b.flush(start + Duration::from_secs(5));
-    let saved = actions(&mut b)
-        .into_iter()
-        .filter_map(|a| match a {
-            Action::SaveSubscriptions(t) => Some(t),
-            _ => None,
-        })
-        .next_back()
-        .expect("saved");
+    saved.actions(&mut b);
+    let saved = saved.text();
     assert_eq!(saved.lines().count(), 2, "{saved}");
     // A new process, 10 minutes later.
     let later = Instant::now() + Duration::from_secs(3);

@@ -82,6 +82,10 @@ pub(super) fn status_of(action: &Action) -> (RequestId, u16, Option<String>) {
             request,
             answer: Answer::Built(b),
         } => (*request, b.status().unwrap().as_u16(), None),
+        Action::Respond {
+            request,
+            answer: Answer::Busy { warning, .. },
+        } => (*request, 503, Some(warning.clone())),
         other => panic!("not a response: {other:?}"),
     }
 }

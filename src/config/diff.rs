@@ -19,7 +19,7 @@
 //!   hosts are built once at start by the threads that use them.
 //!
 //! Everything else applies live: partners, aliases, per-partner policy and routes,
-//! `[federation]`, caps and timeouts (for new connections and decisions), the log level,
+//! `[federation]`, caps, `[quota]` and timeouts (for new connections and decisions), the log level,
 //! certificates and CA files (for new TLS handshakes).
 
 use std::fmt;
@@ -222,7 +222,7 @@ tls = optional
                     "[partner kept.test]\ntls = optional",
                     "[partner kept.test]\ntls = required",
                 )
-                + "[log]\nlevel = debug\n"),
+                + "[log]\nlevel = debug\n[quota]\nim_sessions = 7\n"),
         );
         let changes = diff(&old, &new);
         assert_eq!(changes.partners_added, ["jabber.test"]);
@@ -232,13 +232,14 @@ tls = optional
             [
                 "[log] level info→debug",
                 "[partner kept.test] tls optional→required",
+                "[quota] im_sessions 5000→7",
                 "[xmpp] tls optional→required",
             ]
         );
         assert_eq!(changes.needs_restart, ["[xmpp] listen"]);
         assert_eq!(
             changes.to_string(),
-            "partners +jabber.test -old.test, [log] level info→debug, [partner kept.test] tls optional→required, [xmpp] tls optional→required; needs a restart: [xmpp] listen"
+            "partners +jabber.test -old.test, [log] level info→debug, [partner kept.test] tls optional→required, [quota] im_sessions 5000→7, [xmpp] tls optional→required; needs a restart: [xmpp] listen"
         );
     }
 

@@ -33,6 +33,8 @@ pub struct Config {
     pub sip: Sip,
     pub federation: Federation,
     pub partners: Vec<Partner>,
+    /// `[quota]`: what one partner domain may hold at once (a `[partner]` may override).
+    pub quota: Quotas,
     /// `[hosts]`: static name → addresses, consulted before DNS.
     pub hosts: BTreeMap<String, Vec<IpAddr>>,
     pub dns: Dns,
@@ -174,8 +176,82 @@ pub struct Partner {
     pub route: Option<HostPort>,
     /// Overrides `[sip] im_mode` for this partner.
     pub im_mode: Option<ImMode>,
+    /// Overrides of `[quota]` for this partner.
+    pub quota: QuotaOverrides,
     /// Line of the section header, for later messages.
     pub line: usize,
+}
+
+/// What one partner domain may hold at once (`[quota]`, or its `[partner]` section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Presence subscriptions (both directions) with the partner's users.
+    pub subscriptions: usize,
+    /// Of those, subscriptions not yet approved.
+    pub pending_subscriptions: usize,
+    /// IM sessions with the partner's users.
+    pub im_sessions: usize,
+    /// SIP requests to the partner waiting for its server to accept their stanza.
+    pub waiting_deliveries: usize,
+    /// Bytes of cached presence of the partner's watched users.
+    pub presence_cache: usize,
+    /// Stanzas per second accepted from the partner; 0: no limit.
+    pub stanza_rate: u32,
+    /// Stanzas the partner may send at once (the token bucket's size).
+    pub stanza_burst: u32,
+}
+
+/// `[quota]` as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Each partner domain's quota unless its section overrides it.
+    pub per_partner: Quota,
+    /// Bytes of cached presence for all partners together.
+    pub presence_cache_total: usize,
+}
+
+/// The `[quota]` keys a `[partner]` section sets; `None` inherits `[quota]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaOverrides {
+    pub subscriptions: Option<usize>,
+    pub pending_subscriptions: Option<usize>,
+    pub im_sessions: Option<usize>,
+    pub waiting_deliveries: Option<usize>,
+    pub presence_cache: Option<usize>,
+    pub stanza_rate: Option<u32>,
+    pub stanza_burst: Option<u32>,
+}
+
+impl Quota {
+    /// This quota with `o`'s values where it has them.
+    pub fn with(self, o: &QuotaOverrides) -> Quota {
+        Quota {
+            subscriptions: o.subscriptions.unwrap_or(self.subscriptions),
+            pending_subscriptions: o
+                .pending_subscriptions
+                .unwrap_or(self.pending_subscriptions),
+            im_sessions: o.im_sessions.unwrap_or(self.im_sessions),
+            waiting_deliveries: o.waiting_deliveries.unwrap_or(self.waiting_deliveries),
+            presence_cache: o.presence_cache.unwrap_or(self.presence_cache),
+            stanza_rate: o.stanza_rate.unwrap_or(self.stanza_rate),
+            stanza_burst: o.stanza_burst.unwrap_or(self.stanza_burst),
+        }
+    }
+}
+
+/// Largest `presence_cache` / `presence_cache_total`: 4 GiB.
+const MAX_CACHE: usize = 4 << 30;
+
+fn rate(value: &str) -> Result<u32, String> {
+    let n = values::count(value)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| *n <= 1_000_000)
+        .ok_or_else(|| format!("{n} is over the sane maximum of 1000000"))
+}
+
+fn cache_size(value: &str) -> Result<usize, String> {
+    bounded_size(value, 0, MAX_CACHE)
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +290,14 @@ impl Config {
             .iter()
             .map(|d| d.to_ascii_lowercase())
             .collect()
+    }
+
+    /// The quota of partner `domain` (or alias): its section's overrides over `[quota]`.
+    pub fn quota_for(&self, domain: &str) -> Quota {
+        match self.partner(domain) {
+            Some(p) => self.quota.per_partner.with(&p.quota),
+            None => self.quota.per_partner,
+        }
     }
 
     pub fn partner(&self, domain: &str) -> Option<&Partner> {
@@ -699,6 +783,7 @@ impl<'a> Reader<'a> {
             }
         });
 
+        let quota = self.quota();
         let partners = self.partners();
         let hosts = self.hosts();
         let dns_servers = self.get("dns", "servers", |v| {
@@ -779,6 +864,7 @@ impl<'a> Reader<'a> {
                 allow_private_addresses: private_addresses?,
             },
             partners: partners?,
+            quota: quota?,
             hosts: hosts?,
             dns: Dns {
                 servers: dns_servers?,
@@ -812,6 +898,7 @@ impl<'a> Reader<'a> {
                 dialback: None,
                 route: None,
                 im_mode: None,
+                quota: QuotaOverrides::default(),
                 line: section.line,
             };
             self.values
@@ -824,17 +911,35 @@ impl<'a> Reader<'a> {
                     format!("[partner {}] {}", partner.domain, entry.key),
                     entry.value.trim().to_string(),
                 );
-                let parsed: Result<(), String> = match entry.key.as_str() {
-                    "aliases" => domain_list(&entry.value).map(|v| partner.aliases = v),
-                    "tls" => values::requirement(&entry.value).map(|v| partner.tls = Some(v)),
-                    "sasl" => values::requirement(&entry.value).map(|v| partner.sasl = Some(v)),
-                    "dialback" => {
-                        values::requirement(&entry.value).map(|v| partner.dialback = Some(v))
-                    }
-                    "route" => values::host_port(&entry.value).map(|v| partner.route = Some(v)),
-                    "im_mode" => ImMode::parse(&entry.value).map(|v| partner.im_mode = Some(v)),
-                    _ => Ok(()), // unknown keys were reported by check_keys
-                };
+                let parsed: Result<(), String> =
+                    match entry.key.as_str() {
+                        "aliases" => domain_list(&entry.value).map(|v| partner.aliases = v),
+                        "tls" => values::requirement(&entry.value).map(|v| partner.tls = Some(v)),
+                        "sasl" => values::requirement(&entry.value).map(|v| partner.sasl = Some(v)),
+                        "dialback" => {
+                            values::requirement(&entry.value).map(|v| partner.dialback = Some(v))
+                        }
+                        "route" => values::host_port(&entry.value).map(|v| partner.route = Some(v)),
+                        "im_mode" => ImMode::parse(&entry.value).map(|v| partner.im_mode = Some(v)),
+                        "subscriptions" => positive_count(&entry.value)
+                            .map(|v| partner.quota.subscriptions = Some(v)),
+                        "pending_subscriptions" => positive_count(&entry.value)
+                            .map(|v| partner.quota.pending_subscriptions = Some(v)),
+                        "im_sessions" => positive_count(&entry.value)
+                            .map(|v| partner.quota.im_sessions = Some(v)),
+                        "waiting_deliveries" => positive_count(&entry.value)
+                            .map(|v| partner.quota.waiting_deliveries = Some(v)),
+                        "presence_cache" => {
+                            cache_size(&entry.value).map(|v| partner.quota.presence_cache = Some(v))
+                        }
+                        "stanza_rate" => {
+                            rate(&entry.value).map(|v| partner.quota.stanza_rate = Some(v))
+                        }
+                        "stanza_burst" => {
+                            rate(&entry.value).map(|v| partner.quota.stanza_burst = Some(v))
+                        }
+                        _ => Ok(()), // unknown keys were reported by check_keys
+                    };
                 if let Err(message) = parsed {
                     self.report
                         .error(Some(entry.line), format!("{place} {}", entry.key), message);
@@ -844,6 +949,29 @@ impl<'a> Reader<'a> {
             partners.push(partner);
         }
         ok.then_some(partners)
+    }
+
+    fn quota(&mut self) -> Option<Quotas> {
+        let subscriptions = self.get("quota", "subscriptions", positive_count);
+        let pending = self.get("quota", "pending_subscriptions", positive_count);
+        let im_sessions = self.get("quota", "im_sessions", positive_count);
+        let waiting = self.get("quota", "waiting_deliveries", positive_count);
+        let cache = self.get("quota", "presence_cache", cache_size);
+        let total = self.get("quota", "presence_cache_total", cache_size);
+        let stanza_rate = self.get("quota", "stanza_rate", rate);
+        let stanza_burst = self.get("quota", "stanza_burst", rate);
+        Some(Quotas {
+            per_partner: Quota {
+                subscriptions: subscriptions?,
+                pending_subscriptions: pending?,
+                im_sessions: im_sessions?,
+                waiting_deliveries: waiting?,
+                presence_cache: cache?,
+                stanza_rate: stanza_rate?,
+                stanza_burst: stanza_burst?,
+            },
+            presence_cache_total: total?,
+        })
     }
 
     fn hosts(&mut self) -> Option<BTreeMap<String, Vec<IpAddr>>> {

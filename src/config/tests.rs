@@ -416,3 +416,41 @@ fn edge_names_take_a_wildcard_as_is_and_edge_pin_a_list_of_pins() {
         assert!(errors.contains("test.ini:"), "with its line: {errors}");
     }
 }
+
+#[test]
+fn quotas_have_defaults_and_partner_overrides() {
+    let text = format!(
+        "{MINIMAL}subscriptions = 50000\nstanza_rate = 500\nstanza_burst = 5000\n\
+         [quota]\npending_subscriptions = 300\npresence_cache = 2MiB\n"
+    );
+    let config = parse_text(&text).unwrap();
+    let q = config.quota.per_partner;
+    assert_eq!(
+        (q.subscriptions, q.pending_subscriptions, q.im_sessions),
+        (20000, 300, 5000)
+    );
+    assert_eq!((q.waiting_deliveries, q.presence_cache), (5000, 2 << 20));
+    assert_eq!((q.stanza_rate, q.stanza_burst), (100, 1000));
+    assert_eq!(config.quota.presence_cache_total, 128 << 20);
+    // gmail.test (and its alias) override three keys and inherit the rest.
+    let g = config.quota_for("googlemail.test");
+    assert_eq!(
+        (g.subscriptions, g.stanza_rate, g.stanza_burst),
+        (50000, 500, 5000)
+    );
+    assert_eq!((g.pending_subscriptions, g.presence_cache), (300, 2 << 20));
+    assert_eq!(config.quota_for("other.test"), q);
+}
+
+#[test]
+fn bad_quota_values_are_reported() {
+    let errors = errors_of(&format!(
+        "{MINIMAL}im_sessions = 0\n[quota]\nstanza_rate = fast\npresence_cache = 9GiB\n"
+    ));
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors
+        .iter()
+        .any(|e| e.contains("[partner gmail.test] im_sessions")));
+    assert!(errors.iter().any(|e| e.contains("[quota] stanza_rate")));
+    assert!(errors.iter().any(|e| e.contains("[quota] presence_cache")));
+}

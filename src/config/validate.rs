@@ -33,6 +33,7 @@ pub fn validate(config: &Config, report: &mut Report) -> Option<Credentials> {
     check_addresses(config, report);
     check_outbound(config, report);
     check_admission(config, report);
+    check_quotas(config, report);
     check_fqdn_is_this_host(config, report);
     check_state(config, report);
     let sip = load_sip_identity(config, report);
@@ -49,6 +50,62 @@ pub fn validate(config: &Config, report: &mut Report) -> Option<Credentials> {
         xmpp: xmpp?,
         xmpp_roots: std::sync::Arc::new(xmpp_roots?),
     })
+}
+
+/// Quotas that contradict each other, for `[quota]` and each `[partner]`.
+fn check_quotas(config: &Config, report: &mut Report) {
+    let total = config.quota.presence_cache_total;
+    let check = |place: String, q: super::Quota, report: &mut Report| {
+        let line = config.line(&place);
+        if q.pending_subscriptions > q.subscriptions {
+            report.warning(
+                line,
+                &place,
+                format!(
+                    "pending_subscriptions ({}) is over subscriptions ({}): only {} can ever be pending",
+                    q.pending_subscriptions, q.subscriptions, q.subscriptions
+                ),
+            );
+        }
+        if q.presence_cache > total {
+            report.warning(
+                line,
+                &place,
+                format!(
+                    "presence_cache ({} bytes) is over [quota] presence_cache_total ({total} bytes): the total bounds it",
+                    q.presence_cache
+                ),
+            );
+        }
+        if q.stanza_rate > 0 && q.stanza_burst < q.stanza_rate {
+            report.error(
+                line,
+                &place,
+                format!(
+                    "stanza_burst ({}) is under stanza_rate ({}): a partner could never send a second's worth at once; make stanza_burst at least stanza_rate",
+                    q.stanza_burst, q.stanza_rate
+                ),
+            );
+        }
+        if q.subscriptions > crate::bridge::MAX_SUBSCRIPTIONS {
+            report.warning(
+                line,
+                &place,
+                format!(
+                    "subscriptions ({}) is over the gateway's total of {}: the total bounds it",
+                    q.subscriptions,
+                    crate::bridge::MAX_SUBSCRIPTIONS
+                ),
+            );
+        }
+    };
+    check("[quota]".to_owned(), config.quota.per_partner, report);
+    for partner in &config.partners {
+        let place = format!("[partner {}]", partner.domain);
+        if partner.quota != super::QuotaOverrides::default() {
+            check(place, config.quota.per_partner.with(&partner.quota), report);
+        }
+    }
 }
 
 /// A policy must be able to authenticate a peer: by dialback, or by SASL EXTERNAL over TLS.
@@ -645,5 +702,35 @@ mod tests {
             "",
             "warning: [xmpp] handshake_timeout",
         );
+    }
+
+    #[test]
+    fn quotas_that_contradict_each_other_are_reported() {
+        let text = "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n\
+                    [sip]\nedge = sip.contoso.test:5061\n\
+                    [quota]\npending_subscriptions = 30000\nstanza_burst = 10\n\
+                    presence_cache_total = 1MiB\n\
+                    [partner gmail.test]\npresence_cache = 2MiB\nstanza_rate = 0\n\
+                    [partner ok.test]\n";
+        let config = super::super::parse(text, Path::new("q.ini")).unwrap().0;
+        let mut report = Report::new(Path::new("q.ini"));
+        check_quotas(&config, &mut report);
+        let lines = report.lines();
+        let text = lines.join("\n");
+        assert!(
+            text.contains("q.ini:6: error: [quota]: stanza_burst (10) is under stanza_rate (100)"),
+            "{text}"
+        );
+        assert!(text.contains("pending_subscriptions (30000) is over subscriptions (20000)"));
+        assert!(
+            text.contains("[partner gmail.test]: presence_cache (2097152 bytes) is over"),
+            "{text}"
+        );
+        // gmail.test's rate is off (0): its burst does not matter; ok.test overrides nothing.
+        assert!(
+            !text.contains("[partner gmail.test]: stanza_burst"),
+            "{text}"
+        );
+        assert!(!text.contains("ok.test"), "{text}");
     }
 }

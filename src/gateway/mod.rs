@@ -120,15 +120,22 @@ impl std::error::Error for RunError {}
 /// The presence subscriptions, under `[gateway] state_dir`.
 pub const SUBSCRIPTIONS_FILE: &str = "subscriptions";
 
-/// Writes each version of the subscriptions it is handed (only the latest of those waiting),
-/// atomically, until the router lets go of its sender.
-fn state_writer(path: &std::path::Path, versions: crossbeam_channel::Receiver<String>) {
-    while let Ok(mut text) = versions.recv() {
-        while let Ok(newer) = versions.try_recv() {
-            text = newer;
+/// How many batches of subscription changes may wait for the state writer.
+pub const SAVE_QUEUE: usize = 64;
+
+/// Saves each batch of subscription changes it is handed (those waiting together), in order,
+/// until the router lets go of its sender. It owns the saved table (`state.rs`): the router
+/// only ever hands it what changed.
+fn state_writer(
+    mut store: state::SubscriptionStore,
+    batches: crossbeam_channel::Receiver<Vec<crate::bridge::SubscriptionChange>>,
+) {
+    while let Ok(mut batch) = batches.recv() {
+        while let Ok(more) = batches.try_recv() {
+            batch.extend(more);
         }
-        if let Err(e) = state::write_atomically(path, text.as_bytes(), 0o600) {
-            log::error!("presence subscriptions not saved: {e}");
+        if let Err(e) = store.apply(&batch) {
+            log::error!("presence subscriptions not saved: {e}; the next change tries again");
         }
     }
 }
@@ -248,22 +255,12 @@ impl Gateway {
             .map_err(|e| RunError::Tls(format!("[gateway] fqdn cannot be a SIP host: {e}")))?;
         let bridge = crate::bridge::Bridge::new(bridge_config, Box::new(edge::system_random));
         let subscriptions_file = config.gateway.state_dir.join(SUBSCRIPTIONS_FILE);
-        let saved = match std::fs::read_to_string(&subscriptions_file) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(error) => {
-                return Err(RunError::State(state::StateError::Io {
-                    path: subscriptions_file,
-                    what: "read",
-                    error,
-                }))
-            }
-        };
-        let (saver, to_save) = crossbeam_channel::bounded::<String>(8);
-        let writer_path = subscriptions_file.clone();
+        let (store, saved) =
+            state::SubscriptionStore::open(&subscriptions_file).map_err(RunError::State)?;
+        let (saver, to_save) = crossbeam_channel::bounded(SAVE_QUEUE);
         listeners.push(
             threads::spawn_service("state-writer".into(), threads::SERVICE_STACK, move || {
-                state_writer(&writer_path, to_save)
+                state_writer(store, to_save)
             })
             .map_err(|error| RunError::Spawn {
                 name: "state-writer".into(),

@@ -19,7 +19,7 @@ use super::edge::{random_tag, ClientOutcome, EdgeHandle, InboundRequest, Respond
 use super::live::{ConfigCell, Live};
 use super::s2s::{Delivery, XmppEvent};
 use super::{Side, SHUTDOWN_GRACE};
-use crate::bridge::{Action, Answer, Bridge, RequestId, SipOutcome};
+use crate::bridge::{Action, Answer, Bridge, RequestId, SipOutcome, SubscriptionChange};
 use crate::config::Config;
 use crate::sip::response_to;
 
@@ -92,8 +92,48 @@ struct Translator {
     /// Requests from the Edge the bridge has yet to answer.
     pending: HashMap<RequestId, InboundRequest>,
     next_request: RequestId,
-    /// To the state writer thread: the presence subscriptions to save.
-    saver: Sender<String>,
+    /// To the state writer thread: changes of the presence subscriptions to save.
+    saver: Sender<Vec<SubscriptionChange>>,
+    /// Changes the writer had no room for yet (sent before any newer ones).
+    unsaved: Vec<SubscriptionChange>,
+}
+
+impl Translator {
+    /// Hands the writer the changes not yet handed over; keeps them when it is busy (the next
+    /// event tries again). `wait` (at shutdown) waits a little for room instead.
+    fn hand_to_writer(&mut self, wait: bool) {
+        if self.unsaved.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.unsaved);
+        let sent = if wait {
+            self.saver
+                .send_timeout(batch, SHUTDOWN_GRACE)
+                .map_err(|e| e.into_inner())
+        } else {
+            self.saver.try_send(batch).map_err(|e| e.into_inner())
+        };
+        if let Err(batch) = sent {
+            self.unsaved = batch;
+            if self.unsaved.len() > crate::bridge::MAX_SUBSCRIPTIONS {
+                // Bounded while the writer is stuck: only the last change of each counts.
+                let mut seen = std::collections::HashSet::new();
+                let mut kept: Vec<SubscriptionChange> = std::mem::take(&mut self.unsaved)
+                    .into_iter()
+                    .rev()
+                    .filter(|c| seen.insert(c.key().to_owned()))
+                    .collect();
+                kept.reverse();
+                self.unsaved = kept;
+            }
+            if wait {
+                log::error!(
+                    "{} presence subscription change(s) not saved: the state writer did not take them",
+                    self.unsaved.len()
+                );
+            }
+        }
+    }
 }
 
 impl Router {
@@ -120,7 +160,7 @@ impl Router {
         bridge: Bridge,
         edge: EdgeHandle,
         events: Sender<RouterEvent>,
-        saver: Sender<String>,
+        saver: Sender<Vec<SubscriptionChange>>,
     ) -> Self {
         self.translator = Some(Translator {
             bridge,
@@ -129,6 +169,7 @@ impl Router {
             pending: HashMap::new(),
             next_request: 1,
             saver,
+            unsaved: Vec::new(),
         });
         self
     }
@@ -166,10 +207,12 @@ impl Router {
     pub fn run(mut self, inbox: Receiver<RouterEvent>) {
         self.carry_out();
         loop {
-            let timeout = self
-                .translator
-                .as_ref()
-                .and_then(|t| t.bridge.poll_timeout());
+            let timeout = self.translator.as_ref().and_then(|t| {
+                // Changes the writer had no room for are offered again within a second.
+                let retry =
+                    (!t.unsaved.is_empty()).then(|| Instant::now() + Duration::from_secs(1));
+                [t.bridge.poll_timeout(), retry].into_iter().flatten().min()
+            });
             let event = match timeout {
                 Some(at) => match inbox.recv_deadline(at) {
                     Ok(event) => event,
@@ -201,6 +244,9 @@ impl Router {
             t.bridge.shut_down(Instant::now());
         }
         self.carry_out();
+        if let Some(t) = self.translator.as_mut() {
+            t.hand_to_writer(true);
+        }
         if let Some(t) = &self.translator {
             let s = t.bridge.stats();
             log::info!(
@@ -298,6 +344,7 @@ impl Router {
         let Some(t) = self.translator.as_mut() else {
             return;
         };
+        t.hand_to_writer(false);
         while let Some(action) = t.bridge.poll_action() {
             match action {
                 Action::Respond { request, answer } => {
@@ -319,10 +366,9 @@ impl Router {
                         log::info!("sip: ACK not sent: the Edge connection is busy or gone");
                     }
                 }
-                Action::SaveSubscriptions(text) => {
-                    if t.saver.try_send(text).is_err() {
-                        log::warn!("presence subscriptions not saved: the state writer is busy; the next change saves them");
-                    }
+                Action::SaveSubscriptions(changes) => {
+                    t.unsaved.extend(changes);
+                    t.hand_to_writer(false);
                 }
                 Action::SendStanza { stanza, receipt } => {
                     let event = match receipt {
@@ -478,6 +524,22 @@ fn respond(inbound: &InboundRequest, answer: Answer, fqdn: &str) {
     let req = &inbound.request;
     let built = match answer {
         Answer::Built(b) => Ok(*b),
+        Answer::Busy {
+            retry_after,
+            warning,
+        } => response_to(
+            req,
+            crate::sip::StatusCode::SERVICE_UNAVAILABLE,
+            Some(&random_tag()),
+        )
+        .and_then(|mut b| {
+            b.header("Retry-After", &retry_after.to_string())?;
+            b.header(
+                "Warning",
+                &format!("399 {fqdn} \"{}\"", warning_text(&warning)),
+            )?;
+            Ok(b)
+        }),
         Answer::Status { status, warning } => response_to(req, status, Some(&random_tag()))
             .and_then(|mut b| {
                 if let Some(text) = warning {

@@ -150,7 +150,7 @@ pub fn xsgw_8(version: &str) -> String {
          makes the running xsgw read its configuration file again and check it as\n.B xsgw check\n\
          does, certificates included. With an error it keeps the configuration in force and logs\n\
          every error, one line each with file:line. Otherwise it applies partners, aliases,\n\
-         per\\-partner policies and routes, [federation], caps and timeouts, the log level, and\n\
+         per\\-partner policies and routes, [federation], caps, [quota] and timeouts, the log level, and\n\
          certificates and CA files (new TLS handshakes use them; established connections keep\n\
          theirs), without closing streams or connections the new file still allows. Streams of\n\
          a partner removed or now refused are closed (stream error policy\\-violation inbound,\n\

@@ -106,6 +106,9 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 pub const MAX_STATUSES: usize = 16;
 /// Longest `<status>` text, in bytes.
 pub const MAX_STATUS_LEN: usize = 4096;
+/// Longest `xml:lang` kept (RFC 5646 §4.4.1 advises 35 bytes for any tag; longer or
+/// misshapen ones are dropped, never stored).
+pub const MAX_LANG: usize = 35;
 /// Longest persisted subscription line, in bytes.
 pub const MAX_LINE: usize = 8192;
 /// First field of a persisted line: format and version.
@@ -256,7 +259,8 @@ impl Show {
 pub struct Status {
     /// The text.
     pub text: String,
-    /// `xml:lang` of the status, or else of the stanza.
+    /// The status's own `xml:lang`, when it has one that differs from the stanza's
+    /// ([`XmppPresence::lang`] applies otherwise: see [`XmppPresence::lang_of`]).
     pub lang: Option<String>,
 }
 
@@ -271,6 +275,23 @@ pub struct XmppPresence {
     pub statuses: Vec<Status>,
     /// `<priority>`, 0 when absent.
     pub priority: i8,
+    /// The stanza's `xml:lang`, stored once (not copied into each status); only a tag shaped
+    /// like BCP 47 and at most [`MAX_LANG`] bytes ([`language_tag`]).
+    pub lang: Option<String>,
+}
+
+/// `s` when it is shaped like a BCP 47 language tag (RFC 5646 §2.1 at its simplest): 1–35
+/// bytes, subtags of 1–8 ASCII letters or digits separated by `-`, the first letters only
+/// (or the `x`/`i` singletons). Anything else is not a language and is dropped.
+pub fn language_tag(s: &str) -> Option<&str> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_LANG
+        && s.split('-')
+            .all(|t| (1..=8).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric()))
+        && s.split('-')
+            .next()
+            .is_some_and(|t| t.bytes().all(|b| b.is_ascii_alphabetic()));
+    ok.then_some(s)
 }
 
 impl XmppPresence {
@@ -281,7 +302,13 @@ impl XmppPresence {
             show: None,
             statuses: Vec::new(),
             priority: 0,
+            lang: None,
         }
+    }
+
+    /// The language of `status`: its own, else the stanza's.
+    pub fn lang_of<'a>(&'a self, status: &'a Status) -> Option<&'a str> {
+        status.lang.as_deref().or(self.lang.as_deref())
     }
 
     /// Reads a `<presence>` element (namespace `jabber:server` or `jabber:client`).
@@ -301,6 +328,7 @@ impl XmppPresence {
                     .collect(),
             })?;
         let mut p = XmppPresence::new(kind);
+        p.lang = e.lang().and_then(language_tag).map(str::to_owned);
         let mut seen_priority = false;
         for child in e.elements().filter(|c| c.namespace == ns) {
             match child.name.as_str() {
@@ -334,9 +362,15 @@ impl XmppPresence {
                             max: MAX_STATUS_LEN,
                         });
                     }
+                    // Only a status's own, valid language that differs from the stanza's is
+                    // kept with it; an invalid one falls back to the stanza's.
+                    let own = child
+                        .lang()
+                        .and_then(language_tag)
+                        .filter(|l| Some(*l) != p.lang.as_deref());
                     p.statuses.push(Status {
                         text,
-                        lang: child.lang().or(e.lang()).map(str::to_owned),
+                        lang: own.map(str::to_owned),
                     });
                 }
                 _ => {}
@@ -349,6 +383,9 @@ impl XmppPresence {
     /// adds them). `<priority>` is written only when not 0.
     pub fn to_element(&self) -> Element {
         let mut e = Element::new("presence", NS_SERVER).with_opt_attr("type", self.kind.as_type());
+        if let Some(lang) = &self.lang {
+            e.set_attr_ns("lang", NS_XML, lang.clone());
+        }
         if let Some(show) = self.show {
             e = e.with_child(Element::new("show", NS_SERVER).with_text(show.as_str()));
         }
@@ -534,7 +571,7 @@ pub fn pidf_from_presence(entity: &str, resources: &[ResourcePresence<'_>]) -> P
                 .iter()
                 .map(|s| Note {
                     text: s.text.clone(),
-                    lang: s.lang.clone(),
+                    lang: p.lang_of(s).map(str::to_owned),
                 })
                 .collect(),
             timestamp: None,
@@ -569,7 +606,7 @@ fn statuses_of(notes: &[Note]) -> Vec<Status> {
         .take(MAX_STATUSES)
         .map(|n| Status {
             text: n.text.clone(),
-            lang: n.lang.clone(),
+            lang: n.lang.as_deref().and_then(language_tag).map(str::to_owned),
         })
         .collect()
 }
@@ -606,6 +643,7 @@ fn presence_of_tuple(pidf: &Pidf, tuple: &Tuple) -> XmppPresence {
         } else {
             0
         },
+        lang: None,
     }
 }
 
@@ -1531,6 +1569,12 @@ impl Subscription {
         )
     }
 
+    /// What identifies this subscription's line among the others ([`line_key`] of the line):
+    /// `<in|out> <sip-user> <xmpp-user>`, escaped as in the line.
+    pub fn line_key(&self) -> String {
+        subscription_key(self.direction, &self.sip_user, &self.xmpp_user)
+    }
+
     /// Reads a line written by [`Subscription::to_line`]; `now` and `unix_now` as there.
     /// The subscription has no timer until `handle(Event::Restart, now)`.
     pub fn from_line(line: &str, now: Instant, unix_now: u64) -> Result<Subscription, LineError> {
@@ -1638,6 +1682,36 @@ impl fmt::Display for LineError {
 impl std::error::Error for LineError {}
 
 /// `-` for empty; `%`, space, controls and a lone `-` escaped as `%XX`.
+/// The key of the subscription (`direction`, `sip_user`, `xmpp_user`) as
+/// [`Subscription::line_key`] gives it: no space inside a field, no control character.
+pub fn subscription_key(direction: Direction, sip_user: &str, xmpp_user: &str) -> String {
+    let direction = match direction {
+        Direction::Outbound => "out",
+        Direction::Inbound => "in",
+    };
+    format!(
+        "{direction} {} {}",
+        escape_field(sip_user),
+        escape_field(xmpp_user)
+    )
+}
+
+/// The key of a line written by [`Subscription::to_line`], without reading the rest of it;
+/// `None` when it is not such a line.
+pub fn line_key(line: &str) -> Option<String> {
+    let mut f = line.split(' ');
+    let (magic, direction, _state, _expires, sip, xmpp) = (
+        f.next()?,
+        f.next()?,
+        f.next()?,
+        f.next()?,
+        f.next()?,
+        f.next()?,
+    );
+    (magic == LINE_MAGIC && matches!(direction, "in" | "out") && f.next().is_some())
+        .then(|| format!("{direction} {sip} {xmpp}"))
+}
+
 fn escape_field(s: &str) -> String {
     if s.is_empty() {
         return "-".to_owned();
@@ -1706,6 +1780,53 @@ mod tests {
     }
 
     #[test]
+    fn a_language_is_kept_once_and_only_when_it_looks_like_one() {
+        // A stanza-sized xml:lang is not a language: dropped, never copied per status.
+        let huge = "a".repeat(100_000);
+        let statuses = "<status>s</status>".repeat(MAX_STATUSES);
+        let p = parse_presence(&format!(
+            "<presence xml:lang='{huge}'>{statuses}</presence>"
+        ))
+        .unwrap();
+        assert_eq!(p.lang, None);
+        assert!(p.statuses.iter().all(|s| s.lang.is_none()));
+        // A valid stanza language is stored once; statuses that repeat it store nothing.
+        let p = parse_presence(
+            "<presence xml:lang='en-GB'><status>a</status><status xml:lang='en-GB'>b</status>\
+             <status xml:lang='x y'>c</status><status xml:lang='zh-Hant-TW'>d</status></presence>",
+        )
+        .unwrap();
+        assert_eq!(p.lang.as_deref(), Some("en-GB"));
+        let own: Vec<_> = p.statuses.iter().map(|s| s.lang.as_deref()).collect();
+        assert_eq!(own, [None, None, None, Some("zh-Hant-TW")]);
+        let seen: Vec<_> = p.statuses.iter().map(|s| p.lang_of(s)).collect();
+        assert_eq!(
+            seen,
+            [
+                Some("en-GB"),
+                Some("en-GB"),
+                Some("en-GB"),
+                Some("zh-Hant-TW")
+            ]
+        );
+        for bad in [
+            "",
+            "-en",
+            "en-",
+            "e n",
+            "123",
+            "en--gb",
+            "abcdefghi",
+            &"a-".repeat(18),
+        ] {
+            assert_eq!(language_tag(bad), None, "{bad:?}");
+        }
+        for good in ["en", "de-CH", "i-klingon", "x-private", "sr-Latn-RS"] {
+            assert_eq!(language_tag(good), Some(good));
+        }
+    }
+
+    #[test]
     fn reads_and_writes_xmpp_presence() {
         let p = parse_presence(
             "<presence xml:lang='en' from='a@b/c'><show> dnd </show><status>Busy</status>\
@@ -1721,7 +1842,7 @@ mod tests {
                 statuses: vec![
                     Status {
                         text: "Busy".into(),
-                        lang: Some("en".into())
+                        lang: None
                     },
                     Status {
                         text: "Beschäftigt".into(),
@@ -1729,11 +1850,14 @@ mod tests {
                     },
                 ],
                 priority: -5,
+                lang: Some("en".into()),
             }
         );
+        assert_eq!(p.lang_of(&p.statuses[0]), Some("en"));
+        assert_eq!(p.lang_of(&p.statuses[1]), Some("de"));
         assert_eq!(
             p.to_element().to_stream_xml(),
-            "<presence><show>dnd</show><status xml:lang='en'>Busy</status>\
+            "<presence xml:lang='en'><show>dnd</show><status>Busy</status>\
              <status xml:lang='de'>Beschäftigt</status><priority>-5</priority></presence>"
         );
         assert_eq!(XmppPresence::from_element(&p.to_element()), Ok(p));
@@ -1945,12 +2069,14 @@ mod tests {
                 lang: Some("en".into()),
             }],
             priority: 10,
+            lang: None,
         };
         let desk = XmppPresence {
             kind: PresenceKind::Available,
             show: Some(Show::Away),
             statuses: vec![],
             priority: 5,
+            lang: None,
         };
         let gone = XmppPresence::new(PresenceKind::Unavailable);
         let pidf = pidf_from_presence(
@@ -2029,6 +2155,7 @@ mod tests {
                     lang: None
                 }],
                 priority: 0,
+                lang: None,
             }
         );
         // No tuples: unavailable, document notes kept; tuples without basic are not open.
