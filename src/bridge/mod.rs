@@ -288,6 +288,13 @@ impl std::fmt::Debug for Bridge {
 }
 
 impl Bridge {
+    /// A reloaded configuration: applies to what happens from now on (IM modes, timeouts,
+    /// size bounds and `[quota]` of new requests and stanzas; a lowered quota refuses what
+    /// comes next, nothing held is dropped); what is under way keeps its deadlines.
+    pub fn reconfigure(&mut self, config: BridgeConfig) {
+        self.config = config;
+    }
+
     /// A bridge with `random` as the source of tags and Call-IDs.
     pub fn new(config: BridgeConfig, random: RandomSource) -> Bridge {
         Bridge {

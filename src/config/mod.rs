@@ -7,6 +7,7 @@
 //! problem, each with `file:line`, section and key, so `xsgw check` can list them all at once.
 //! Neither stage opens a socket.
 
+mod diff;
 pub mod ini;
 pub mod keys;
 mod validate;
@@ -18,6 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use diff::{diff, keep_restart_only, Changes, RESTART_ONLY};
 pub use validate::{validate, Credentials};
 pub use values::{HostPort, Requirement};
 
@@ -40,6 +42,10 @@ pub struct Config {
     pub log: Log,
     /// Where each key and section was written (`"[sip] cert"` → line), for stage-2 messages.
     pub lines: HashMap<String, usize>,
+    /// The value in force of every key, as written or its default (`"[xmpp] tls"` →
+    /// `"optional"`, `"[partner gmail.com] tls"`, `"[hosts] edge.contoso.com"`), so a reload
+    /// can say what changed ([`diff`]).
+    pub values: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -531,6 +537,7 @@ struct Reader<'a> {
     singles: HashMap<&'a str, &'a ini::Section>,
     partners: Vec<&'a ini::Section>,
     lines: HashMap<String, usize>,
+    values: BTreeMap<String, String>,
     report: &'a mut Report,
 }
 
@@ -604,6 +611,7 @@ impl<'a> Reader<'a> {
             singles,
             partners,
             lines,
+            values: BTreeMap::new(),
             report,
         }
     }
@@ -689,6 +697,8 @@ impl<'a> Reader<'a> {
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Option<T> {
         let (value, line) = self.raw(section, key)?;
+        self.values
+            .insert(format!("[{section}] {key}"), value.trim().to_string());
         match parse(&value) {
             Ok(v) => Some(v),
             Err(message) => {
@@ -880,6 +890,7 @@ impl<'a> Reader<'a> {
             },
             log: Log { level: level? },
             lines: std::mem::take(&mut self.lines),
+            values: std::mem::take(&mut self.values),
         })
     }
 
@@ -908,10 +919,16 @@ impl<'a> Reader<'a> {
                 quota: QuotaOverrides::default(),
                 line: section.line,
             };
+            self.values
+                .insert(format!("[partner {}]", partner.domain), String::new());
             for entry in &section.entries {
                 if entry.value.is_empty() {
                     continue;
                 }
+                self.values.insert(
+                    format!("[partner {}] {}", partner.domain, entry.key),
+                    entry.value.trim().to_string(),
+                );
                 let parsed: Result<(), String> =
                     match entry.key.as_str() {
                         "aliases" => domain_list(&entry.value).map(|v| partner.aliases = v),
@@ -985,6 +1002,8 @@ impl<'a> Reader<'a> {
             let place = format!("[hosts] {}", entry.key);
             match (values::dns_name(&entry.key), values::ip_addrs(&entry.value)) {
                 (Ok(name), Ok(addrs)) => {
+                    self.values
+                        .insert(format!("[hosts] {name}"), entry.value.trim().to_string());
                     hosts.insert(name, addrs);
                 }
                 (Err(message), _) | (_, Err(message)) => {

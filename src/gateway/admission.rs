@@ -193,6 +193,12 @@ impl Gate {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// New caps (a reload): they apply to the next connection admitted; connections already
+    /// over a lowered cap are kept.
+    pub fn set_limits(&self, limits: Limits) {
+        self.lock().limits = limits;
+    }
+
     /// A ticket for a new connection from `ip`, or the cap that refuses it.
     pub fn admit(&self, ip: IpAddr) -> Result<Ticket, Refusal> {
         self.lock().admit(ip)?;

@@ -11,21 +11,20 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::admission::Ticket;
+use super::live::{ConfigCell, Live};
 use super::router::{ConnId, RouterEvent};
 use super::Side;
 use crate::config::{Config, Credentials};
 use crate::logsafe::escaped;
-use crate::tls;
 
 /// What every connection thread shares, read-only.
 pub struct Context {
-    pub config: Arc<Config>,
+    /// The configuration and TLS configurations in force (replaced by the router on reload):
+    /// read once per connection.
+    pub live: Arc<ConfigCell>,
     pub events: Sender<RouterEvent>,
-    pub sip_server: Arc<rustls::ServerConfig>,
     /// What XMPP S2S threads share.
     pub xmpp: Arc<super::s2s::S2sContext>,
-    /// The client side of the SIP leg (the gateway's connection to `[sip] edge`).
-    pub sip_client: Arc<rustls::ClientConfig>,
     /// When set, requests from the Edge go here instead of the router (in-process tests).
     pub sip_requests: Option<Sender<super::edge::InboundRequest>>,
     /// Every connection thread started, joined by `Gateway::wait`.
@@ -39,6 +38,11 @@ pub struct Context {
 pub const TLS_REFUSALS_PER_MINUTE: u32 = 5;
 
 impl Context {
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.live.config()
+    }
+
     pub fn new(
         config: Arc<Config>,
         credentials: Credentials,
@@ -46,11 +50,10 @@ impl Context {
         dialback_secret: String,
         stopping: Arc<AtomicBool>,
     ) -> Result<Self, rustls::Error> {
-        let sip_server = tls::sip::sip_server_config(&credentials, &config.sip)?;
+        let live = Arc::new(ConfigCell::new(Live::build(config, &credentials)?));
         let threads = Arc::new(super::threads::ThreadSet::default());
         let xmpp = Arc::new(super::s2s::S2sContext::new(
-            Arc::clone(&config),
-            tls::xmpp::XmppTls::new(&credentials)?,
+            Arc::clone(&live),
             dialback_secret,
             events.clone(),
             super::s2s::Lifecycle {
@@ -58,13 +61,10 @@ impl Context {
                 threads: Arc::clone(&threads),
             },
         ));
-        let sip_client = tls::sip::sip_client_config(&credentials, &config.sip)?;
         Ok(Context {
-            config,
+            live,
             events,
-            sip_server,
             xmpp,
-            sip_client,
             sip_requests: None,
             threads,
             tls_refusals: crate::logsafe::SharedRateLimit::new(

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use super::admission::{Gate, Limits};
 use super::connection::{self, Context};
 use super::edge::allow::EdgeAllow;
+use super::live::Watch;
 use super::{threads, RunError, Side};
 use crate::logsafe::{RateLimit, Suppressed};
 
@@ -60,9 +61,11 @@ pub fn accept_loop(
     context: &Arc<Context>,
     stopping: &Arc<AtomicBool>,
 ) {
-    let gate = Gate::new(limits(side, &context.config));
+    let config = context.config();
+    let gate = Gate::new(limits(side, &config));
+    let mut watch = Watch::new(&context.live);
     let mut edge = (side == Side::Sip).then(|| {
-        let mut allow = EdgeAllow::from_config(&context.config);
+        let mut allow = EdgeAllow::from_config(&config);
         allow.refresh(Instant::now());
         allow
     });
@@ -83,6 +86,14 @@ pub fn accept_loop(
                 continue;
             }
         };
+        if watch.changed(&context.live) {
+            // A reload: the caps (and who else may reach 5061) for this connection on.
+            let config = context.config();
+            gate.set_limits(limits(side, &config));
+            if let Some(edge) = edge.as_mut() {
+                edge.set_allow_from(config.sip.allow_from.clone());
+            }
+        }
         let ip = peer.ip().to_canonical();
         if let Some(edge) = edge.as_mut() {
             if !edge.allows(ip, now) {

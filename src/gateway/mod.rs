@@ -15,6 +15,11 @@
 //! socket. The only thing shared is a clone of each socket's handle given to the router, so it
 //! can wake a blocked read at shutdown (`shutdown(2)`), and the listeners' stop flag.
 //!
+//! Reload (SIGHUP): the router reads and checks the file, then publishes the new
+//! configuration and TLS configurations in [`live::ConfigCell`], the one place connection
+//! threads read them from (see there why a shared snapshot); what cannot change live is
+//! kept at its old value and logged as needing a restart ([`crate::config::RESTART_ONLY`]).
+//!
 //! Shutdown: the router stops the listeners (flag, then a connection to each to wake its
 //! blocked `accept`), asks every connection to close, waits for them up to
 //! [`SHUTDOWN_GRACE`], and returns; [`Gateway::wait`] then joins every thread: router,
@@ -26,6 +31,7 @@ mod connection;
 pub mod control;
 mod edge;
 mod listener;
+pub mod live;
 pub mod router;
 mod s2s;
 pub mod state;
@@ -317,6 +323,7 @@ impl Gateway {
             })?,
         );
         let mut router_state = router::Router::new(Arc::clone(&config), stopping, listener_addrs)
+            .with_live(Arc::clone(&context.live))
             .with_xmpp(xmpp_routes)
             .with_translator(bridge, edge.clone(), events.clone(), saver);
         router_state.restore_subscriptions(&saved, &subscriptions_file);

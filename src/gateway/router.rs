@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::edge::{random_tag, ClientOutcome, EdgeHandle, InboundRequest, RespondError};
+use super::live::{ConfigCell, Live};
 use super::s2s::{Delivery, XmppEvent};
 use super::{Side, SHUTDOWN_GRACE};
 use crate::bridge::{Action, Answer, Bridge, RequestId, SipOutcome, SubscriptionChange};
@@ -61,7 +62,7 @@ pub enum RouterEvent {
     Status(Sender<crate::status::Snapshot>),
     /// Something other threads saw, for the status (Edge links, failures, DNS lookups).
     Observed(super::status::Observation),
-    /// SIGHUP: re-read the configuration (not yet supported: logged).
+    /// SIGHUP: re-read and check the configuration file; apply it if usable.
     Reload,
     /// SIGTERM/SIGINT: stop accepting, close connections politely, return.
     Shutdown,
@@ -77,6 +78,9 @@ struct Connection {
 /// Gateway state and the loop that owns it.
 pub struct Router {
     config: Arc<Config>,
+    /// Where the configuration in force is published for connection threads (the router is
+    /// its one writer); `None` in tests without a gateway around the router.
+    live: Option<Arc<ConfigCell>>,
     stopping: Arc<AtomicBool>,
     listener_addrs: Vec<SocketAddr>,
     connections: HashMap<ConnId, Connection>,
@@ -148,6 +152,7 @@ impl Router {
         Router {
             status: super::status::Tracker::new(&config.source),
             config,
+            live: None,
             stopping,
             listener_addrs,
             connections: HashMap::new(),
@@ -194,6 +199,12 @@ impl Router {
         }
     }
 
+    /// Gives the router the cell it publishes reloaded configurations in.
+    pub(super) fn with_live(mut self, live: Arc<ConfigCell>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
     /// Gives the router the XMPP S2S table (outbound streams, the stanza sink).
     pub(super) fn with_xmpp(mut self, routes: super::s2s::XmppRoutes) -> Self {
         self.xmpp = Some(routes);
@@ -231,10 +242,7 @@ impl Router {
                 RouterEvent::Shutdown => break,
                 RouterEvent::Reload => {
                     super::threads::test_panic_point("router");
-                    log::warn!(
-                        "SIGHUP received: configuration reload is not supported yet; restart xsgw to apply changes to {}",
-                        self.config.source.display()
-                    )
+                    self.reload();
                 }
                 other => self.track(other),
             }
@@ -261,6 +269,82 @@ impl Router {
             );
         }
         self.shut_down(&inbox);
+    }
+
+    /// Re-reads the configuration file and runs both stages of `xsgw check` on it (nothing is
+    /// locked meanwhile); when it is usable, publishes it and applies it here. When it is not,
+    /// every error is logged (one line each, `file:line`) and nothing changes.
+    fn reload(&mut self) {
+        let path = self.config.source.clone();
+        let Some(live) = self.live.clone() else {
+            log::warn!(
+                "reload of {} not possible here: no configuration cell",
+                path.display()
+            );
+            return;
+        };
+        log::info!("SIGHUP received: reloading {}", path.display());
+        let (mut new, credentials, report) = match crate::config::check_file(&path) {
+            Ok(checked) => checked,
+            Err(e) => {
+                if let crate::config::ConfigError::Invalid(report) = &e {
+                    // One line per problem, `file:line: error: ...` (warnings as warnings).
+                    for line in report.lines() {
+                        if line.contains(": warning: ") {
+                            log::warn!("{line}");
+                        } else {
+                            log::error!("{line}");
+                        }
+                    }
+                }
+                log::error!(
+                    "{} not reloaded: {e}; still running on the configuration in force",
+                    path.display()
+                );
+                return;
+            }
+        };
+        for line in report.lines() {
+            log::warn!("{line}");
+        }
+        let changes = crate::config::diff(&self.config, &new);
+        crate::config::keep_restart_only(&self.config, &mut new);
+        let new = Arc::new(new);
+        let snapshot = match Live::build(Arc::clone(&new), &credentials) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                log::error!(
+                    "{} not reloaded: cannot set up TLS: {e}; still running on the configuration in force",
+                    path.display()
+                );
+                return;
+            }
+        };
+        live.publish(snapshot);
+        self.config = Arc::clone(&new);
+        if let Some(xmpp) = self.xmpp.as_mut() {
+            for (local, remote) in xmpp.reconfigure(Arc::clone(&new)) {
+                log::info!(
+                    "xmpp outbound {local} → {remote}: closing: refused by the reloaded configuration"
+                );
+            }
+        }
+        if let Some(t) = self.translator.as_mut() {
+            match crate::bridge::BridgeConfig::from_config(&new) {
+                Ok(bridge_config) => t.bridge.reconfigure(bridge_config),
+                // fqdn is restart-only and was usable at start: cannot happen.
+                Err(e) => log::error!("translator keeps its configuration: {e}"),
+            }
+        }
+        // Logged at the more verbose of the two levels, so the line shows either way.
+        let level = new.log.level;
+        log::set_max_level(log::max_level().max(level).max(log::LevelFilter::Info));
+        let note = match crate::ops::logging::set_level(log::max_level()) {
+            Err(why) => format!(" ({why})"),
+            Ok(()) => String::new(),
+        };
+        log::info!("reloaded {}: {changes}{note}", path.display());
+        let _ = crate::ops::logging::set_level(level);
     }
 
     /// Carries out what the bridge asked for, until it asks nothing more.

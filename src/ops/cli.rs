@@ -12,6 +12,9 @@ xsgw — XMPP <-> SIP federation gateway
 Usage:
   xsgw run   [-c FILE] [--pidfile FILE]   run in the foreground, logging to stderr
   xsgw check [-c FILE]                    check the configuration; list every problem
+  xsgw reload [-c FILE] [--pidfile FILE]  check the configuration, then have the running
+                                          xsgw apply it (SIGHUP); exit 1 without
+                                          signalling when the file has errors
   xsgw diagnose [-c FILE] [--json] [--deep] [--only ID...]
                                           find deployment mistakes (DNS, certificates,
                                           firewall, Edge) with the network; exit 1 on a fail
@@ -23,7 +26,8 @@ Usage:
 
 Options:
   -c, --config FILE   configuration file (default: /etc/xsgw/xsgw.ini)
-  --pidfile FILE      write the process id to FILE while running (run only)
+  --pidfile FILE      run: write the process id to FILE while running;
+                      reload: the process to signal (default: /run/xsgw/xsgw.pid)
   --json              diagnose: one JSON object per check
                       {\"id\",\"status\",\"subject\",\"detail\",\"fix\"};
                       status: one JSON object with the same content as the text
@@ -34,7 +38,9 @@ Options:
                       edge.reachable edge.mtls edge.allowed edge.federation-port live
 
 Signals (run): SIGTERM or SIGINT stop the gateway politely and exit 0;
-SIGHUP is reserved for reloading the configuration.
+SIGHUP re-reads and checks the configuration file and applies it when it has no
+error (one log line says what changed and what needs a restart); with errors
+xsgw keeps running on the old one and logs each error.
 
 Exit status: 0 success, 1 configuration or runtime failure (diagnose: a check
 failed), 2 bad command line.
@@ -49,6 +55,10 @@ pub enum Command {
     },
     Check {
         config: PathBuf,
+    },
+    Reload {
+        config: PathBuf,
+        pidfile: PathBuf,
     },
     Diagnose(crate::ops::diagnose::Options),
     Status {
@@ -130,9 +140,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let config = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     match verb.as_str() {
         "run" => Ok(Command::Run { config, pidfile }),
-        "check" if pidfile.is_some() => Err("--pidfile is an option of `run`".into()),
+        "reload" => Ok(Command::Reload {
+            config,
+            pidfile: pidfile.unwrap_or_else(|| PathBuf::from(super::reload::DEFAULT_PIDFILE)),
+        }),
+        "check" if pidfile.is_some() => Err("--pidfile is an option of `run` and `reload`".into()),
         "check" => Ok(Command::Check { config }),
-        "diagnose" if pidfile.is_some() => Err("--pidfile is an option of `run`".into()),
+        "diagnose" if pidfile.is_some() => {
+            Err("--pidfile is an option of `run` and `reload`".into())
+        }
         "diagnose" => Ok(Command::Diagnose(crate::ops::diagnose::Options {
             config,
             json,
@@ -209,6 +225,20 @@ mod tests {
             })
         );
         assert!(parse_words("xsgw status --deep").is_err());
+        assert_eq!(
+            parse_words("xsgw reload"),
+            Ok(Command::Reload {
+                config: DEFAULT_CONFIG.into(),
+                pidfile: "/run/xsgw/xsgw.pid".into()
+            })
+        );
+        assert_eq!(
+            parse_words("xsgw reload -c /tmp/x.ini --pidfile /tmp/x.pid"),
+            Ok(Command::Reload {
+                config: "/tmp/x.ini".into(),
+                pidfile: "/tmp/x.pid".into()
+            })
+        );
         assert_eq!(parse_words("xsgw version"), Ok(Command::Version));
         assert_eq!(parse_words("xsgw --version"), Ok(Command::Version));
         assert_eq!(parse_words("xsgw help"), Ok(Command::Help));

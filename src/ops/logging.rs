@@ -12,11 +12,19 @@
 use std::io::Write;
 
 /// Starts logging at `level`, unless RUST_LOG says otherwise. Safe to call more than once.
+///
+/// Without RUST_LOG the logger itself passes every level and `log::set_max_level` is the
+/// one filter, so [`set_level`] can change it while running (a reload).
 pub fn init(level: log::LevelFilter) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(level);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
+    let rust_log = std::env::var("RUST_LOG").ok();
+    match &rust_log {
+        Some(spec) => {
+            builder.parse_filters(spec);
+        }
+        None => {
+            builder.filter_level(log::LevelFilter::Trace);
+        }
     }
     let journal = stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref());
     if journal {
@@ -46,7 +54,19 @@ pub fn init(level: log::LevelFilter) {
             record.level(),
         )
     });
-    let _ = builder.try_init();
+    if builder.try_init().is_ok() && rust_log.is_none() {
+        log::set_max_level(level);
+    }
+}
+
+/// Changes the log level of a running process (a reload); `Err` says why it stays (RUST_LOG
+/// set in the environment overrides `[log] level`).
+pub fn set_level(level: log::LevelFilter) -> Result<(), String> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return Err("RUST_LOG is set: [log] level not applied".into());
+    }
+    log::set_max_level(level);
+    Ok(())
 }
 
 /// The syslog priority of a log level (sd-daemon(3) prefixes).

@@ -120,6 +120,7 @@ pub fn xsgw_8(version: &str) -> String {
          .SH SYNOPSIS\n\
          .B xsgw run\n[\\-c FILE] [\\-\\-pidfile FILE]\n.br\n\
          .B xsgw check\n[\\-c FILE]\n.br\n\
+         .B xsgw reload\n[\\-c FILE] [\\-\\-pidfile FILE]\n.br\n\
          .B xsgw diagnose\n[\\-c FILE] [\\-\\-json] [\\-\\-deep] [\\-\\-only ID...]\n.br\n\
          .B xsgw status\n[\\-c FILE] [\\-\\-json]\n.br\n\
          .B xsgw version\n.br\n\
@@ -141,12 +142,28 @@ pub fn xsgw_8(version: &str) -> String {
          .SH EXIT STATUS\n\
          .TP\n0\nSuccess; after SIGTERM or SIGINT, an orderly stop.\n\
          .TP\n1\nThe configuration was refused, or the gateway could not start, or a\n\
-         .B diagnose\ncheck failed, or\n.B status\nfound no running xsgw.\n\
+         .B diagnose\ncheck failed,\n.B status\nfound no running xsgw, or\n.B reload\nfound errors in the file (xsgw was then not\n\
+         signalled) or no running xsgw in the pidfile.\n\
          .TP\n2\nThe command line was not understood.\n\
          .TP\n70\nA bug stopped a service thread (router, listeners, state writer, the Edge\n\
          connection owner); xsgw exited so that systemd or the init script restarts it.\n\
+         .SH RELOAD\n\
+         SIGHUP (\n.BR \"systemctl reload xsgw\" ,\n.BR \"/etc/init.d/xsgw reload\" ,\n.BR \"xsgw reload\" )\n\
+         makes the running xsgw read its configuration file again and check it as\n.B xsgw check\n\
+         does, certificates included. With an error it keeps the configuration in force and logs\n\
+         every error, one line each with file:line. Otherwise it applies partners, aliases,\n\
+         per\\-partner policies and routes, [federation], caps, [quota] and timeouts, the log level, and\n\
+         certificates and CA files (new TLS handshakes use them; established connections keep\n\
+         theirs), without closing streams or connections the new file still allows. Streams of\n\
+         a partner removed or now refused are closed (stream error policy\\-violation inbound,\n\
+         a plain close outbound) and what waited for them is answered with an error (a SIP\n\
+         request with its error response). [gateway] fqdn, sip_domains and state_dir, [xmpp]\n\
+         listen and dialback_secret, [sip] listen and edge, [dns] and [hosts] need a restart:\n\
+         a change to them is logged as such and otherwise ignored. One log line says what\n\
+         changed, e.g.\n.B \"reloaded /etc/xsgw/xsgw.ini: partners +jabber.org, [xmpp] tls optional\\(->required; needs a restart: [xmpp] listen\"\n\
          .SH FILES\n\
          .TP\n/etc/xsgw/xsgw.ini\nThe configuration, see\n.BR xsgw.ini (5).\n\
+         .TP\n/run/xsgw/xsgw.pid\nThe pidfile the init script has xsgw write;\n.B xsgw reload\nsignals the process it names.\n\
          .TP\n/var/lib/xsgw\nState: presence subscriptions and the dialback secret.\n\
          .TP\n/var/lib/xsgw/control.sock\nThe control socket\n.B xsgw status\nasks (mode 0600: the service user and root); under\n\
          [gateway] state_dir.\n\
@@ -182,7 +199,15 @@ mod tests {
     #[test]
     fn the_command_page_lists_every_command_and_exit_status() {
         let page = xsgw_8("1.2.3");
-        for word in ["xsgw run", "xsgw check", "xsgw version", "SIGHUP", "\n70\n"] {
+        for word in [
+            "xsgw run",
+            "xsgw check",
+            "xsgw reload",
+            "xsgw version",
+            "SIGHUP",
+            "needs a restart",
+            "\n70\n",
+        ] {
             assert!(page.contains(word), "{word}");
         }
     }

@@ -1,4 +1,4 @@
-//! The command line and what operators run: `run`, `check`, `diagnose`, `status`,
+//! The command line and what operators run: `run`, `check`, `reload`, `diagnose`, `status`,
 //! `version`, `help`.
 //!
 //! `src/main.rs` only calls [`main`]. Exit codes: 0 success, 1 the configuration or the
@@ -8,8 +8,9 @@
 mod check;
 mod cli;
 pub mod diagnose;
-mod logging;
+pub mod logging;
 pub mod man;
+mod reload;
 mod run;
 pub mod status;
 
@@ -43,5 +44,6 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         Command::Diagnose(options) => diagnose::diagnose(&options),
         Command::Status { config, json } => status::status(&config, json),
         Command::Run { config, pidfile } => run::run(&config, pidfile.as_deref()),
+        Command::Reload { config, pidfile } => reload::reload(&config, &pidfile),
     }
 }

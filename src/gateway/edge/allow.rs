@@ -107,6 +107,11 @@ impl EdgeAllow {
         }
     }
 
+    /// A reloaded `[sip] allow_from` (the Edge's own addresses need a restart to change).
+    pub fn set_allow_from(&mut self, allow_from: Vec<IpNet>) {
+        self.allow_from = allow_from;
+    }
+
     /// Resolves the Edge's name now (at start); logs what it found.
     pub fn refresh(&mut self, now: Instant) {
         let Some(lookup) = self.lookup.as_mut() else {

@@ -132,6 +132,8 @@ pub(crate) fn drive(mut tls: rustls::Connection, mut tcp: TcpStream, p: Params<'
     );
     let mut front = RequestFront {
         context,
+        config: context.config(),
+        watch: crate::gateway::live::Watch::new(&context.live),
         peer,
         direction,
         logged: HashSet::new(),

@@ -343,7 +343,7 @@ pub fn system_random(buf: &mut [u8]) {
 /// The link configuration of the gateway's connections; `pinging` for the side that opened
 /// the connection (RFC 5626 §4.4.1: the client sends the pings).
 pub(crate) fn link_config(context: &Context, pinging: bool) -> LinkConfig {
-    let config = &context.config;
+    let config = context.config();
     let limits = Limits {
         max_message_len: config.sip.max_message,
         max_headers: config.sip.max_headers,
@@ -368,6 +368,10 @@ pub(crate) fn link_config(context: &Context, pinging: bool) -> LinkConfig {
 /// configuration, OPTIONS, then the transaction user.
 pub(crate) struct RequestFront<'a> {
     pub context: &'a Context,
+    /// The configuration requests are judged by: the connection's snapshot, taken again
+    /// when a reload published a new one (`watch`).
+    pub config: Arc<crate::config::Config>,
+    pub watch: crate::gateway::live::Watch,
     pub peer: SocketAddr,
     pub direction: &'static str,
     /// Refused domains already logged on this connection (logged once per peer and domain).
@@ -382,8 +386,12 @@ impl RequestFront<'_> {
     }
 
     pub fn handle(&mut self, request: Box<Request>, expects_response: bool, responder: Responder) {
+        if self.watch.changed(&self.context.live) {
+            self.config = self.context.config();
+        }
         let peer = self.peer;
         let dir = self.direction;
+        let config = Arc::clone(&self.config);
         let refuse = |status: StatusCode, reason: &str| {
             if !expects_response {
                 return;
@@ -391,7 +399,7 @@ impl RequestFront<'_> {
             let built = response_to(&request, status, Some(&random_tag())).and_then(|mut b| {
                 b.header(
                     "Warning",
-                    &format!("399 {} \"{reason}\"", self.context.config.gateway.fqdn),
+                    &format!("399 {} \"{reason}\"", config.gateway.fqdn),
                 )?;
                 Ok(b)
             });
@@ -402,7 +410,7 @@ impl RequestFront<'_> {
                 });
             }
         };
-        match target::classify(&request.uri, &self.context.config) {
+        match target::classify(&request.uri, &config) {
             Target::Sips(domain) => {
                 if self.first_time(format!("sips:{domain}")) {
                     log::warn!(
@@ -470,7 +478,7 @@ impl RequestFront<'_> {
         );
         if let Some(sink) = &self.context.sip_requests {
             if let Err(e) = sink.send(inbound) {
-                answer_untranslated(&e.into_inner(), &self.context.config.gateway.fqdn);
+                answer_untranslated(&e.into_inner(), &self.config.gateway.fqdn);
             }
             return;
         }
@@ -480,7 +488,7 @@ impl RequestFront<'_> {
             .send(RouterEvent::SipRequest(Box::new(inbound)))
         {
             if let RouterEvent::SipRequest(inbound) = e.into_inner() {
-                answer_untranslated(&inbound, &self.context.config.gateway.fqdn);
+                answer_untranslated(&inbound, &self.config.gateway.fqdn);
             }
         }
     }
@@ -498,8 +506,13 @@ pub(super) fn serve_inbound(
     ticket: &mut super::admission::Ticket,
     accepted: std::time::Instant,
 ) -> String {
-    let deadline = accepted + context.config.sip.connect_timeout;
-    let mut tls = match rustls::ServerConnection::new(Arc::clone(&context.sip_server)) {
+    // This connection's snapshot: a reload changes certificates for later handshakes only.
+    let live = context.live.current();
+    let deadline = accepted + live.config.sip.connect_timeout;
+    let Some(sip_tls) = &live.sip_tls else {
+        return "TLS set-up failed: no SIP TLS configuration".into();
+    };
+    let mut tls = match rustls::ServerConnection::new(Arc::clone(&sip_tls.server)) {
         Ok(c) => rustls::Connection::Server(c),
         Err(e) => return format!("TLS set-up failed: {e}"),
     };
@@ -508,7 +521,7 @@ pub(super) fn serve_inbound(
         let reason = if error.kind() == std::io::ErrorKind::TimedOut {
             "no TLS handshake within [sip] connect_timeout of the accept".to_owned()
         } else {
-            tls::sip::describe_handshake_failure(&error, &context.config.sip.ca)
+            tls::sip::describe_handshake_failure(&error, &live.config.sip.ca)
         };
         crate::gateway::status::failure(
             &context.events,

@@ -60,7 +60,8 @@ pub fn start(
 }
 
 fn resolver(context: &Context) -> Option<Resolver> {
-    let dns = &context.config.dns;
+    let config = context.config();
+    let dns = &config.dns;
     if dns.servers.is_empty() {
         match Resolver::from_system() {
             Ok(r) => Some(r),
@@ -76,7 +77,7 @@ fn resolver(context: &Context) -> Option<Resolver> {
 
 fn hosts(context: &Context) -> StaticHosts {
     let mut hosts = StaticHosts::new();
-    for (name, addrs) in &context.config.hosts {
+    for (name, addrs) in &context.config().hosts {
         if let Err(e) = hosts.insert(name, addrs) {
             log::warn!("sip outbound: [hosts] {name} ignored: {e}");
         }
@@ -91,10 +92,11 @@ fn run(
     commands_tx: crossbeam_channel::Sender<Command>,
     connected: &AtomicBool,
 ) {
-    let edge = context.config.sip.edge.clone();
+    // [sip] edge, [hosts] and [dns] need a restart; certificates and CA files are taken
+    // again for every connection attempt (a reload applies at the next one).
+    let edge = context.config().sip.edge.clone();
     let hosts = hosts(context);
     let resolver = resolver(context);
-    let client_config = Arc::clone(&context.sip_client);
     let mut backoff = BACKOFF_START;
     let mut round = 0u32;
     while !stopping.load(Ordering::SeqCst) {
@@ -136,7 +138,7 @@ fn run(
                 break;
             }
             let addr = SocketAddr::new(*ip, edge.port);
-            match connect(context, &client_config, &edge.host, addr) {
+            match connect(context, &edge.host, addr) {
                 Ok((tls, tcp)) => {
                     served = true;
                     let since = Instant::now();
@@ -250,11 +252,15 @@ fn wait_refusing(commands: &Receiver<Command>, stopping: &AtomicBool, pause: Dur
 
 fn connect(
     context: &Context,
-    client_config: &Arc<rustls::ClientConfig>,
     host: &str,
     addr: SocketAddr,
 ) -> Result<(rustls::ClientConnection, TcpStream), String> {
-    let timeout = context.config.sip.connect_timeout;
+    let live = context.live.current();
+    let Some(sip_tls) = &live.sip_tls else {
+        return Err("no SIP TLS configuration".into());
+    };
+    let client_config = &sip_tls.client;
+    let timeout = live.config.sip.connect_timeout;
     let mut tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("TCP: {e}"))?;
     let _ = tcp.set_read_timeout(Some(timeout));
     let _ = tcp.set_write_timeout(Some(timeout));
@@ -267,7 +273,7 @@ fn connect(
             let _ = tls.write_tls(&mut tcp);
             return Err(format!(
                 "TLS handshake failed: {}",
-                tls::sip::describe_client_failure(&error, host, &context.config.sip.ca)
+                tls::sip::describe_client_failure(&error, host, &live.config.sip.ca)
             ));
         }
     }

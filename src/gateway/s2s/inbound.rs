@@ -21,6 +21,7 @@ use super::{
 };
 use crate::config::{AuthPolicy, Requirement};
 use crate::gateway::admission::Ticket;
+use crate::gateway::live::Watch;
 use crate::gateway::router::RouterEvent;
 use crate::gateway::status::{failure, tls_reason, ErrorKind};
 use crate::logsafe::{escaped, Suppressed};
@@ -32,6 +33,9 @@ use crate::xmpp::session::{
 /// The read buffer of an inbound stream (before authentication only part of it is used,
 /// see `InboundSession::read_limit`).
 const READ_BUFFER: usize = 16 * 1024;
+
+/// How often an idle inbound stream looks whether a reload refused its peer.
+const RELOAD_POLL: Duration = Duration::from_secs(1);
 
 /// How long the closing stream error may take to write, after any deadline.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -71,9 +75,15 @@ fn dialback_offered(policy: AuthPolicy) -> bool {
     requirement_enabled(policy.dialback) && policy.sasl != Requirement::Required
 }
 
-fn session_config(context: &Arc<S2sContext>, peer: SocketAddr) -> InboundConfig {
-    let xmpp = &context.config.xmpp;
-    let tls_available = context.tls.is_some();
+fn session_config(
+    context: &Arc<S2sContext>,
+    peer: SocketAddr,
+    tls_available: bool,
+) -> InboundConfig {
+    // The configuration in force when the stream was accepted; policy decisions below read
+    // the one in force when they are made.
+    let snapshot = context.config();
+    let xmpp = &snapshot.xmpp;
     let mut config = InboundConfig::new(context.hosted.iter().cloned(), context.secret.0.clone());
     config.tls = tls_policy(xmpp.policy.tls, tls_available);
     config.sasl = sasl_offered(xmpp.policy);
@@ -83,7 +93,7 @@ fn session_config(context: &Arc<S2sContext>, peer: SocketAddr) -> InboundConfig 
     config.limits.max_stanza = xmpp.max_stanza;
     let policy_context = Arc::clone(context);
     config.peer_policy = Some(PeerPolicy(Arc::new(move |domain: &str| {
-        match decide(&policy_context.config, domain) {
+        match decide(&policy_context.config(), domain) {
             Decision::Refuse {
                 condition,
                 why,
@@ -120,7 +130,10 @@ pub fn serve_inbound(
     ticket: &mut Ticket,
     accepted: Instant,
 ) -> String {
-    let config = session_config(context, peer);
+    // The TLS configuration of this connection: a reload changes it for later ones only.
+    let tls = context.tls();
+    let config = session_config(context, peer, tls.is_some());
+    let mut watch = Watch::new(&context.live);
     let mut session = InboundSession::new(config, accepted, Box::new(random_id));
     let mut pipe = Pipe::new(stream);
     let mut buf = vec![0u8; READ_BUFFER];
@@ -136,7 +149,7 @@ pub fn serve_inbound(
                         return format!("write error: {e}");
                     }
                     out.clear();
-                    let Some(tls) = &context.tls else {
+                    let Some(tls) = &tls else {
                         return "STARTTLS without TLS configuration".into();
                     };
                     let conn = match tls.accept() {
@@ -145,9 +158,9 @@ pub fn serve_inbound(
                     };
                     // At most pre_auth_buffer bytes, and within the handshake deadline.
                     let early = session.take_tls_bytes();
-                    let deadline = session
-                        .handshake_deadline()
-                        .unwrap_or_else(|| Instant::now() + context.config.xmpp.handshake_timeout);
+                    let deadline = session.handshake_deadline().unwrap_or_else(|| {
+                        Instant::now() + context.config().xmpp.handshake_timeout
+                    });
                     if let Err(e) = pipe.start_tls(conn, &early, deadline) {
                         let why = e.to_string();
                         failure(
@@ -212,7 +225,8 @@ pub fn serve_inbound(
                                 conn: Some(conn),
                             }));
                     } else {
-                        log_quota(context, &who, &remote, context.config.xmpp.max_per_partner);
+                        let max = context.config().xmpp.max_per_partner;
+                        log_quota(context, &who, &remote, max);
                         // Also discards what the peer sent after authenticating: nothing
                         // from a refused stream is forwarded.
                         session.close(Some(StreamErrorCondition::PolicyViolation));
@@ -232,9 +246,9 @@ pub fn serve_inbound(
                     out.clear();
                     // Within the handshake deadline for the first pair; a later pair gets
                     // a deadline of its own.
-                    let deadline = session
-                        .handshake_deadline()
-                        .unwrap_or_else(|| Instant::now() + context.config.xmpp.handshake_timeout);
+                    let deadline = session.handshake_deadline().unwrap_or_else(|| {
+                        Instant::now() + context.config().xmpp.handshake_timeout
+                    });
                     let verdict =
                         outbound::verify(context, &local, &remote, &stream_id, &key, deadline);
                     log::info!("{who}: dialback for {remote} → {local}: {verdict:?}");
@@ -276,6 +290,21 @@ pub fn serve_inbound(
                 other => log::debug!("{who}: {other:?}"),
             }
         }
+        // A reload that refuses a domain this stream carries closes it politely.
+        if !slots.is_empty() && watch.changed(&context.live) {
+            let config = context.config();
+            let refused = slots.iter().find_map(|s| match decide(&config, &s.domain) {
+                Decision::Refuse { why, .. } => Some((s.domain.clone(), why)),
+                Decision::Allow { .. } => None,
+            });
+            if let Some((domain, why)) = refused {
+                log::info!(
+                    "{who}: closing the stream of {domain}: refused by the reloaded configuration ({why})"
+                );
+                session.close(Some(StreamErrorCondition::PolicyViolation));
+                continue;
+            }
+        }
         // Before authentication a peer that does not read cannot hold us past the deadline.
         pipe.set_write_deadline(session.handshake_deadline());
         session.poll_transmit(&mut out);
@@ -283,9 +312,15 @@ pub fn serve_inbound(
             return format!("write error: {e}");
         }
         out.clear();
+        // Woken at least every RELOAD_POLL once authenticated, to see a reload.
         let deadline = session
             .poll_timeout()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            .unwrap_or_else(|| Instant::now() + RELOAD_POLL);
+        let deadline = if slots.is_empty() {
+            deadline
+        } else {
+            deadline.min(Instant::now() + RELOAD_POLL)
+        };
         // Before authentication, only what keeps the session within its small buffer.
         let limit = session.read_limit().min(buf.len());
         match pipe.read(buf.get_mut(..limit).unwrap_or_default(), deadline) {

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What an outbound slot is for.
@@ -70,8 +71,10 @@ struct Counts {
 #[derive(Debug)]
 pub struct OutboundLimits {
     counts: Arc<Mutex<Counts>>,
-    max_streams: usize,
-    max_per_address: usize,
+    /// The caps, replaced on reload ([`OutboundLimits::set_caps`]); slots already taken
+    /// over a lowered cap are kept until given back.
+    max_streams: AtomicUsize,
+    max_per_address: AtomicUsize,
 }
 
 /// One counted outbound stream, or one connection to an address; released on drop.
@@ -87,15 +90,25 @@ impl OutboundLimits {
     pub fn new(max_streams: usize, max_per_address: usize) -> Self {
         OutboundLimits {
             counts: Arc::new(Mutex::new(Counts::default())),
-            max_streams,
-            max_per_address,
+            max_streams: AtomicUsize::new(max_streams),
+            max_per_address: AtomicUsize::new(max_per_address),
         }
+    }
+
+    /// New caps (a reload): they apply to the next slot taken.
+    pub fn set_caps(&self, max_streams: usize, max_per_address: usize) {
+        self.max_streams.store(max_streams, Ordering::Relaxed);
+        self.max_per_address
+            .store(max_per_address, Ordering::Relaxed);
     }
 
     /// A stream slot, or `None` at `max_outbound` (verifications: at half of it).
     pub fn stream(&self, what: OutboundUse) -> Option<OutboundSlot> {
         let mut counts = self.counts.lock().ok()?;
-        if !counts.streams.take(what, self.max_streams) {
+        if !counts
+            .streams
+            .take(what, self.max_streams.load(Ordering::Relaxed))
+        {
             return None;
         }
         Some(OutboundSlot {
@@ -114,7 +127,7 @@ impl OutboundLimits {
             .per_address
             .entry(ip)
             .or_default()
-            .take(what, self.max_per_address)
+            .take(what, self.max_per_address.load(Ordering::Relaxed))
         {
             if counts.per_address.get(&ip).is_some_and(|p| p.total() == 0) {
                 counts.per_address.remove(&ip);

@@ -82,6 +82,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
+use super::live::ConfigCell;
 use super::router::RouterEvent;
 use super::threads::ThreadSet;
 use crate::config::{AuthPolicy, Config, FederationMode, Requirement};
@@ -219,8 +220,9 @@ pub enum XmppNotice {
 
 /// What every S2S thread shares, read-only but for two small counters.
 pub struct S2sContext {
-    pub config: Arc<Config>,
-    pub tls: Option<XmppTls>,
+    /// The configuration and TLS in force (the router replaces it on reload): read once per
+    /// stream and per policy decision, see [`S2sContext::config`].
+    pub live: Arc<ConfigCell>,
     pub secret: DialbackSecret,
     /// `[gateway] sip_domains`, lowercased: the domains served here.
     pub hosted: HashSet<String>,
@@ -274,12 +276,12 @@ static NEXT_STREAM: AtomicU64 = AtomicU64::new(1 << 40);
 
 impl S2sContext {
     pub fn new(
-        config: Arc<Config>,
-        tls: Option<XmppTls>,
+        live: Arc<ConfigCell>,
         secret: String,
         events: Sender<RouterEvent>,
         lifecycle: Lifecycle,
     ) -> Self {
+        let config = live.config();
         let resolver = if config.dns.servers.is_empty() {
             Resolver::from_system().unwrap_or_else(|e| {
                 log::warn!("xmpp: no usable /etc/resolv.conf ({e}); asking 127.0.0.1");
@@ -300,7 +302,6 @@ impl S2sContext {
         }
         S2sContext {
             hosted: config.hosted_domains(),
-            tls,
             secret: DialbackSecret(secret),
             resolver,
             hosts,
@@ -315,9 +316,19 @@ impl S2sContext {
             ),
             protected: Mutex::new(None),
             log_limit: SharedRateLimit::new(LOG_LINES_PER_MINUTE, Duration::from_secs(60), 64),
-            config,
+            live,
             lifecycle,
         }
+    }
+
+    /// The configuration in force now (a read of the cell: once per stream or decision).
+    pub fn config(&self) -> Arc<Config> {
+        self.live.config()
+    }
+
+    /// The XMPP leg's TLS in force now, for a new handshake.
+    pub fn tls(&self) -> Option<Arc<XmppTls>> {
+        self.live.current().xmpp_tls.clone()
     }
 
     /// Logs a line a peer can cause at will, at most [`LOG_LINES_PER_MINUTE`] per `kind`.
@@ -333,7 +344,7 @@ impl S2sContext {
     /// our own listening ones.
     fn address_policy(&self) -> AddressPolicy {
         AddressPolicy {
-            allow_private: self.config.federation.allow_private_addresses,
+            allow_private: self.config().federation.allow_private_addresses,
             protected: self.protected_addresses(),
         }
     }
@@ -347,12 +358,13 @@ impl S2sContext {
                 }
             }
         }
-        let mut addrs: Vec<IpAddr> = [self.config.xmpp.listen, self.config.sip.listen]
+        let config = self.config();
+        let mut addrs: Vec<IpAddr> = [config.xmpp.listen, config.sip.listen]
             .iter()
             .map(SocketAddr::ip)
             .filter(|ip| !ip.is_unspecified())
             .collect();
-        let edge = &self.config.sip.edge.host;
+        let edge = &config.sip.edge.host;
         let fresh = match resolve_host(edge, &self.hosts, &self.resolver) {
             Ok(found) => {
                 addrs.extend(found);
@@ -399,9 +411,10 @@ impl S2sContext {
 
     /// Counts an authenticated inbound stream from `domain`; `None` over `max_per_partner`.
     fn partner_slot(self: &Arc<Self>, domain: &str) -> Option<PartnerSlot> {
+        let max = self.config().xmpp.max_per_partner;
         let mut map = self.per_partner.lock().ok()?;
         let n = map.entry(domain.to_owned()).or_insert(0);
-        if *n >= self.config.xmpp.max_per_partner {
+        if *n >= max {
             return None;
         }
         *n += 1;
@@ -517,6 +530,9 @@ fn requirement_enabled(r: Requirement) -> bool {
 /// The router's S2S table: one outbound stream thread per (local, remote) domain pair.
 pub struct XmppRoutes {
     context: Arc<S2sContext>,
+    /// The router's own copy of the configuration in force, replaced by [`Self::reconfigure`]
+    /// (policy decisions per stanza read this, not the shared cell).
+    config: Arc<Config>,
     sink: Option<Sender<XmppNotice>>,
     streams: HashMap<(String, String), OutStream>,
 }
@@ -533,10 +549,34 @@ struct OutStream {
 impl XmppRoutes {
     pub fn new(context: Arc<S2sContext>, sink: Option<Sender<XmppNotice>>) -> Self {
         XmppRoutes {
+            config: context.config(),
             context,
             sink,
             streams: HashMap::new(),
         }
+    }
+
+    /// Takes a reloaded configuration (already published in the cell) and lets go of the
+    /// outbound streams to domains it refuses now: their threads see the new configuration
+    /// too, close their stream and hand back every stanza still waiting, which is then
+    /// refused here like any new one (tracked ones as [`Delivery::Failed`]). Returns the
+    /// (local, remote) pairs let go of.
+    pub fn reconfigure(&mut self, config: Arc<Config>) -> Vec<(String, String)> {
+        self.context.outbound.set_caps(
+            config.xmpp.max_outbound,
+            config.xmpp.max_outbound_per_address,
+        );
+        self.config = config;
+        let refused: Vec<(String, String)> = self
+            .streams
+            .keys()
+            .filter(|(_, remote)| matches!(decide(&self.config, remote), Decision::Refuse { .. }))
+            .cloned()
+            .collect();
+        for key in &refused {
+            self.streams.remove(key);
+        }
+        refused
     }
 
     /// Handles one event in the router thread; never blocks. Returns what became of tracked
@@ -690,7 +730,7 @@ impl XmppRoutes {
         if !self.context.hosted.contains(&local) || self.context.hosted.contains(&remote) {
             return self.bounce(stanza, receipt, StanzaErrorCondition::NotAllowed);
         }
-        if let Decision::Refuse { why, .. } = decide(&self.context.config, &remote) {
+        if let Decision::Refuse { why, .. } = decide(&self.config, &remote) {
             self.context.log_refusal("outbound", &remote, why);
             return self.bounce(stanza, receipt, StanzaErrorCondition::RemoteServerNotFound);
         }
@@ -718,7 +758,7 @@ impl XmppRoutes {
                 format_args!(
                     "xmpp outbound {}: not started: [xmpp] max_outbound = {} streams are running",
                     escaped(&key.1),
-                    self.context.config.xmpp.max_outbound
+                    self.config.xmpp.max_outbound
                 ),
             );
             let (stanza, receipt) = item;
@@ -968,8 +1008,10 @@ route = 192.0.2.7:5270
             threads: Arc::new(ThreadSet::default()),
         };
         let context = S2sContext::new(
-            Arc::new(config(extra)),
-            None,
+            Arc::new(ConfigCell::new(crate::gateway::live::Live::without_sip(
+                config(extra),
+                None,
+            ))),
             "secret".into(),
             events,
             lifecycle,

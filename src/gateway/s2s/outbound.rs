@@ -32,6 +32,7 @@ use super::limits::{OutboundSlot, OutboundUse};
 use super::{decide, Decision, Outgoing, Receipt, S2sContext, XmppEvent, OUTBOUND_POLL};
 use crate::config::{AuthPolicy, Requirement};
 use crate::dns::{resolve_xmpp_server, screen_targets, srv, AddressPolicy, Target, TargetOrigin};
+use crate::gateway::live::Watch;
 use crate::gateway::router::RouterEvent;
 use crate::gateway::status::{failure, observe, ErrorKind, Observation};
 use crate::gateway::Side;
@@ -57,7 +58,8 @@ fn session_config(
     remote: &str,
     policy: AuthPolicy,
 ) -> OutboundConfig {
-    let xmpp = &context.config.xmpp;
+    let snapshot = context.config();
+    let xmpp = &snapshot.xmpp;
     let limits = crate::xmpp::stream::StreamLimits {
         max_stanza: xmpp.max_stanza,
         ..Default::default()
@@ -68,7 +70,7 @@ fn session_config(
         tls: want(policy.tls),
         sasl: want(policy.sasl),
         dialback: want(policy.dialback),
-        tls_available: context.tls.is_some(),
+        tls_available: context.tls().is_some(),
         dialback_secret: context.secret.clone(),
         handshake_timeout: xmpp.stream_timeout,
         keepalive: xmpp.keepalive,
@@ -167,15 +169,24 @@ fn drive(
     let mut buf = vec![0u8; 16 * 1024];
     let mut out = Vec::new();
     let remote = session.remote().to_owned();
+    // Stale at first: a stanza stream looks at the policy once more when it starts.
+    let mut watch = Watch::stale();
     loop {
         if context.stopping() && !session.is_closed() {
             // Shutdown: close politely now rather than wait for the router to wake us.
             session.close();
+        } else if queue.is_some() && !session.is_closed() && watch.changed(&context.live) {
+            // A reload refused this partner: close; what waits goes back to the router, which
+            // refuses it with the new configuration (tracked stanzas get their SIP error).
+            if let Decision::Refuse { why, .. } = decide(&context.config(), &remote) {
+                log::info!("{who}: closing: refused by the reloaded configuration ({why})");
+                session.close();
+            }
         }
         while let Some(event) = session.poll_event() {
             if event == OutboundEvent::StartTls {
                 flush(context, pipe, session, &mut out)?;
-                let Some(tls) = &context.tls else {
+                let Some(tls) = context.tls() else {
                     return Err("STARTTLS without TLS configuration".into());
                 };
                 let conn = tls.connect(&remote).map_err(|e| format!("TLS: {e}"))?;
@@ -184,7 +195,7 @@ fn drive(
                 // left of the inbound stream's), never a new one.
                 let deadline = session
                     .poll_timeout()
-                    .unwrap_or_else(|| Instant::now() + context.config.xmpp.stream_timeout);
+                    .unwrap_or_else(|| Instant::now() + context.config().xmpp.stream_timeout);
                 pipe.start_tls(conn, &early, deadline)
                     .map_err(|e| format!("TLS handshake with {remote} failed: {e}"))?;
                 let valid = match tls.verify_server(pipe.peer_certificates(), &remote) {
@@ -319,13 +330,13 @@ fn connect(
             "max_outbound_per_address",
             format_args!(
                 "{who}: {addr} skipped: [xmpp] max_outbound_per_address = {} streams to it already (verifications: half)",
-                context.config.xmpp.max_outbound_per_address
+                context.config().xmpp.max_outbound_per_address
             ),
         );
         return Err(Unconnected::Capped);
     };
-    let timeout = limit.map_or(context.config.xmpp.connect_timeout, |l| {
-        l.min(context.config.xmpp.connect_timeout)
+    let timeout = limit.map_or(context.config().xmpp.connect_timeout, |l| {
+        l.min(context.config().xmpp.connect_timeout)
     });
     match TcpStream::connect_timeout(&addr, timeout) {
         Ok(s) => Ok((s, slot)),
@@ -382,7 +393,7 @@ pub fn run(
     queue: Receiver<Outgoing>,
 ) {
     let who = format!("xmpp outbound {local} → {}", escaped(remote));
-    let (policy, route) = match decide(&context.config, remote) {
+    let (policy, route) = match decide(&context.config(), remote) {
         Decision::Allow { policy, route } => (policy, route),
         Decision::Refuse { why, .. } => {
             log::info!("{who}: refused by policy: {why}");
@@ -579,7 +590,7 @@ pub fn verify(
     deadline: Instant,
 ) -> DialbackVerdict {
     let who = format!("xmpp dialback verify {local} → {}", escaped(remote));
-    let (policy, route) = match decide(&context.config, remote) {
+    let (policy, route) = match decide(&context.config(), remote) {
         Decision::Allow { policy, route } => (policy, route),
         // Never connected to: answered like a domain none of whose servers answers.
         Decision::Refuse {
@@ -595,7 +606,7 @@ pub fn verify(
             "max_outbound",
             format_args!(
                 "{who}: not started: [xmpp] max_outbound = {} reached (verifications may hold half)",
-                context.config.xmpp.max_outbound
+                context.config().xmpp.max_outbound
             ),
         );
         return DialbackVerdict::Error(StanzaErrorCondition::ResourceConstraint);
@@ -669,6 +680,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::live::{ConfigCell, Live};
     use crate::gateway::s2s::Lifecycle;
     use crate::gateway::threads::ThreadSet;
     use crate::xmpp::element::NS_SERVER;
@@ -712,7 +724,12 @@ mod tests {
             stopping: Arc::new(AtomicBool::new(false)),
             threads: Arc::new(ThreadSet::default()),
         };
-        let context = S2sContext::new(Arc::new(config), None, "s".into(), events, lifecycle);
+        let context = S2sContext::new(
+            Arc::new(ConfigCell::new(Live::without_sip(config, None))),
+            "s".into(),
+            events,
+            lifecycle,
+        );
         (Arc::new(context), inbox)
     }
 
@@ -997,7 +1014,12 @@ mod tests {
             stopping: Arc::new(AtomicBool::new(false)),
             threads: Arc::new(ThreadSet::default()),
         };
-        let context = S2sContext::new(Arc::new(config), None, "s".into(), events, lifecycle);
+        let context = S2sContext::new(
+            Arc::new(ConfigCell::new(Live::without_sip(config, None))),
+            "s".into(),
+            events,
+            lifecycle,
+        );
         (Arc::new(context), inbox)
     }
 
