@@ -52,6 +52,8 @@ mod resolv_conf;
 pub mod srv;
 mod xmpp;
 
+#[doc(hidden)]
+pub use client::{decode_answer, DecodedAnswer};
 pub use client::{Lookup, Resolver, SrvAnswer};
 pub use error::{DnsError, QueryType, ServerFailure};
 pub use hosts::StaticHosts;
