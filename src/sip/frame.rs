@@ -370,6 +370,36 @@ mod tests {
         assert_eq!(byte_by_byte(bare, config), Err(FrameError::NotSip));
     }
 
+    /// Found by the `sip_frame` fuzz target: a line of exactly `max_line_len` octets was
+    /// refused as too long when a read ended between its CR and its LF, and accepted when
+    /// it arrived whole.
+    #[test]
+    fn a_line_of_the_maximum_length_split_after_its_cr() {
+        let config = FrameConfig {
+            limits: Limits {
+                max_line_len: 40,
+                ..Limits::default()
+            },
+            keepalive: KeepaliveRole::Server,
+        };
+        let via = format!("Via: SIP/2.0/TLS h;branch=z9hG4bK{}", "x".repeat(7));
+        assert_eq!(via.len(), 40);
+        let text = String::from_utf8(REQ.to_vec()).unwrap();
+        let stream = text.replace("Via: SIP/2.0/TLS h;branch=z9hG4bK1", &via);
+        let whole = all_at_once(stream.as_bytes(), config).unwrap();
+        assert!(matches!(whole.as_slice(), [Frame::Message(_)]));
+        assert_eq!(byte_by_byte(stream.as_bytes(), config), Ok(whole));
+        // One octet more is too long, however it arrives.
+        let long = stream.replace(&via, &format!("{via}x"));
+        let too_long = Err(FrameError::TooLarge {
+            limit: Limit::LineLength,
+            len: 41,
+            max: 40,
+        });
+        assert_eq!(all_at_once(long.as_bytes(), config), too_long);
+        assert_eq!(byte_by_byte(long.as_bytes(), config), too_long);
+    }
+
     #[test]
     fn frames_messages_and_keepalives() {
         let mut stream = Vec::new();

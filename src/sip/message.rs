@@ -545,7 +545,9 @@ pub(crate) fn find_head_end_from(
             .position(|&b| b == b'\n');
         let Some(lf) = found.map(|i| from + i - scan.line_start) else {
             scan.searched = buf.len();
-            let partial = buf.len().saturating_sub(scan.line_start);
+            // A CR at the end may be the first half of the line's CRLF: not counted.
+            let partial = buf.len().saturating_sub(scan.line_start)
+                - usize::from(buf.len() > scan.line_start && buf.last() == Some(&b'\r'));
             if partial > limits.max_line_len {
                 return Err(ParseError::TooLarge {
                     limit: Limit::LineLength,
