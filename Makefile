@@ -66,7 +66,7 @@ install-test:
 # fuzz/corpus/ (not in git) from fuzz/seeds/, the RFC 4475 messages of
 # $(XSGW_SHARED_DIR)/conformance/rfc4475 and etc/xsgw.ini; crashes land in fuzz/artifacts/.
 FUZZ_TARGETS       := xmpp_stream xmpp_fragment xmpp_inbound xmpp_outbound sip_frame sip_message \
-                      sip_link sdp pidf iscomposing dns_answer resolv_conf config
+                      sip_link sdp pidf iscomposing dns_answer resolv_conf config state_file
 FUZZ_SECONDS       ?= 60
 FUZZ_SMOKE_SECONDS ?= 8
 FUZZ_SANITIZER     ?= none
@@ -104,11 +104,11 @@ fuzz-corpus:
 
 # Each target for FUZZ_SECONDS (default 60); the corpus grows in fuzz/corpus/ between runs.
 fuzz: fuzz-build fuzz-corpus
-	$(call fuzz_run,$(FUZZ_SECONDS))
+	@$(call fuzz_run,$(FUZZ_SECONDS))
 
 # Part of `make test`: each target replays its corpus, then mutates it for FUZZ_SMOKE_SECONDS.
 fuzz-smoke: fuzz-build fuzz-corpus
-	$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
+	@$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
 
 # Throughput figures of the protocol cores (release build); compare ratios within one run.
 bench:
