@@ -66,7 +66,8 @@ install-test:
 # fuzz/corpus/ (not in git) from fuzz/seeds/, the RFC 4475 messages of
 # $(XSGW_SHARED_DIR)/conformance/rfc4475 and etc/xsgw.ini; crashes land in fuzz/artifacts/.
 FUZZ_TARGETS       := xmpp_stream xmpp_fragment xmpp_inbound xmpp_outbound sip_frame sip_message \
-                      sip_link sdp pidf iscomposing dns_answer resolv_conf config state_file
+                      sip_link sdp pidf iscomposing dns_answer resolv_conf config state_file \
+                      addresses
 FUZZ_SECONDS       ?= 60
 FUZZ_SMOKE_SECONDS ?= 8
 FUZZ_SANITIZER     ?= none
@@ -79,7 +80,7 @@ FUZZ_FLAGS          = -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 FUZZ_TARGET_FLAGS   = case $$t in \
 	  xmpp_stream|xmpp_inbound|xmpp_outbound) f="-dict=dict/xml.dict -max_len=20000";; \
 	  xmpp_fragment|pidf|iscomposing) f="-dict=dict/xml.dict";; \
-	  sip_frame|sip_message|sip_link|sdp|dns_answer) f="-dict=dict/sip.dict";; \
+	  sip_frame|sip_message|sip_link|sdp|dns_answer|addresses) f="-dict=dict/sip.dict";; \
 	  *) f="";; esac
 # $(1): seconds per target. Stops at the first target that finds a crash (see fuzz/artifacts/).
 fuzz_run = cd fuzz && for t in $(FUZZ_TARGETS); do \
