@@ -134,4 +134,4 @@ install: build
 
 clean:
 	$(CARGO) clean
-	rm -rf demo build
+	rm -rf demo build fuzz/target
