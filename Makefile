@@ -4,6 +4,7 @@
 #   make static    a fully static x86_64 binary (musl), size printed
 #   make install   PREFIX=/usr/local DESTDIR= : binary, sample configuration, init script, unit
 #   make deb       target/deb/xsgw_<version>_amd64.deb from the static binary (lintian-clean)
+#   make fuzz      FUZZ_SECONDS=60 : each fuzz target for that long (fuzz/README.md)
 
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -18,7 +19,8 @@ VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1
 DEB_DIR    := target/deb
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: all build static test test-deps unit-test testbed-test install-test deb deb-test bench demo install clean
+.PHONY: all build static test test-deps unit-test testbed-test install-test deb deb-test bench demo install clean \
+	fuzz fuzz-smoke fuzz-build fuzz-corpus fuzz-deps
 
 all: build
 
@@ -50,7 +52,7 @@ unit-test:
 testbed-test:
 	$(PYTHON) tests/testbed/testbed.py selftest
 
-test: test-deps unit-test testbed-test install-test deb-test
+test: test-deps unit-test testbed-test install-test deb-test fuzz-smoke
 
 # make install into a scratch DESTDIR with another PREFIX: every file lands, paths follow PREFIX.
 install-test:
@@ -75,6 +77,57 @@ deb-test: deb
 	@command -v lintian >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends lintian; }
 	tests/deb-test.sh $(DEB_DIR)/xsgw_$(VERSION)_amd64.deb $(VERSION) $(STATIC_BIN) $(DEB_DIR)/man
 
+# Fuzzing (fuzz/README.md): one libFuzzer target per parser that takes network or file input.
+# The toolchain is the machine's: nightly when rustup has it, else stable with
+# RUSTC_BOOTSTRAP=1 (cargo-fuzz passes -Z flags). The corpus is built at run time in
+# fuzz/corpus/ (not in git) from fuzz/seeds/, the RFC 4475 messages of
+# $(XSGW_SHARED_DIR)/conformance/rfc4475 and etc/xsgw.ini; crashes land in fuzz/artifacts/.
+FUZZ_TARGETS       := xmpp_stream xmpp_fragment xmpp_inbound xmpp_outbound sip_frame sip_message \
+                      sip_link sdp pidf iscomposing dns_answer resolv_conf config state_file \
+                      addresses
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 8
+FUZZ_SANITIZER     ?= none
+XSGW_SHARED_DIR    ?= ../shared
+FUZZ_TOOLCHAIN     := $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo +nightly)
+FUZZ_CARGO         := $(if $(FUZZ_TOOLCHAIN),,RUSTC_BOOTSTRAP=1 )$(CARGO) $(FUZZ_TOOLCHAIN) fuzz
+FUZZ_FLAGS          = -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+# Per target: its dictionary; whole streams get inputs longer than the smallest max_stanza
+# (4096) so that the limits are reached.
+FUZZ_TARGET_FLAGS   = case $$t in \
+	  xmpp_stream|xmpp_inbound|xmpp_outbound) f="-dict=dict/xml.dict -max_len=20000";; \
+	  xmpp_fragment|pidf|iscomposing) f="-dict=dict/xml.dict";; \
+	  sip_frame|sip_message|sip_link|sdp|dns_answer|addresses) f="-dict=dict/sip.dict";; \
+	  *) f="";; esac
+# $(1): seconds per target. Stops at the first target that finds a crash (see fuzz/artifacts/).
+fuzz_run = cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  $(FUZZ_TARGET_FLAGS); log=target/fuzz-$$t.log; \
+	  if $(FUZZ_CARGO) run -s $(FUZZ_SANITIZER) $$t corpus/$$t -- \
+	       -max_total_time=$(1) $(FUZZ_FLAGS) $$f >$$log 2>&1; then \
+	    echo "fuzz $$t: $$(grep -E '^stat::(number_of_executed_units|peak_rss_mb)' $$log | tr '\n' ' ')$$(grep -Eo 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' $$log | tail -1)"; \
+	  else tail -30 $$log; echo "fuzz $$t FAILED: fuzz/$$log, input in fuzz/artifacts/$$t/"; exit 1; fi; done
+
+fuzz-deps:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+fuzz-build: fuzz-deps
+	cd fuzz && $(FUZZ_CARGO) build -s $(FUZZ_SANITIZER)
+
+fuzz-corpus:
+	@for t in $(FUZZ_TARGETS); do mkdir -p fuzz/corpus/$$t && cp fuzz/seeds/$$t/* fuzz/corpus/$$t/; done
+	@if [ -d $(XSGW_SHARED_DIR)/conformance/rfc4475 ]; then \
+	  for t in sip_frame sip_message sip_link; do cp $(XSGW_SHARED_DIR)/conformance/rfc4475/*.dat fuzz/corpus/$$t/; done; \
+	else echo "fuzz-corpus: no $(XSGW_SHARED_DIR)/conformance/rfc4475: SIP targets start from fuzz/seeds only"; fi
+	@cp etc/xsgw.ini fuzz/corpus/config/xsgw.ini
+
+# Each target for FUZZ_SECONDS (default 60); the corpus grows in fuzz/corpus/ between runs.
+fuzz: fuzz-build fuzz-corpus
+	@$(call fuzz_run,$(FUZZ_SECONDS))
+
+# Part of `make test`: each target replays its corpus, then mutates it for FUZZ_SMOKE_SECONDS.
+fuzz-smoke: fuzz-build fuzz-corpus
+	@$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
+
 # Throughput figures of the protocol cores (release build); compare ratios within one run.
 bench:
 	$(CARGO) bench --bench parsers
@@ -98,4 +151,4 @@ install: build
 
 clean:
 	$(CARGO) clean
-	rm -rf demo build
+	rm -rf demo build fuzz/target

@@ -161,36 +161,7 @@ impl Resolver {
         let name = normalize(name)?;
         let deadline = Instant::now() + self.deadline;
         let resolved = self.resolve(&name, QueryType::Srv, deadline, None)?;
-        let mut records = Vec::new();
-        for record in resolved.records.iter().take(MAX_SRV_RECORDS) {
-            if let RData::SRV(srv) = &record.data {
-                records.push(SrvRecord {
-                    priority: srv.priority,
-                    weight: srv.weight,
-                    port: srv.port,
-                    target: from_wire_name(&srv.target),
-                });
-            }
-        }
-        let mut hints: HashMap<String, Vec<IpAddr>> = HashMap::new();
-        for record in &resolved.additionals {
-            let owner = from_wire_name(&record.name);
-            if !records.iter().any(|r| r.target == owner) {
-                continue;
-            }
-            if let Some(ip) = address_of(record) {
-                let addrs = hints.entry(owner).or_default();
-                if addrs.len() < MAX_ADDRS && !addrs.contains(&ip) {
-                    addrs.push(ip);
-                }
-            }
-        }
-        Ok(SrvAnswer {
-            name,
-            records,
-            hints,
-            server: resolved.server,
-        })
+        Ok(srv_answer(name, resolved))
     }
 
     /// Looks up the addresses of `name`: A then AAAA (IPv4 first in the result), under one
@@ -214,13 +185,7 @@ impl Resolver {
         let mut addrs = Vec::new();
         for result in [&v4, &v6] {
             match result {
-                Ok(resolved) => {
-                    for ip in resolved.records.iter().filter_map(address_of) {
-                        if addrs.len() < MAX_ADDRS && !addrs.contains(&ip) {
-                            addrs.push(ip);
-                        }
-                    }
-                }
+                Ok(resolved) => add_addresses(&mut addrs, &resolved.records),
                 Err(error) => log::debug!("dns: {error}"),
             }
         }
@@ -239,53 +204,7 @@ impl Resolver {
         prefer: Option<SocketAddr>,
     ) -> Result<Resolved, DnsError> {
         let (message, server) = self.query(name, query_type, deadline, prefer)?;
-        let wanted = record_type(query_type);
-        let mut current = name.to_owned();
-        for _ in 0..=MAX_CNAME_LINKS {
-            let records: Vec<Record> = message
-                .answers
-                .iter()
-                .filter(|r| r.record_type() == wanted && from_wire_name(&r.name) == current)
-                .cloned()
-                .collect();
-            if !records.is_empty() {
-                return Ok(Resolved {
-                    records,
-                    additionals: message.additionals,
-                    server,
-                });
-            }
-            let alias = message.answers.iter().find_map(|r| match &r.data {
-                RData::CNAME(target) if from_wire_name(&r.name) == current => {
-                    Some(from_wire_name(target))
-                }
-                _ => None,
-            });
-            match alias {
-                Some(target) => {
-                    log::debug!("dns: {current} is an alias for {target}");
-                    current = target;
-                }
-                None if message.metadata.response_code == ResponseCode::NXDomain => {
-                    return Err(DnsError::NxDomain {
-                        name: current,
-                        query_type,
-                        server,
-                    })
-                }
-                None => {
-                    return Err(DnsError::NoData {
-                        name: current,
-                        query_type,
-                        server: Some(server),
-                    })
-                }
-            }
-        }
-        Err(DnsError::CnameChain {
-            name: name.to_owned(),
-            max: MAX_CNAME_LINKS,
-        })
+        follow_answer(message, server, name, query_type)
     }
 
     /// One question: every server in order (`prefer` first), `attempts` rounds, until an
@@ -394,6 +313,154 @@ impl Lookup for Resolver {
     }
 }
 
+/// The records of type `query_type` for `name` in a validated answer, following CNAMEs
+/// inside it (at most [`MAX_CNAME_LINKS`]); NXDOMAIN or no data otherwise.
+fn follow_answer(
+    message: Message,
+    server: SocketAddr,
+    name: &str,
+    query_type: QueryType,
+) -> Result<Resolved, DnsError> {
+    let wanted = record_type(query_type);
+    let mut current = name.to_owned();
+    for _ in 0..=MAX_CNAME_LINKS {
+        let records: Vec<Record> = message
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == wanted && from_wire_name(&r.name) == current)
+            .cloned()
+            .collect();
+        if !records.is_empty() {
+            return Ok(Resolved {
+                records,
+                additionals: message.additionals,
+                server,
+            });
+        }
+        let alias = message.answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(target) if from_wire_name(&r.name) == current => {
+                Some(from_wire_name(target))
+            }
+            _ => None,
+        });
+        match alias {
+            Some(target) => {
+                log::debug!("dns: {current} is an alias for {target}");
+                current = target;
+            }
+            None if message.metadata.response_code == ResponseCode::NXDomain => {
+                return Err(DnsError::NxDomain {
+                    name: current,
+                    query_type,
+                    server,
+                })
+            }
+            None => {
+                return Err(DnsError::NoData {
+                    name: current,
+                    query_type,
+                    server: Some(server),
+                })
+            }
+        }
+    }
+    Err(DnsError::CnameChain {
+        name: name.to_owned(),
+        max: MAX_CNAME_LINKS,
+    })
+}
+
+/// The SRV records of a validated answer, with the additional-section addresses of their
+/// targets as hints (each list bounded by [`MAX_ADDRS`]).
+fn srv_answer(name: String, resolved: Resolved) -> SrvAnswer {
+    let mut records = Vec::new();
+    for record in resolved.records.iter().take(MAX_SRV_RECORDS) {
+        if let RData::SRV(srv) = &record.data {
+            records.push(SrvRecord {
+                priority: srv.priority,
+                weight: srv.weight,
+                port: srv.port,
+                target: from_wire_name(&srv.target),
+            });
+        }
+    }
+    let mut hints: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    for record in &resolved.additionals {
+        let owner = from_wire_name(&record.name);
+        if !records.iter().any(|r| r.target == owner) {
+            continue;
+        }
+        if let Some(ip) = address_of(record) {
+            let addrs = hints.entry(owner).or_default();
+            if addrs.len() < MAX_ADDRS && !addrs.contains(&ip) {
+                addrs.push(ip);
+            }
+        }
+    }
+    SrvAnswer {
+        name,
+        records,
+        hints,
+        server: resolved.server,
+    }
+}
+
+/// What [`decode_answer`] took from an answer.
+#[doc(hidden)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodedAnswer {
+    /// An SRV record set and its hints, as [`Resolver::lookup_srv`] returns it.
+    Srv(SrvAnswer),
+    /// The addresses of an A or AAAA answer, as [`Resolver::lookup_ip`] collects them.
+    Addresses(Vec<IpAddr>),
+}
+
+/// Received octets through every step a lookup takes with an answer: hickory's decoder, the
+/// match against the question (id, type, class, name), the response code, CNAMEs followed,
+/// then the records taken (SRV with address hints, or addresses; bounded). The question is
+/// the one the octets carry, so that arbitrary input reaches every step. `None`: the octets
+/// would be ignored (undecodable, not an answer, a question we never ask, a server failure).
+/// For the fuzz target `dns_answer`; the resolver does not call it.
+#[doc(hidden)]
+pub fn decode_answer(bytes: &[u8]) -> Option<Result<DecodedAnswer, DnsError>> {
+    let message = Message::from_vec(bytes).ok()?;
+    let asked = message.queries.first()?;
+    let query_type = match asked.query_type {
+        RecordType::SRV => QueryType::Srv,
+        RecordType::A => QueryType::A,
+        RecordType::AAAA => QueryType::Aaaa,
+        _ => return None,
+    };
+    let name = normalize(&from_wire_name(&asked.name)).ok()?;
+    let question = Question {
+        wire_name: to_wire_name(&name).ok()?,
+        name,
+        record_type: record_type(query_type),
+    };
+    if !is_answer_to(&message, message.metadata.id, &question) {
+        return None;
+    }
+    if !matches!(
+        message.metadata.response_code,
+        ResponseCode::NoError | ResponseCode::NXDomain
+    ) {
+        return None;
+    }
+    let server = SocketAddr::from((Ipv4Addr::LOCALHOST, 53));
+    let resolved = match follow_answer(message, server, &question.name, query_type) {
+        Ok(resolved) => resolved,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(Ok(match query_type {
+        QueryType::Srv => DecodedAnswer::Srv(srv_answer(question.name, resolved)),
+        _ => {
+            let mut addrs = Vec::new();
+            add_addresses(&mut addrs, &resolved.records);
+            DecodedAnswer::Addresses(addrs)
+        }
+    }))
+}
+
 /// What we asked, to check answers against.
 struct Question {
     name: String,
@@ -416,6 +483,15 @@ fn address_of(record: &Record) -> Option<IpAddr> {
         RData::A(a) => Some(IpAddr::V4(a.0)),
         RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
         _ => None,
+    }
+}
+
+/// Appends the addresses of A/AAAA `records` not already in `addrs`, up to [`MAX_ADDRS`].
+fn add_addresses(addrs: &mut Vec<IpAddr>, records: &[Record]) {
+    for ip in records.iter().filter_map(address_of) {
+        if addrs.len() < MAX_ADDRS && !addrs.contains(&ip) {
+            addrs.push(ip);
+        }
     }
 }
 

@@ -60,6 +60,8 @@ pub mod srv;
 mod xmpp;
 
 pub use address::{classify, AddressClass, AddressPolicy, AddressRefusal};
+#[doc(hidden)]
+pub use client::{decode_answer, DecodedAnswer};
 pub use client::{Lookup, Resolver, SrvAnswer};
 pub use error::{DnsError, QueryType, ServerFailure};
 pub use hosts::StaticHosts;

@@ -192,19 +192,23 @@ fn step(buf: &[u8], config: &FrameConfig, scan: &mut HeadScan) -> Result<Step, F
         _ => {}
     }
     let limits = &config.limits;
-    let head_len = match find_head_end_from(buf, limits, scan) {
+    // Refuse what cannot be SIP as soon as its first line is seen, rather than buffer it up
+    // to the limit; whether the rest of the header section is there yet must not matter
+    // (it did: found by the `sip_frame` fuzz target).
+    let not_sip = || {
+        buf.iter().position(|&b| b == b'\n').is_some_and(|lf| {
+            let first = buf.get(..lf).unwrap_or_default();
+            let first = first.strip_suffix(b"\r").unwrap_or(first);
+            first.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f)
+        })
+    };
+    let head_end = find_head_end_from(buf, limits, scan);
+    if not_sip() {
+        return Err(FrameError::NotSip);
+    }
+    let head_len = match head_end {
         Ok(Some(n)) => n,
-        Ok(None) => {
-            // Refuse early what cannot be SIP, rather than buffer it up to the limit.
-            if let Some(lf) = buf.iter().position(|&b| b == b'\n') {
-                let first = buf.get(..lf).unwrap_or_default();
-                let first = first.strip_suffix(b"\r").unwrap_or(first);
-                if first.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
-                    return Err(FrameError::NotSip);
-                }
-            }
-            return Ok(Step::NeedMore);
-        }
+        Ok(None) => return Ok(Step::NeedMore),
         Err(ParseError::TooLarge { limit, len, max }) => return Err(too_large(limit, len, max)),
         Err(ParseError::BareLineEnd { line }) => return Err(FrameError::BareLineEnd { line }),
         Err(_) => return Err(FrameError::NotSip),
@@ -345,6 +349,55 @@ mod tests {
             }
         }
         Ok(out)
+    }
+
+    /// Found by the `sip_frame` fuzz target: a start line with control characters closed
+    /// the stream when read line by line, but was answered 400 (and the stream went on)
+    /// when its header section arrived in one read.
+    #[test]
+    fn control_characters_in_the_start_line_close_however_split() {
+        let mut stream = b"INVITE sip:a@b SIP/\x00\x002.0\r\n".to_vec();
+        stream.extend_from_slice(
+            REQ.get(REQ.iter().position(|&b| b == b'\n').unwrap() + 1..)
+                .unwrap(),
+        );
+        let config = FrameConfig::default();
+        assert_eq!(all_at_once(&stream, config), Err(FrameError::NotSip));
+        assert_eq!(byte_by_byte(&stream, config), Err(FrameError::NotSip));
+        // A bare LF further on does not change that.
+        let bare = b"OPTIONS sip:a@b SIP/2.0\x01\r\nVia: x\nl: 0\r\n\r\n";
+        assert_eq!(all_at_once(bare, config), Err(FrameError::NotSip));
+        assert_eq!(byte_by_byte(bare, config), Err(FrameError::NotSip));
+    }
+
+    /// Found by the `sip_frame` fuzz target: a line of exactly `max_line_len` octets was
+    /// refused as too long when a read ended between its CR and its LF, and accepted when
+    /// it arrived whole.
+    #[test]
+    fn a_line_of_the_maximum_length_split_after_its_cr() {
+        let config = FrameConfig {
+            limits: Limits {
+                max_line_len: 40,
+                ..Limits::default()
+            },
+            keepalive: KeepaliveRole::Server,
+        };
+        let via = format!("Via: SIP/2.0/TLS h;branch=z9hG4bK{}", "x".repeat(7));
+        assert_eq!(via.len(), 40);
+        let text = String::from_utf8(REQ.to_vec()).unwrap();
+        let stream = text.replace("Via: SIP/2.0/TLS h;branch=z9hG4bK1", &via);
+        let whole = all_at_once(stream.as_bytes(), config).unwrap();
+        assert!(matches!(whole.as_slice(), [Frame::Message(_)]));
+        assert_eq!(byte_by_byte(stream.as_bytes(), config), Ok(whole));
+        // One octet more is too long, however it arrives.
+        let long = stream.replace(&via, &format!("{via}x"));
+        let too_long = Err(FrameError::TooLarge {
+            limit: Limit::LineLength,
+            len: 41,
+            max: 40,
+        });
+        assert_eq!(all_at_once(long.as_bytes(), config), too_long);
+        assert_eq!(byte_by_byte(long.as_bytes(), config), too_long);
     }
 
     #[test]

@@ -366,12 +366,36 @@ pub struct AnswerContext {
     pub cseq: Option<String>,
 }
 
+/// `<uri>;params` of a name-addr value: from the first `<` outside a quoted string.
+fn without_display_name(value: &str) -> Option<&str> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => return value.get(i..),
+            _ => {}
+        }
+    }
+    None
+}
+
 impl AnswerContext {
     fn add(&mut self, name: &[u8], value: &[u8]) {
         let value = unfold(trim_ws(value));
-        let Ok(text) = std::str::from_utf8(&value) else {
+        let Ok(mut text) = std::str::from_utf8(&value) else {
             return;
         };
+        let address = name::FROM.matches(name) || name::TO.matches(name);
+        if address && text.contains('\0') {
+            // A NUL in a From/To display name (a quoted-pair, RFC 4475 `intmeth`): answer
+            // without the display name, as the builder does with typed values. From and To
+            // compare by URI and parameters (RFC 3261 §19.3), and an answer lacking them is
+            // no answer (found by the `sip_frame` fuzz target).
+            text = without_display_name(text).unwrap_or(text);
+        }
         if text.bytes().any(|b| b == 0 || b == b'\r' || b == b'\n') {
             return;
         }
@@ -521,7 +545,9 @@ pub(crate) fn find_head_end_from(
             .position(|&b| b == b'\n');
         let Some(lf) = found.map(|i| from + i - scan.line_start) else {
             scan.searched = buf.len();
-            let partial = buf.len().saturating_sub(scan.line_start);
+            // A CR at the end may be the first half of the line's CRLF: not counted.
+            let partial = buf.len().saturating_sub(scan.line_start)
+                - usize::from(buf.len() > scan.line_start && buf.last() == Some(&b'\r'));
             if partial > limits.max_line_len {
                 return Err(ParseError::TooLarge {
                     limit: Limit::LineLength,
@@ -910,6 +936,35 @@ Subject: two\r\n  lines\r\n\
 Content-Length: 4\r\n\
 \r\n\
 body";
+
+    /// Found by the `sip_frame` fuzz target on RFC 4475 `intmeth`: the 501 to this valid
+    /// request had no To (its display name holds NUL) and so was no SIP response.
+    #[test]
+    fn answer_to_a_display_name_with_nul_keeps_the_address() {
+        let request = b"FOO sip:a@example.com SIP/2.0\r\n\
+Via: SIP/2.0/TCP h.example.com;branch=z9hG4bK1\r\n\
+To: \"BEL:\\\x07 NUL:\\\x00 <\" <sip:a@example.com>;p=\"<\"\r\n\
+From: \"\\\x00\" <sip:b@example.com>;tag=1\r\n\
+Call-ID: c1\r\n\
+CSeq: 1 FOO\r\n\
+Max-Forwards: 70\r\n\
+Content-Length: 0\r\n\r\n";
+        let m = parse_message(request).unwrap();
+        let ctx = AnswerContext::from_message(&m).unwrap();
+        assert_eq!(ctx.to.as_deref(), Some("<sip:a@example.com>;p=\"<\""));
+        assert_eq!(ctx.from.as_deref(), Some("<sip:b@example.com>;tag=1"));
+        let req = crate::sip::Request::from_message(m).unwrap();
+        let answer = crate::sip::response_to(&req, crate::sip::StatusCode::NOT_IMPLEMENTED, None)
+            .unwrap()
+            .to_bytes();
+        let response = crate::sip::Response::from_message(parse_message(&answer).unwrap());
+        assert!(response.is_ok(), "{}", String::from_utf8_lossy(&answer));
+        // NUL anywhere else still keeps the value out of every answer.
+        let mut ctx = AnswerContext::default();
+        ctx.add(b"To", b"<sip:a@example.com>;p=\"\\\x00\"");
+        ctx.add(b"Call-ID", b"a\x00b");
+        assert_eq!(ctx, AnswerContext::default());
+    }
 
     #[test]
     fn parses_request_and_keeps_everything() {

@@ -28,7 +28,9 @@
 //!    SIP user part cannot hold (`#%[\]^{|}`, the backquote, `:`, `@`, space, the
 //!    octets of non-ASCII UTF-8).
 //! 2. The domainpart (already case-folded by [`Jid`]) becomes the host; no port.
-//! 3. A JID without a localpart (a server) has no SIP user and is refused.
+//! 3. A JID without a localpart (a server) has no SIP user and is refused, and so is a
+//!    localpart that is not the escaped form of what it unescapes to (`a\5cb`, which
+//!    unescapes like `a\b`; `a\20`, a trailing space): it would not map back to itself.
 //! 4. The resource is dropped by [`jid_to_sip`] (a SIP user is addressed as a whole, like a
 //!    bare JID); [`jid_to_sip_gruu`] keeps it as `;gr=` for the cases where the router must
 //!    address one device (a reply inside a session with a full JID).
@@ -63,7 +65,8 @@
 //!  romeo@example.net                            sip:romeo@example.net
 //!  romeo@example.net/orchard                    sip:romeo@example.net (gruu: ;gr=orchard)
 //!  space\20cadet@example.net                    sip:space%20cadet@example.net
-//!  c\3a\5ccool@example.net                      sip:c%3A%5Ccool@example.net
+//!  c\3a\cool@example.net                        sip:c%3A%5Ccool@example.net
+//!  c\3a\5ccool@example.net                      refused: jid-malformed (c:\cool is c\3a\cool)
 //!  élodie@example.net                           sip:%C3%A9lodie@example.net
 //!  example.net                                  refused: jid-malformed (no localpart)
 //! ```
@@ -122,6 +125,10 @@ pub enum AddressError {
     },
     /// The SIP URI could not be built from the JID (should not happen for a valid JID).
     SipSyntax,
+    /// The localpart is not the XEP-0106 escaped form of what it unescapes to (`a\5cb`
+    /// unescapes like `a\b`, or to a space at an edge): another JID, or none, would map
+    /// back from the SIP URI, so an answer could reach someone else.
+    NotCanonical,
 }
 
 impl fmt::Display for AddressError {
@@ -145,6 +152,9 @@ impl fmt::Display for AddressError {
                 write!(f, "{part} too large: {len} bytes, limit {max}")
             }
             AddressError::SipSyntax => f.write_str("no sip uri can be built for this jid"),
+            AddressError::NotCanonical => {
+                f.write_str("localpart is not in xep-0106 escaped form: it would not map back")
+            }
         }
     }
 }
@@ -169,7 +179,8 @@ impl AddressError {
             | AddressError::BadChar { .. }
             | AddressError::BadDomain
             | AddressError::BadResource
-            | AddressError::SipSyntax => StatusCode::NOT_FOUND,
+            | AddressError::SipSyntax
+            | AddressError::NotCanonical => StatusCode::NOT_FOUND,
         }
     }
 
@@ -269,6 +280,11 @@ pub fn jid_to_sip(jid: &Jid) -> Result<Uri, AddressError> {
     if let Some(c) = user.chars().find(|c| c.is_control()) {
         return Err(AddressError::ControlChar { c });
     }
+    // Only the one escaped form maps: else two JIDs share a SIP URI, and the answer to one
+    // goes to the other (found by the `addresses` fuzz target).
+    if escape_local(&user).as_deref() != Ok(local) {
+        return Err(AddressError::NotCanonical);
+    }
     Uri::sip(false, Some(&user), jid.domain(), None).map_err(|_| AddressError::SipSyntax)
 }
 
@@ -333,7 +349,7 @@ mod tests {
             "space\\20cadet@example.net",
             "sip:space%20cadet@example.net",
         ),
-        ("c\\3a\\5ccool@example.net", "sip:c%3A%5Ccool@example.net"),
+        ("c\\3a\\cool@example.net", "sip:c%3A%5Ccool@example.net"),
         ("élodie@example.net", "sip:%C3%A9lodie@example.net"),
     ];
 
@@ -378,6 +394,29 @@ mod tests {
         let err = jid_to_sip(&jid("example.net")).unwrap_err();
         assert_eq!(err, AddressError::NoUser);
         assert_eq!(err.stanza_condition(), StanzaErrorCondition::JidMalformed);
+    }
+
+    /// Found by the `addresses` fuzz target: `a\5cgasco` and `a\gasco` both unescape to
+    /// `a\gasco` and so mapped to one SIP URI, whose answers went to the second JID.
+    #[test]
+    fn a_localpart_not_in_escaped_form_is_refused() {
+        let canonical = jid("a\\gasco@example.com");
+        let u = jid_to_sip(&canonical).unwrap();
+        assert_eq!(u.as_str(), "sip:a%5Cgasco@example.com");
+        assert_eq!(sip_to_jid(&u), Ok(canonical));
+        for j in [
+            "a\\5cgasco@example.com",
+            "a\\5Cgasco@example.com",
+            "tail\\20@example.com",
+        ] {
+            let err = jid_to_sip(&jid(j)).unwrap_err();
+            assert_eq!(err, AddressError::NotCanonical, "{j}");
+            assert_eq!(err.sip_status(), StatusCode::NOT_FOUND);
+            assert_eq!(
+                jid_to_sip_gruu(&jid(&format!("{j}/r"))),
+                Err(AddressError::NotCanonical)
+            );
+        }
     }
 
     #[test]
