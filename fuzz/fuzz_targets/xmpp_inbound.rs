@@ -86,12 +86,18 @@ fuzz_target!(|data: &[u8]| {
                     // What follows <starttls/> belongs to TLS; the rest of the input is
                     // what the peer sends inside it.
                     let _ = session.take_tls_bytes();
-                    let names = match rng.below(3) {
-                        0 => Vec::new(),
-                        1 => vec!["b.example".to_owned()],
-                        _ => vec!["*.tls.example".to_owned()],
+                    // No certificate, one for b.example, or one for *.tls.example (RFC 6125
+                    // wildcard: exactly one label), as the webpki check in the shell answers.
+                    let certified: Option<xsgw::xmpp::session::CertifiedFor> = match rng.below(3) {
+                        0 => None,
+                        1 => Some(Box::new(|d: &str| d.eq_ignore_ascii_case("b.example"))),
+                        _ => Some(Box::new(|d: &str| {
+                            d.split_once('.').is_some_and(|(label, rest)| {
+                                !label.is_empty() && rest.eq_ignore_ascii_case("tls.example")
+                            })
+                        })),
                     };
-                    session.handle_tls_established(now, names);
+                    session.handle_tls_established(now, certified);
                 }
                 SessionEvent::VerifyDialback { local, remote, .. } => {
                     assert!(HOSTED.contains(&local.as_str()), "verify for {local}");
