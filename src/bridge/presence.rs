@@ -721,24 +721,39 @@ fn notify_body(b: &Bridge, key: &SubKey) -> Option<String> {
         .collect();
     let full = pidf_from_presence(&entity, &list).to_xml().ok()?;
     // The NOTIFY must fit [sip] max_message with its headers: when the status texts make it
-    // too large, they are left out (availability, show and priority stay).
+    // too large, the resources with the most status text lose theirs first (availability,
+    // show and priority stay), so a short status, such as the one just set, still gets through.
     if full.len() + NOTIFY_HEADROOM <= b.config.limits.max_body {
         return Some(full);
     }
-    let bare: Vec<XmppPresence> = list
-        .iter()
-        .map(|r| XmppPresence {
-            statuses: Vec::new(),
-            lang: None,
-            ..r.presence.clone()
-        })
-        .collect();
-    let list: Vec<ResourcePresence<'_>> = list
-        .iter()
-        .zip(&bare)
-        .map(|(r, presence)| ResourcePresence { presence, ..*r })
-        .collect();
-    pidf_from_presence(&entity, &list).to_xml().ok()
+    let mut trimmed: Vec<XmppPresence> = list.iter().map(|r| r.presence.clone()).collect();
+    let mut order: Vec<usize> = (0..trimmed.len()).collect();
+    order.sort_by_key(|&i| {
+        std::cmp::Reverse(
+            trimmed[i]
+                .statuses
+                .iter()
+                .map(|s| s.text.len())
+                .sum::<usize>(),
+        )
+    });
+    let mut xml = full;
+    for i in order {
+        if let Some(presence) = trimmed.get_mut(i) {
+            presence.statuses.clear();
+            presence.lang = None;
+        }
+        let list: Vec<ResourcePresence<'_>> = list
+            .iter()
+            .zip(&trimmed)
+            .map(|(r, presence)| ResourcePresence { presence, ..*r })
+            .collect();
+        xml = pidf_from_presence(&entity, &list).to_xml().ok()?;
+        if xml.len() + NOTIFY_HEADROOM <= b.config.limits.max_body {
+            break;
+        }
+    }
+    Some(xml)
 }
 
 /// Room left for a NOTIFY's start line and headers within `[sip] max_message`.

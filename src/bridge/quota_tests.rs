@@ -220,6 +220,22 @@ fn a_notify_too_large_for_max_message_leaves_the_status_texts_out() {
         4,
         "every resource is still there"
     );
+    // A short status set now still reaches SIP: the large texts go first.
+    from_partner(
+        &mut b,
+        now,
+        "<presence xmlns='jabber:server' from='x1@gmail.test/r0' to='u1@contoso.test'><status>back soon</status></presence>",
+    );
+    let last = actions(&mut b)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::SendSip { request, .. } => Some(String::from_utf8(request.to_bytes()).unwrap()),
+            _ => None,
+        })
+        .expect("a NOTIFY");
+    assert!(last.len() <= 4096, "{}", last.len());
+    assert!(last.contains("back soon"), "{last}");
+    assert_eq!(last.matches("<tuple").count(), 4, "{last}");
 }
 
 #[test]
