@@ -716,21 +716,7 @@ mod tests {
             "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n{xmpp}\
              [sip]\nedge = sip.contoso.test:5061\nedge_names = sip.contoso.test\n{sections}"
         );
-        let config = crate::config::parse(&text, Path::new("test.ini"))
-            .expect("parses")
-            .0;
-        let (events, inbox) = crossbeam_channel::unbounded();
-        let lifecycle = Lifecycle {
-            stopping: Arc::new(AtomicBool::new(false)),
-            threads: Arc::new(ThreadSet::default()),
-        };
-        let context = S2sContext::new(
-            Arc::new(ConfigCell::new(Live::without_sip(config, None))),
-            "s".into(),
-            events,
-            lifecycle,
-        );
-        (Arc::new(context), inbox)
+        context_from_text(&text)
     }
 
     fn chat(body: &str) -> Element {
@@ -1000,13 +986,9 @@ mod tests {
         })
     }
 
-    fn open_context(dns: SocketAddr, private: &str) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
-        let text = format!(
-            "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n\
-             [sip]\nedge = 192.0.2.30:5061\nedge_names = sip.contoso.test\n\
-             [federation]\nmode = open\nprivate_addresses = {private}\n[dns]\nservers = {dns}\n"
-        );
-        let config = crate::config::parse(&text, Path::new("test.ini"))
+    /// A context from a whole configuration file's text.
+    fn context_from_text(text: &str) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
+        let config = crate::config::parse(text, Path::new("test.ini"))
             .expect("parses")
             .0;
         let (events, inbox) = crossbeam_channel::unbounded();
@@ -1021,6 +1003,15 @@ mod tests {
             lifecycle,
         );
         (Arc::new(context), inbox)
+    }
+
+    fn open_context(dns: SocketAddr, private: &str) -> (Arc<S2sContext>, Receiver<RouterEvent>) {
+        let text = format!(
+            "[gateway]\nfqdn = gw.contoso.test\nsip_domains = contoso.test\n[xmpp]\ntls = optional\n\
+             [sip]\nedge = 192.0.2.30:5061\nedge_names = sip.contoso.test\n\
+             [federation]\nmode = open\nprivate_addresses = {private}\n[dns]\nservers = {dns}\n"
+        );
+        context_from_text(&text)
     }
 
     #[test]
