@@ -27,6 +27,12 @@ fn label(value: &str) -> String {
     out
 }
 
+/// A family of one unlabelled sample: its HELP and TYPE lines, then the sample.
+fn scalar(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(o, name, kind, help);
+    let _ = writeln!(o, "{name} {value}");
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -43,20 +49,20 @@ pub fn render(s: &Snapshot) -> String {
         "The running xsgw's version (always 1).",
     );
     let _ = writeln!(o, "xsgw_build_info{{version=\"{}\"}} 1", label(&s.version));
-    family(
+    scalar(
         o,
         "xsgw_start_time_seconds",
         "gauge",
         "When the gateway started, seconds since the epoch.",
+        s.started,
     );
-    let _ = writeln!(o, "xsgw_start_time_seconds {}", s.started);
-    family(
+    scalar(
         o,
         "xsgw_config_loaded_time_seconds",
         "gauge",
         "When the configuration file was loaded, seconds since the epoch.",
+        s.config_loaded,
     );
-    let _ = writeln!(o, "xsgw_config_loaded_time_seconds {}", s.config_loaded);
 
     let c = &s.counters;
     family(
@@ -71,43 +77,48 @@ pub fn render(s: &Snapshot) -> String {
             "xsgw_messages_total{{direction=\"{direction}\",outcome=\"{outcome}\"}} {n}"
         );
     }
-    family(
+    scalar(
         o,
         "xsgw_typing_notifications_total",
         "counter",
         "Typing notifications carried either way.",
+        c.typing,
     );
-    let _ = writeln!(o, "xsgw_typing_notifications_total {}", c.typing);
-    family(
+    scalar(
         o,
         "xsgw_im_sessions_opened_total",
         "counter",
         "IM sessions opened by either side.",
+        c.sessions_opened,
     );
-    let _ = writeln!(o, "xsgw_im_sessions_opened_total {}", c.sessions_opened);
-    family(o, "xsgw_im_sessions", "gauge", "IM sessions held now.");
-    let _ = writeln!(o, "xsgw_im_sessions {}", s.sessions);
-    family(
+    scalar(
+        o,
+        "xsgw_im_sessions",
+        "gauge",
+        "IM sessions held now.",
+        s.sessions,
+    );
+    scalar(
         o,
         "xsgw_presence_subscriptions",
         "gauge",
         "Presence subscriptions held now.",
+        s.subscriptions,
     );
-    let _ = writeln!(o, "xsgw_presence_subscriptions {}", s.subscriptions);
-    family(
+    scalar(
         o,
         "xsgw_presence_cache_bytes",
         "gauge",
         "Bytes of partner presence cached now (all partners).",
+        s.presence_cache_bytes,
     );
-    let _ = writeln!(o, "xsgw_presence_cache_bytes {}", s.presence_cache_bytes);
-    family(
+    scalar(
         o,
         "xsgw_quota_refusals_total",
         "counter",
         "Requests and stanzas refused because a partner was over one of its [quota] limits.",
+        c.quota_refusals,
     );
-    let _ = writeln!(o, "xsgw_quota_refusals_total {}", c.quota_refusals);
     family(
         o,
         "xsgw_xmpp_stanzas_total",
@@ -158,13 +169,13 @@ pub fn render(s: &Snapshot) -> String {
         let n = s.edge.iter().filter(|e| e.direction == direction).count();
         let _ = writeln!(o, "xsgw_edge_connections{{direction=\"{direction}\"}} {n}");
     }
-    family(
+    scalar(
         o,
         "xsgw_edge_up",
         "gauge",
         "1 when the gateway's own connection to the Edge is up.",
+        u8::from(s.edge_connected),
     );
-    let _ = writeln!(o, "xsgw_edge_up {}", u8::from(s.edge_connected));
 
     family(
         o,
@@ -206,20 +217,20 @@ pub fn render(s: &Snapshot) -> String {
     for (partner, q) in queues {
         let _ = writeln!(o, "xsgw_s2s_queue_depth{{partner=\"{partner}\"}} {q}");
     }
-    family(
+    scalar(
         o,
         "xsgw_dns_lookups_total",
         "counter",
         "DNS lookups for partner servers and the Edge.",
+        c.dns_lookups,
     );
-    let _ = writeln!(o, "xsgw_dns_lookups_total {}", c.dns_lookups);
-    family(
+    scalar(
         o,
         "xsgw_dns_failures_total",
         "counter",
         "DNS lookups that found nothing or failed.",
+        c.dns_failures,
     );
-    let _ = writeln!(o, "xsgw_dns_failures_total {}", c.dns_failures);
     family(
         o,
         "xsgw_tls_failures_total",
