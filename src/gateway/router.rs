@@ -329,6 +329,20 @@ impl Router {
                 );
             }
         }
+        // Inbound streams of partners refused now: their threads block on a read, so wake
+        // them (a read shutdown, as at shutdown); each then sees the new configuration and
+        // closes with <policy-violation/>. No stream polls for reloads.
+        let refused = self.status.inbound_connections_of(|remote| {
+            matches!(
+                super::s2s::decide(&new, remote),
+                super::s2s::Decision::Refuse { .. }
+            )
+        });
+        for id in refused {
+            if let Some(c) = self.connections.get(&id) {
+                let _ = c.waker.shutdown(std::net::Shutdown::Read);
+            }
+        }
         if let Some(t) = self.translator.as_mut() {
             match crate::bridge::BridgeConfig::from_config(&new) {
                 Ok(bridge_config) => t.bridge.reconfigure(bridge_config),

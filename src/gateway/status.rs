@@ -255,6 +255,16 @@ fn method_label(method: &str) -> &'static str {
 }
 
 impl Tracker {
+    /// The connections carrying an authenticated inbound stream of a partner `refused` says
+    /// no to (after a reload): the router wakes them so they close politely.
+    pub fn inbound_connections_of(&self, refused: impl Fn(&str) -> bool) -> Vec<ConnId> {
+        self.streams
+            .iter()
+            .filter(|((remote, _, outbound), _)| !outbound && refused(remote))
+            .filter_map(|(_, entry)| entry.conn)
+            .collect()
+    }
+
     pub fn new(config_file: &std::path::Path) -> Self {
         let now = epoch();
         Tracker {
@@ -611,6 +621,29 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_reload_finds_the_inbound_connections_of_refused_partners_only() {
+        let mut t = Tracker::new(std::path::Path::new("/etc/xsgw/xsgw.ini"));
+        for (conn, remote, outbound) in [
+            (Some(1), "gmail.test", false),
+            (Some(2), "gmail.test", true),
+            (Some(3), "jabber.test", false),
+        ] {
+            t.xmpp_event(&XmppEvent::Authenticated {
+                conn,
+                outbound,
+                local: "contoso.test".into(),
+                remote: remote.into(),
+                method: AuthMethod::Dialback,
+                tls: true,
+                peer: addr("127.0.0.1:4000"),
+            });
+        }
+        // Outbound streams close through the S2S table, not by a wake-up.
+        assert_eq!(t.inbound_connections_of(|d| d == "gmail.test"), vec![1]);
+        assert!(t.inbound_connections_of(|_| false).is_empty());
     }
 
     #[test]

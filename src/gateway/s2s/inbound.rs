@@ -34,8 +34,9 @@ use crate::xmpp::session::{
 /// see `InboundSession::read_limit`).
 const READ_BUFFER: usize = 16 * 1024;
 
-/// How often an idle inbound stream looks whether a reload refused its peer.
-const RELOAD_POLL: Duration = Duration::from_secs(1);
+/// The read wait when the session has no deadline of its own (it always has one: the
+/// handshake or idle timeout); not a poll.
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
 /// How long the closing stream error may take to write, after any deadline.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -290,21 +291,6 @@ pub fn serve_inbound(
                 other => log::debug!("{who}: {other:?}"),
             }
         }
-        // A reload that refuses a domain this stream carries closes it politely.
-        if !slots.is_empty() && watch.changed(&context.live) {
-            let config = context.config();
-            let refused = slots.iter().find_map(|s| match decide(&config, &s.domain) {
-                Decision::Refuse { why, .. } => Some((s.domain.clone(), why)),
-                Decision::Allow { .. } => None,
-            });
-            if let Some((domain, why)) = refused {
-                log::info!(
-                    "{who}: closing the stream of {domain}: refused by the reloaded configuration ({why})"
-                );
-                session.close(Some(StreamErrorCondition::PolicyViolation));
-                continue;
-            }
-        }
         // Before authentication a peer that does not read cannot hold us past the deadline.
         pipe.set_write_deadline(session.handshake_deadline());
         session.poll_transmit(&mut out);
@@ -312,15 +298,9 @@ pub fn serve_inbound(
             return format!("write error: {e}");
         }
         out.clear();
-        // Woken at least every RELOAD_POLL once authenticated, to see a reload.
         let deadline = session
             .poll_timeout()
-            .unwrap_or_else(|| Instant::now() + RELOAD_POLL);
-        let deadline = if slots.is_empty() {
-            deadline
-        } else {
-            deadline.min(Instant::now() + RELOAD_POLL)
-        };
+            .unwrap_or_else(|| Instant::now() + IDLE_WAIT);
         // Before authentication, only what keeps the session within its small buffer.
         let limit = session.read_limit().min(buf.len());
         match pipe.read(buf.get_mut(..limit).unwrap_or_default(), deadline) {
@@ -329,6 +309,26 @@ pub fn serve_inbound(
             }
             Ok(ReadOutcome::Deadline) => session.handle_timeout(Instant::now()),
             Ok(ReadOutcome::Eof) => {
+                // A reload that refuses a domain this stream carries: the router shut our
+                // read side down to wake us; close politely with the reason.
+                if !slots.is_empty() && watch.changed(&context.live) {
+                    let config = context.config();
+                    let refused = slots.iter().find_map(|s| match decide(&config, &s.domain) {
+                        Decision::Refuse { why, .. } => Some((s.domain.clone(), why)),
+                        Decision::Allow { .. } => None,
+                    });
+                    if let Some((domain, why)) = refused {
+                        log::info!(
+                            "{who}: closing the stream of {domain}: refused by the reloaded configuration ({why})"
+                        );
+                        pipe.set_write_deadline(Some(Instant::now() + CLOSE_GRACE));
+                        session.close(Some(StreamErrorCondition::PolicyViolation));
+                        session.poll_transmit(&mut out);
+                        let _ = pipe.write_all(&out);
+                        pipe.close();
+                        return format!("refused by the reloaded configuration ({why})");
+                    }
+                }
                 pipe.set_write_deadline(Some(Instant::now() + CLOSE_GRACE));
                 session.close(None);
                 session.poll_transmit(&mut out);
