@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+use super::outside_dialog::fresh_request;
 use super::quota::{domain_of, Counted, Partnered, QuotaKind};
 use super::{
     Action, Answer, Bridge, DialogIndex, PairKey, Receipt, RequestId, SipOutcome, TxTag,
@@ -11,7 +12,7 @@ use super::{
 };
 use crate::config::ImMode;
 use crate::sip::dialog::{Dialog, DialogId, DialogKind, DialogState};
-use crate::sip::{Contact, MessageBuilder, Method, NameAddr, Request, StatusCode, Uri};
+use crate::sip::{Contact, MessageBuilder, Method, NameAddr, Request, StatusCode};
 use crate::translate::address::{jid_to_sip, sip_to_jid};
 use crate::translate::errors::{sip_to_xmpp, xmpp_to_sip, ErrorContext};
 use crate::translate::im::{
@@ -981,24 +982,6 @@ fn deliver_to_sip(
     } else {
         send_page(b, pair, stanza, outgoing, mode == ImMode::Auto);
     }
-}
-
-/// From, To, Call-ID and CSeq of a request outside any dialog; returns our From tag.
-pub(super) fn fresh_request(
-    b: &mut Bridge,
-    method: &Method,
-    from: &Uri,
-    to: &Uri,
-    call_id: Option<String>,
-) -> Result<(MessageBuilder, String, String), crate::sip::BuildError> {
-    let tag = b.random_hex(8);
-    let call_id = call_id.unwrap_or_else(|| format!("{}@{}", b.random_hex(12), b.config.fqdn));
-    let mut m = MessageBuilder::request(method, to);
-    m.header("From", &format!("<{from}>;tag={tag}"))?
-        .header("To", &format!("<{to}>"))?
-        .header("Call-ID", &call_id)?
-        .header("CSeq", &format!("1 {}", method.as_str()))?;
-    Ok((m, tag, call_id))
 }
 
 fn send_page(

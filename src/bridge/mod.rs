@@ -52,9 +52,11 @@
 //! router keeps those by [`RequestId`]) and files (the changed subscriptions are handed to the
 //! router to save, [`Action::SaveSubscriptions`]). Presence lives in `presence.rs` (its cache
 //! in `presence_cache.rs`) beside IM in `im.rs`; both share the bridge's tags, timers and
-//! actions, and the per-partner quotas and stanza rate of `quota.rs`.
+//! actions, the start of the SIP requests they send outside a dialog (`outside_dialog.rs`),
+//! and the per-partner quotas and stanza rate of `quota.rs`.
 
 mod im;
+mod outside_dialog;
 mod presence;
 mod presence_cache;
 #[cfg(test)]

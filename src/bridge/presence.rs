@@ -39,6 +39,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
+use super::outside_dialog::fresh_request;
 use super::presence_cache::{PresenceCache, Resources};
 use super::quota::{domain_of, Counts, QuotaKind};
 use super::{Action, Answer, Bridge, RequestId, SipOutcome, SubscriptionChange, TxTag};
@@ -782,8 +783,7 @@ fn send_subscribe(b: &mut Bridge, now: Instant, key: &SubKey, expires: u32, use_
             let (Some(from), Some(to)) = (sip_uri(&key.2), sip_uri(&key.1)) else {
                 return;
             };
-            let Ok((m, tag, call_id)) =
-                super::im::fresh_request(b, &Method::Subscribe, &from, &to, None)
+            let Ok((m, tag, call_id)) = fresh_request(b, &Method::Subscribe, &from, &to, None)
             else {
                 return;
             };

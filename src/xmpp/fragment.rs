@@ -22,7 +22,7 @@
 use xml::common::{is_name_char, is_name_start_char, is_xml10_char};
 
 use super::element::{Attribute, Element, Node, NS_XML};
-use super::stream::StreamError;
+use super::parse_error::StreamError;
 
 const NS_XMLNS: &str = "http://www.w3.org/2000/xmlns/";
 

@@ -7,6 +7,8 @@
 //! - [`stream`]: `StreamParser`: bytes → `Start | Stanza | Whitespace | End`, restricted XML
 //!   refused, every input bounded (`StreamLimits`); `StreamHeader::to_xml` for our side.
 //! - `fragment` (private): the parser for one delimited stanza that `stream` uses.
+//! - `parse_error` (private): `StreamError`, why a stream cannot be read further, returned by
+//!   both `stream` and `fragment` (published as `stream::StreamError`).
 //! - [`error`]: stream and stanza error condition tables, `<stream:error>` and `<error/>`
 //!   elements, `error_reply`.
 //! - [`dialback`]: dialback keys (`dialback_key`, `verify_key`) and `db:result` / `db:verify`.
@@ -29,5 +31,6 @@ pub mod error;
 mod fragment;
 pub mod jid;
 pub mod outbound;
+mod parse_error;
 pub mod session;
 pub mod stream;
