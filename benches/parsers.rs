@@ -107,6 +107,8 @@ fn bridge() -> Bridge {
                 *b = (n >> 56) as u8;
             }
         }),
+        Instant::now(),
+        0,
     )
 }
 

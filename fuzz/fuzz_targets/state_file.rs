@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
             *b = (seed >> 56) as u8;
         }
     });
-    let mut bridge = Bridge::new(config.clone(), random).with_clock(now, unix_now);
+    let mut bridge = Bridge::new(config.clone(), random, now, unix_now);
     let (taken, refused) = bridge.restore_subscriptions(now, text);
     let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
     assert_eq!(taken + refused.len(), lines);

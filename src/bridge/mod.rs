@@ -297,8 +297,10 @@ impl Bridge {
         self.config = config;
     }
 
-    /// A bridge with `random` as the source of tags and Call-IDs.
-    pub fn new(config: BridgeConfig, random: RandomSource) -> Bridge {
+    /// A bridge with `random` as the source of tags and Call-IDs, created at `now`, which is
+    /// `unix_now` seconds after the Unix epoch on the wall clock (the caller reads both
+    /// clocks; the bridge dates saved subscription expiries from them).
+    pub fn new(config: BridgeConfig, random: RandomSource, now: Instant, unix_now: u64) -> Bridge {
         Bridge {
             config,
             random,
@@ -310,18 +312,13 @@ impl Bridge {
             stats: Stats::default(),
             presence: presence::PresenceState::default(),
             quota: quota::QuotaState::default(),
-            clock: (
-                Instant::now(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or_default(),
-            ),
+            clock: (now, unix_now),
         }
     }
 
-    /// Sets which wall-clock second `now` is (tests; the gateway uses the system clock).
-    pub fn with_clock(mut self, now: Instant, unix_now: u64) -> Bridge {
+    /// Sets which wall-clock second `now` is.
+    #[cfg(test)]
+    pub(crate) fn with_clock(mut self, now: Instant, unix_now: u64) -> Bridge {
         self.clock = (now, unix_now);
         self
     }
@@ -364,7 +361,7 @@ impl Bridge {
             self.deadlines.front().map(|(t, _)| *t),
             self.next_sweep,
             im::next_typing_timer(self),
-            self.presence.next_timer(),
+            self.presence.next_timer(self.clock.0),
         ]
         .into_iter()
         .flatten()

@@ -151,10 +151,12 @@ impl PresenceState {
         (self.cache.partner_bytes(partner), self.cache.total_bytes())
     }
 
-    pub(super) fn next_timer(&self) -> Option<Instant> {
+    /// The next subscription timer or save. `past`: an instant already gone (the bridge's
+    /// start), the due time of a first save, which need not wait.
+    pub(super) fn next_timer(&self, past: Instant) -> Option<Instant> {
         let timer = self.timers.keys().next().map(|(at, _)| *at);
-        let save = (!self.changed.is_empty())
-            .then(|| self.last_save.map_or_else(Instant::now, |t| t + SAVE_EVERY));
+        let save =
+            (!self.changed.is_empty()).then(|| self.last_save.map_or(past, |t| t + SAVE_EVERY));
         [timer, save].into_iter().flatten().min()
     }
 }

@@ -35,6 +35,11 @@ pub(super) fn bridge_with(extra: &str) -> Bridge {
                 *b = n;
             }
         }),
+        Instant::now(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs(),
     )
 }
 

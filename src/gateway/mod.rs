@@ -308,7 +308,15 @@ impl Gateway {
 
         let bridge_config = crate::bridge::BridgeConfig::from_config(&config)
             .map_err(|e| RunError::Tls(format!("[gateway] fqdn cannot be a SIP host: {e}")))?;
-        let bridge = crate::bridge::Bridge::new(bridge_config, Box::new(edge::system_random));
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let bridge = crate::bridge::Bridge::new(
+            bridge_config,
+            Box::new(edge::system_random),
+            std::time::Instant::now(),
+            unix_now,
+        );
         let subscriptions_file = config.gateway.state_dir.join(SUBSCRIPTIONS_FILE);
         let (store, saved) =
             state::SubscriptionStore::open(&subscriptions_file).map_err(RunError::State)?;
