@@ -1,6 +1,7 @@
 # xsgw — build, test, demo and install.
 #   make demo      bring up the testbed of real peers and xsgw on a generated configuration
-#   make test      unit, integration and testbed tests (installs what they need)
+#   make test      lint, then unit, integration and testbed tests (installs what they need)
+#   make lint      cargo fmt --check and clippy with warnings as errors (clippy.toml: the core/shell line)
 #   make static    a fully static x86_64 binary (musl), size printed
 #   make install   PREFIX=/usr/local DESTDIR= : binary, sample configuration, init script, unit
 #   make deb       target/deb/xsgw_<version>_amd64.deb from the static binary (lintian-clean)
@@ -19,7 +20,7 @@ VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1
 DEB_DIR    := target/deb
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: all build static test test-deps unit-test testbed-test install-test deb deb-test bench demo install clean \
+.PHONY: all build static lint test test-deps unit-test testbed-test install-test deb deb-test bench demo install clean \
 	fuzz fuzz-smoke fuzz-build fuzz-corpus fuzz-deps
 
 all: build
@@ -52,7 +53,15 @@ unit-test:
 testbed-test:
 	$(PYTHON) tests/testbed/testbed.py selftest
 
-test: test-deps unit-test testbed-test install-test deb-test fuzz-smoke
+# First in `make test`, since it fails fastest: formatting, then clippy on every target with
+# warnings as errors, which also checks that the protocol cores read no clock and own no
+# thread, socket, channel or lock (clippy.toml, src/lib.rs).
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) fmt --check --manifest-path fuzz/Cargo.toml
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: lint test-deps unit-test testbed-test install-test deb-test fuzz-smoke
 
 # make install into a scratch DESTDIR with another PREFIX: every file lands, paths follow PREFIX.
 install-test:

@@ -16,7 +16,6 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::hash::Hash;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Characters of a peer-supplied string shown in a log line; the rest becomes "…".
@@ -190,22 +189,35 @@ impl<K: Hash + Eq + Clone> RateLimit<K> {
     }
 }
 
-/// [`RateLimit`] behind a mutex, for lines logged from many connection threads. Logging is
-/// never on the hot path; a poisoned lock lets every line through rather than hide them.
-#[derive(Debug)]
-pub struct SharedRateLimit<K>(Mutex<RateLimit<K>>);
+pub use shared::SharedRateLimit;
 
-impl<K: Hash + Eq + Clone> SharedRateLimit<K> {
-    /// See [`RateLimit::new`].
-    pub fn new(per_window: u32, window: Duration, max_keys: usize) -> Self {
-        SharedRateLimit(Mutex::new(RateLimit::new(per_window, window, max_keys)))
-    }
+// Shell: a lock shared by the connection threads (the rest of this module is pure).
+#[allow(clippy::disallowed_types)]
+mod shared {
+    use std::hash::Hash;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
 
-    /// See [`RateLimit::allow`].
-    pub fn allow(&self, key: &K, now: Instant) -> Option<u64> {
-        match self.0.lock() {
-            Ok(mut limit) => limit.allow(key, now),
-            Err(_) => Some(0),
+    use super::RateLimit;
+
+    /// [`RateLimit`] behind a mutex, for lines logged from many connection threads. Logging
+    /// is never on the hot path; a poisoned lock lets every line through rather than hide
+    /// them.
+    #[derive(Debug)]
+    pub struct SharedRateLimit<K>(Mutex<RateLimit<K>>);
+
+    impl<K: Hash + Eq + Clone> SharedRateLimit<K> {
+        /// See [`RateLimit::new`].
+        pub fn new(per_window: u32, window: Duration, max_keys: usize) -> Self {
+            SharedRateLimit(Mutex::new(RateLimit::new(per_window, window, max_keys)))
+        }
+
+        /// See [`RateLimit::allow`].
+        pub fn allow(&self, key: &K, now: Instant) -> Option<u64> {
+            match self.0.lock() {
+                Ok(mut limit) => limit.allow(key, now),
+                Err(_) => Some(0),
+            }
         }
     }
 }
