@@ -60,6 +60,9 @@ XMPP_ALT_ADDRS = ["127.0.10.21", "127.0.10.22", "127.0.10.23", "127.0.10.24"]  #
 EDGE_ADDR = "127.0.10.30"  # sip.contoso.test (Kamailio)
 UA_ADDR = "127.0.10.40"  # internal SIP users (SIPp, started by tests)
 GW_ADDR = "127.0.10.100"  # the gateway: gw.contoso.test, xmpp.contoso.test
+# xmpp.bench.test: a second Prosody that benches/peers.py starts for the Prosody -> Prosody
+# S2S figures (`make bench-peers`); DNS publishes it, `up` starts nothing there.
+BENCH_XMPP_ADDR = "127.0.10.6"
 
 GW_NAME = "gw.contoso.test"
 EDGE_NAME = "sip.contoso.test"
@@ -672,6 +675,7 @@ def _up(d, args, s2s_ifaces):
         "DNS_ADDR": DNS_ADDR, "XMPP_ADDR": XMPP_ADDR, "EDGE_ADDR": EDGE_ADDR,
         "UA_ADDR": UA_ADDR, "UA_PORT": args.ua_port, "UA_TRANSPORT": args.ua_transport,
         "GW_ADDR": GW_ADDR, "GW_NAME": GW_NAME, "GW_SIP_PORT": SIPS_PORT,
+        "BENCH_XMPP_ADDR": BENCH_XMPP_ADDR,
         "EDGE_INTERNAL_PORT": EDGE_INTERNAL_PORT, "POOL_NAME": EDGE_POOL_NAME,
         "POOL_CERT": pki["pool"]["cert"], "POOL_KEY": pki["pool"]["key"],
         "LOG_DIR": logs, "RUN_DIR": run_dir,
