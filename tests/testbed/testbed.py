@@ -712,7 +712,7 @@ def _up(d, args, s2s_ifaces):
 
     pids = {}
     for name in SERVICE_ORDER:
-        pids[name] = start_service(d, name, s2s_ifaces)
+        pids[name] = start_service(d, name, s2s_ifaces, args.kamailio_memory)
 
     services = {}
     for name in SERVICE_ORDER:
@@ -783,6 +783,7 @@ def _up(d, args, s2s_ifaces):
                 "cert": pki["edge"]["cert"],
                 "key": pki["edge"]["key"],
                 "accepts_peer_cn": GW_NAME,
+                "memory_mb": args.kamailio_memory,
                 "routes": {
                     "gmail.test": "tls:%s:%d" % (GW_NAME, SIPS_PORT),
                     "googlemail.test": "tls:%s:%d" % (GW_NAME, SIPS_PORT),
@@ -829,7 +830,7 @@ def _srv_plan():
     return plan
 
 
-def start_service(d, name, s2s_ifaces):
+def start_service(d, name, s2s_ifaces, kamailio_memory=64):
     if name == "dnsmasq":
         pid = spawn(d, name, ["dnsmasq", "--keep-in-foreground", "--conf-file=" + os.path.join(d, "dnsmasq.conf")])
         deadline = time.monotonic() + 10
@@ -850,7 +851,7 @@ def start_service(d, name, s2s_ifaces):
     if name == "kamailio":
         cfg = os.path.join(d, "kamailio", "kamailio.cfg")
         run(["kamailio", "-c", "-f", cfg])  # syntax check first: clearer errors
-        pid = spawn(d, name, ["kamailio", "-f", cfg, "-DD", "-E", "-m", "64", "-M", "8",
+        pid = spawn(d, name, ["kamailio", "-f", cfg, "-DD", "-E", "-m", str(kamailio_memory), "-M", "8",
                               "-Y", os.path.join(d, "run")], mount_ns=True)
         wait_tcp(EDGE_ADDR, SIP_PORT, 20, pid, name, d)
         wait_tcp(EDGE_ADDR, SIPS_PORT, 10, pid, name, d)
@@ -936,7 +937,7 @@ def cmd_restart(args):
             raise TestbedError("could not stop " + name)
         os.unlink(pidfile)
     s2s_ifaces = [e["host"] for e in info["xmpp"]["s2s"]]
-    pid = start_service(d, name, s2s_ifaces)
+    pid = start_service(d, name, s2s_ifaces, info["sip"]["edge"].get("memory_mb", 64))
     info["services"][name]["pid"] = pid
     write_info(d, info)
     return 0
@@ -4103,6 +4104,8 @@ def build_parser():
                     help="transport from the Edge to the SIP users at %s (default udp)" % UA_ADDR)
     up.add_argument("--ua-port", type=int, default=SIP_PORT)
     up.add_argument("--kamailio-debug", type=int, default=2, help="Kamailio debug level (default 2)")
+    up.add_argument("--kamailio-memory", type=int, default=64, metavar="MB",
+                    help="Kamailio's shared memory in MB (default 64; make bench-peers: 512)")
 
     down = sub.add_parser("down", help="stop every service started in DIR")
     down.add_argument("--dir")
