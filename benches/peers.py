@@ -19,8 +19,9 @@ Four paths, each at a fixed rate (latency p50/p99) and at saturation (messages/s
 
 Every message is accounted for: delivered (counted by the receiving peer), answered with an
 error (SIP final other than 200, XMPP error bounce) or lost (the rest). CPU per message of each
-process comes from /proc/PID/stat (utime+stime, whole process group for Kamailio) or, for the
-SIPp processes of a run, from wait4()'s rusage. "busy" is CPU seconds per wall second during
+process comes from /proc (the threads' schedstat in ns, or utime+stime when a thread ended
+during the run; the whole process group for Kamailio) or, for the SIPp UAC of a run, from
+wait4()'s rusage. "busy" is CPU seconds per wall second during
 the saturation run: the process near 1.0 is the limit (on 2 cores, near 2 for Kamailio's
 several workers); when it is a driver (SIPp, slixmpp) the figure is the driver's limit.
 
@@ -151,6 +152,22 @@ def proc_ticks(pid):
     return int(rest[11]) + int(rest[12])  # utime, stime (fields 14 and 15)
 
 
+def thread_ns(pid):
+    """{tid: nanoseconds on a CPU} of the process's live threads (schedstat)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                out[(pid, tid)] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
 class Proc:
     """A long-running process whose CPU time we read from /proc (its whole process group
     when `group`: Kamailio's workers)."""
@@ -158,22 +175,37 @@ class Proc:
     def __init__(self, name, pid, group=False):
         self.name, self.pid, self.group = name, pid, group
 
-    def cpu_seconds(self):
-        pids = tb.group_members(self.pid) if self.group else [self.pid]
-        return sum(proc_ticks(p) for p in pids) / CLK_TCK
+    def pids(self):
+        return tb.group_members(self.pid) if self.group else [self.pid]
+
+    def sample(self):
+        pids = self.pids()
+        ns = {}
+        for p in pids:
+            ns.update(thread_ns(p))
+        return sum(proc_ticks(p) for p in pids) / CLK_TCK, ns
 
 
 def cpu_snapshot(procs):
-    return {p.name: p.cpu_seconds() for p in procs}
+    return {p.name: p.sample() for p in procs}
+
+
+def cpu_used(before, after):
+    """CPU seconds between two samples: from the threads' schedstat (nanoseconds) when no
+    thread ended in between, else from utime+stime (clock ticks, which keep ended threads)."""
+    (ticks0, ns0), (ticks1, ns1) = before, after
+    if ns0 and set(ns0) <= set(ns1):
+        return sum(ns1[t] - ns0.get(t, 0) for t in ns1) / 1e9
+    return ticks1 - ticks0
 
 
 def cpu_report(before, after, extra, messages, wall):
     """{name: {"us_per_msg", "busy"}} from two snapshots plus finished processes' rusage."""
     out = {}
-    used = {n: after[n] - before[n] for n in before}
+    used = {n: cpu_used(before[n], after[n]) for n in before}
     used.update(extra)
     for name, secs in used.items():
-        out[name] = {"cpu_s": round(secs, 3),
+        out[name] = {"cpu_s": round(secs, 4),
                      "us_per_msg": round(secs * 1e6 / messages, 1) if messages else None,
                      "busy": round(secs / wall, 2) if wall > 0 else None}
     return out
@@ -946,6 +978,11 @@ def summary(paths):
     s["xsgw_cpu_us_per_msg_xmpp_to_sip"] = get(x2s, "fixed", "cpu", "xsgw", "us_per_msg")
     s["xsgw_cpu_us_per_msg_xmpp_to_sip_at_saturation"] = get(x2s, "saturation", "cpu", "xsgw",
                                                              "us_per_msg")
+    # Ratios within this run (absolute figures drift with the machine's other load).
+    pro = s["prosody_cpu_us_per_msg"]
+    for way in ("sip_to_xmpp", "xmpp_to_sip"):
+        x = s["xsgw_cpu_us_per_msg_" + way]
+        s["xsgw_vs_prosody_cpu_per_msg_" + way] = round(x / pro, 2) if x and pro else None
     s["lost"] = sum(r["lost"] for r in runs(paths))
     s["limits"] = {label: busiest(r) for label, r in labelled(paths) if label.endswith("saturation")}
     return s
