@@ -37,7 +37,8 @@ tests. Environment (defaults keep the whole run near 2 minutes):
   PEERS_LOW_RATE=20        the issue's low rate (xsgw paths only; 0 skips it)
   PEERS_LOW_COUNT=60       messages at that rate
   PEERS_SAT_MSGS=5000      messages per saturation run
-  PEERS_WINDOW=200         SIPp calls in flight at saturation (-l)
+  PEERS_WINDOW=200         SIPp calls in flight at saturation (-l; at 1000 the UDP leg to
+                           Kamailio drowns in retransmissions)
   PEERS_SENDERS=2          slixmpp sender processes at saturation
   PEERS_ONLY=...           comma-separated subset of the four paths
   PEERS_XSGW=target/release/xsgw
@@ -191,12 +192,16 @@ def cpu_snapshot(procs):
 
 
 def cpu_used(before, after):
-    """CPU seconds between two samples: from the threads' schedstat (nanoseconds) when no
-    thread ended in between, else from utime+stime (clock ticks, which keep ended threads)."""
+    """CPU seconds between two samples: from the threads' schedstat (nanoseconds) unless a
+    thread ended in between (one we saw before is gone, or the clock ticks of utime+stime,
+    which keep ended threads, say more than two ticks were lost): then from the ticks."""
     (ticks0, ns0), (ticks1, ns1) = before, after
+    ticks = ticks1 - ticks0
     if ns0 and set(ns0) <= set(ns1):
-        return sum(ns1[t] - ns0.get(t, 0) for t in ns1) / 1e9
-    return ticks1 - ticks0
+        ns = sum(ns1[t] - ns0.get(t, 0) for t in ns1) / 1e9
+        if ns >= ticks - 2.0 / CLK_TCK:
+            return ns
+    return ticks
 
 
 def cpu_report(before, after, extra, messages, wall):
@@ -934,8 +939,12 @@ def busiest(run):
     one core (Kamailio: its workers together). A driver there (SIPp, slixmpp, stunnel) means
     the figure is the driver's limit, not the peer's."""
     name, c = max(run["cpu"].items(), key=lambda kv: kv[1]["busy"] or 0)
+    busy = c["busy"] or 0
+    if busy < 0.8:
+        return ("none near a core (busiest %s, %.2f CPU s/s): bound by waiting (SIPp keeps "
+                "PEERS_WINDOW=%d in flight) or by the machine's other load" % (name, busy, WINDOW))
     who = "a driver: the figure is its limit" if name.startswith(DRIVERS) else "a peer"
-    return "%s (%.2f CPU s/s, %s)" % (name, c["busy"] or 0, who)
+    return "%s (%.2f CPU s/s, %s)" % (name, busy, who)
 
 
 def get(d, *keys):
