@@ -372,8 +372,14 @@ class XmppPeer:
         self.proc = Proc(name, self.p.pid)
         self.lines = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        ready = self.expect("ready", 20)
+        try:
+            ready = self.expect("ready", 20)
+        except RuntimeError:
+            ready = "no answer"
         if ready is not True:
+            self.p.kill()
+            self.p.wait()
+            self.err.close()
             raise RuntimeError("%s (%s) did not log in: %s" % (name, jid, ready))
 
     def _read(self):
@@ -521,7 +527,7 @@ def cmd_xmpp_peer(argv):
     loop.run_forever()
 
 
-def drain(count_fn, expected, limit=60.0):
+def drain(count_fn, expected, limit=300.0):
     """Waits until count_fn() reaches `expected` or stops growing for DRAIN_IDLE seconds."""
     last, since, deadline = -1, time.monotonic(), time.monotonic() + limit
     while time.monotonic() < deadline:
