@@ -223,9 +223,18 @@ def percentile(values, p):
     return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
 
 
+# Latency buckets as issue 12 counted them ("3,945 of 5,000 take 20-50 ms").
+BUCKETS_MS = [1, 5, 20, 50, 100, 500]
+
+
 def latency_summary(ms):
+    buckets, lo = {}, 0
+    for hi in BUCKETS_MS + [None]:
+        key = "%s-%s" % (lo, hi) if hi else ">=%s" % lo
+        buckets[key] = sum(1 for x in ms if x >= lo and (hi is None or x < hi))
+        lo = hi
     return {"n": len(ms), "p50_ms": r3(percentile(ms, 50)), "p99_ms": r3(percentile(ms, 99)),
-            "max_ms": r3(max(ms) if ms else None)}
+            "max_ms": r3(max(ms) if ms else None), "buckets_ms": buckets}
 
 
 def r3(x):
