@@ -957,7 +957,8 @@ def busiest(run):
     busy = c["busy"] or 0
     if busy < 0.8:
         return ("none near a core (busiest %s, %.2f CPU s/s): bound by waiting (SIPp keeps "
-                "PEERS_WINDOW=%d in flight) or by the machine's other load" % (name, busy, WINDOW))
+                "PEERS_WINDOW=%d in flight; the slixmpp senders queue all at once) or by the "
+                "machine's other load" % (name, busy, WINDOW))
     who = "a driver: the figure is its limit" if name.startswith(DRIVERS) else "a peer"
     return "%s (%.2f CPU s/s, %s)" % (name, busy, who)
 
