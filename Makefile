@@ -20,7 +20,7 @@ VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1
 DEB_DIR    := target/deb
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: all build static lint test test-deps unit-test testbed-test install-test deb deb-test bench demo install clean \
+.PHONY: all build static lint test test-deps unit-test testbed-test install-test deb deb-test bench bench-peers demo install clean \
 	fuzz fuzz-smoke fuzz-build fuzz-corpus fuzz-deps
 
 all: build
@@ -138,8 +138,15 @@ fuzz-smoke: fuzz-build fuzz-corpus
 	@$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
 
 # Throughput figures of the protocol cores (release build); compare ratios within one run.
-bench:
+# The real peers' figures first (bench-peers), so that ratios come from the same run.
+bench: bench-peers
 	$(CARGO) bench --bench parsers
+
+# The testbed's real peers (Prosody -> Prosody S2S, Kamailio's mutual-TLS path) and xsgw
+# between them, driven by SIPp and slixmpp (benches/peers.py; PEERS_* variables scale it,
+# ~2 minutes by default): a table, and target/bench/peers.json. Takes the testbed lock.
+bench-peers: test-deps build
+	$(PYTHON) benches/peers.py
 
 demo: test-deps build
 	./tests/demo.sh

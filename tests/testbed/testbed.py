@@ -60,6 +60,9 @@ XMPP_ALT_ADDRS = ["127.0.10.21", "127.0.10.22", "127.0.10.23", "127.0.10.24"]  #
 EDGE_ADDR = "127.0.10.30"  # sip.contoso.test (Kamailio)
 UA_ADDR = "127.0.10.40"  # internal SIP users (SIPp, started by tests)
 GW_ADDR = "127.0.10.100"  # the gateway: gw.contoso.test, xmpp.contoso.test
+# xmpp.bench.test: a second Prosody that benches/peers.py starts for the Prosody -> Prosody
+# S2S figures (`make bench-peers`); DNS publishes it, `up` starts nothing there.
+BENCH_XMPP_ADDR = "127.0.10.6"
 
 GW_NAME = "gw.contoso.test"
 EDGE_NAME = "sip.contoso.test"
@@ -672,6 +675,7 @@ def _up(d, args, s2s_ifaces):
         "DNS_ADDR": DNS_ADDR, "XMPP_ADDR": XMPP_ADDR, "EDGE_ADDR": EDGE_ADDR,
         "UA_ADDR": UA_ADDR, "UA_PORT": args.ua_port, "UA_TRANSPORT": args.ua_transport,
         "GW_ADDR": GW_ADDR, "GW_NAME": GW_NAME, "GW_SIP_PORT": SIPS_PORT,
+        "BENCH_XMPP_ADDR": BENCH_XMPP_ADDR,
         "EDGE_INTERNAL_PORT": EDGE_INTERNAL_PORT, "POOL_NAME": EDGE_POOL_NAME,
         "POOL_CERT": pki["pool"]["cert"], "POOL_KEY": pki["pool"]["key"],
         "LOG_DIR": logs, "RUN_DIR": run_dir,
@@ -708,7 +712,7 @@ def _up(d, args, s2s_ifaces):
 
     pids = {}
     for name in SERVICE_ORDER:
-        pids[name] = start_service(d, name, s2s_ifaces)
+        pids[name] = start_service(d, name, s2s_ifaces, args.kamailio_memory)
 
     services = {}
     for name in SERVICE_ORDER:
@@ -779,6 +783,7 @@ def _up(d, args, s2s_ifaces):
                 "cert": pki["edge"]["cert"],
                 "key": pki["edge"]["key"],
                 "accepts_peer_cn": GW_NAME,
+                "memory_mb": args.kamailio_memory,
                 "routes": {
                     "gmail.test": "tls:%s:%d" % (GW_NAME, SIPS_PORT),
                     "googlemail.test": "tls:%s:%d" % (GW_NAME, SIPS_PORT),
@@ -825,7 +830,7 @@ def _srv_plan():
     return plan
 
 
-def start_service(d, name, s2s_ifaces):
+def start_service(d, name, s2s_ifaces, kamailio_memory=64):
     if name == "dnsmasq":
         pid = spawn(d, name, ["dnsmasq", "--keep-in-foreground", "--conf-file=" + os.path.join(d, "dnsmasq.conf")])
         deadline = time.monotonic() + 10
@@ -846,7 +851,7 @@ def start_service(d, name, s2s_ifaces):
     if name == "kamailio":
         cfg = os.path.join(d, "kamailio", "kamailio.cfg")
         run(["kamailio", "-c", "-f", cfg])  # syntax check first: clearer errors
-        pid = spawn(d, name, ["kamailio", "-f", cfg, "-DD", "-E", "-m", "64", "-M", "8",
+        pid = spawn(d, name, ["kamailio", "-f", cfg, "-DD", "-E", "-m", str(kamailio_memory), "-M", "8",
                               "-Y", os.path.join(d, "run")], mount_ns=True)
         wait_tcp(EDGE_ADDR, SIP_PORT, 20, pid, name, d)
         wait_tcp(EDGE_ADDR, SIPS_PORT, 10, pid, name, d)
@@ -932,7 +937,7 @@ def cmd_restart(args):
             raise TestbedError("could not stop " + name)
         os.unlink(pidfile)
     s2s_ifaces = [e["host"] for e in info["xmpp"]["s2s"]]
-    pid = start_service(d, name, s2s_ifaces)
+    pid = start_service(d, name, s2s_ifaces, info["sip"]["edge"].get("memory_mb", 64))
     info["services"][name]["pid"] = pid
     write_info(d, info)
     return 0
@@ -4099,6 +4104,8 @@ def build_parser():
                     help="transport from the Edge to the SIP users at %s (default udp)" % UA_ADDR)
     up.add_argument("--ua-port", type=int, default=SIP_PORT)
     up.add_argument("--kamailio-debug", type=int, default=2, help="Kamailio debug level (default 2)")
+    up.add_argument("--kamailio-memory", type=int, default=64, metavar="MB",
+                    help="Kamailio's shared memory in MB (default 64; make bench-peers: 512)")
 
     down = sub.add_parser("down", help="stop every service started in DIR")
     down.add_argument("--dir")
