@@ -5,6 +5,7 @@
 #   make install   PREFIX=/usr/local DESTDIR= : binary, sample configuration, init script, unit
 #   make deb       target/deb/xsgw_<version>_amd64.deb from the static binary (lintian-clean)
 #   make fuzz      FUZZ_SECONDS=60 : each fuzz target for that long (fuzz/README.md)
+#   make bench     protocol cores, then xsgw end to end between its own load generators
 
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -129,8 +130,11 @@ fuzz-smoke: fuzz-build fuzz-corpus
 	@$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
 
 # Throughput figures of the protocol cores (release build); compare ratios within one run.
-bench:
+# Then xsgw end to end between the bench's own partner server and Edge (benches/e2e/):
+# target/bench/e2e.json; E2E_* variables scale it (README, "Measuring it").
+bench: build
 	$(CARGO) bench --bench parsers
+	$(CARGO) bench --bench e2e
 
 demo: test-deps build
 	./tests/demo.sh

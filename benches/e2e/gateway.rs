@@ -184,6 +184,11 @@ impl Gateway {
         (field("VmRSS:"), field("Threads:"))
     }
 
+    /// Open file descriptors (entries of /proc/<pid>/fd).
+    pub fn open_fds(&self) -> u64 {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid)).map_or(0, |d| d.count() as u64)
+    }
+
     /// Whether the process still runs.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -241,35 +246,48 @@ pub fn cpu_of(pid: u32) -> Option<Duration> {
     ))
 }
 
-/// The soft limit on open files of this process, raised to `want` (within the hard limit)
-/// with prlimit(1): std has no setrlimit and the crate forbids `unsafe`. xsgw, started
-/// after, inherits it. Returns the soft limit in force.
-pub fn raise_open_files(want: u64) -> u64 {
+/// This process's limits on open files (soft, hard; `u64::MAX` for unlimited).
+fn open_files_limits() -> (u64, u64) {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let (soft, hard) = limits
+    // "Max open files  <soft>  <hard>  files", either maybe "unlimited".
+    limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
-        .map(|l| {
+        .and_then(|l| {
             let v: Vec<&str> = l.split_whitespace().collect();
             let n = |s: &str| s.parse::<u64>().unwrap_or(u64::MAX);
-            (n(v[3]), n(v[4]))
+            Some((n(v.get(3)?), n(v.get(4)?)))
         })
-        .unwrap_or((1024, 1024));
-    if soft >= want {
-        return soft;
-    }
-    let target = want.min(hard);
-    let ok = Command::new("prlimit")
+        .unwrap_or((1024, 1024))
+}
+
+fn prlimit_nofile(soft: u64, hard: u64) -> bool {
+    let hard = if hard == u64::MAX {
+        "unlimited".to_string()
+    } else {
+        hard.to_string()
+    };
+    Command::new("prlimit")
         .args([
             "--pid",
             &std::process::id().to_string(),
-            &format!("--nofile={target}:{hard}"),
+            &format!("--nofile={soft}:{hard}"),
         ])
         .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        target
-    } else {
-        soft
+        .is_ok_and(|s| s.success())
+}
+
+/// Raises this process's soft limit on open files to `want` with prlimit(1) (std has no
+/// setrlimit and the crate forbids `unsafe`); past the hard limit only when privileged
+/// (root may raise it), else to the hard limit. xsgw, started after, inherits it. Returns
+/// the soft limit in force.
+pub fn raise_open_files(want: u64) -> u64 {
+    let (soft, hard) = open_files_limits();
+    if soft >= want {
+        return soft;
     }
+    if hard >= want || !prlimit_nofile(want, want) {
+        prlimit_nofile(want.min(hard), hard);
+    }
+    open_files_limits().0
 }

@@ -34,6 +34,10 @@ impl Figures {
         }
     }
 
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
     pub fn get_num(&self, key: &str) -> Option<f64> {
         self.0
             .iter()

@@ -274,10 +274,12 @@ fn run() -> Result<(), String> {
 
     let bin = gateway::binary()?;
     let binary_bytes = std::fs::metadata(&bin).map_err(|e| e.to_string())?.len();
+    // xsgw holds two descriptors per stream (the socket and its clone for the reader), the
+    // bench one; both inherit this limit.
     let mut idle_streams = settings.idle_streams;
-    let nofile = gateway::raise_open_files(idle_streams as u64 + 1024);
-    if (nofile as usize) < idle_streams + 1024 {
-        let fits = (nofile as usize).saturating_sub(1024);
+    let nofile = gateway::raise_open_files(2 * idle_streams as u64 + 1024);
+    if (nofile as usize) < 2 * idle_streams + 1024 {
+        let fits = (nofile as usize).saturating_sub(1024) / 2;
         println!(
             "open files limited to {nofile} (ulimit -n): {fits} idle streams instead of {idle_streams}"
         );
@@ -594,6 +596,7 @@ fn idle_phase(
 ) -> Result<String, String> {
     let tls = partner::xmpp_tls(pki, "idle")?;
     let (rss0, threads0) = rig.gateway.rss_kib_and_threads();
+    let fds0 = rig.gateway.open_fds();
     let held = Mutex::new(Vec::with_capacity(n));
     let next = AtomicUsize::new(0);
     let failed = AtomicUsize::new(0);
@@ -620,6 +623,7 @@ fn idle_phase(
     let accept = started.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     let (rss1, threads1) = rig.gateway.rss_kib_and_threads();
+    let fds1 = rig.gateway.open_fds();
     let count = held.lock().unwrap().len();
     let failed = failed.load(Ordering::SeqCst);
     if let Some(e) = first_error.lock().unwrap().as_ref() {
@@ -637,6 +641,7 @@ fn idle_phase(
     figures.num("idle_stream_rss_kib", per_stream);
     figures.int("idle_rss_kib", rss1);
     figures.int("idle_threads", threads1);
+    figures.int("idle_fds", fds1);
 
     // Messages crossing one at a time while the streams are open.
     let mut crossing = Vec::new();
@@ -673,7 +678,8 @@ fn idle_phase(
     drop(held);
     let line = format!(
         "idle scale: {count} streams ({failed} failed) from {count} domains in {:.1} s ({:.0}/s); \
-         xsgw RSS {rss0} → {rss1} KiB = {per_stream:.1} KiB per stream, threads {threads0} → {threads1}; \
+         xsgw RSS {rss0} → {rss1} KiB = {per_stream:.1} KiB per stream, threads {threads0} → {threads1}, \
+         open files {fds0} → {fds1}; \
          a message across meanwhile: {}",
         accept.as_secs_f64(),
         count as f64 / accept.as_secs_f64(),
@@ -701,7 +707,13 @@ fn merge_peers(out_dir: &Path, figures: &mut Figures) -> Vec<String> {
         return lines;
     };
     for (key, raw) in &members {
-        figures.set(key.clone(), Value::Raw(raw.clone()));
+        // A key this bench wrote too stays ours; the peers' figure is kept beside it.
+        let key = if figures.get(key).is_some() {
+            format!("peers_{key}")
+        } else {
+            key.clone()
+        };
+        figures.set(key, Value::Raw(raw.clone()));
     }
     for (key, raw) in &members {
         let Ok(theirs) = raw.parse::<f64>() else {
@@ -780,6 +792,17 @@ fn print_table(rows: &[Row], figures: &Figures, idle: &str, ratios: &[String], l
         );
     }
     println!("lost={lost} (sent and neither delivered nor answered with an error, all phases)");
+    let get_str = |k: &str| match figures.get(k) {
+        Some(Value::Str(s)) => s.clone(),
+        _ => String::new(),
+    };
+    println!(
+        "sip→xmpp final responses by status: {}; 200 for a stanza the partner never got: {:.0}",
+        get_str("sip_to_xmpp_final_statuses"),
+        figures
+            .get_num("sip_200_without_partner_receipt")
+            .unwrap_or(0.0)
+    );
     let get = |k: &str| figures.get_num(k).unwrap_or(f64::NAN);
     println!(
         "cpu {:.1} µs/msg at saturation; RSS {:.0} KiB, {:.0} threads; start-up {:.1} ms; binary {:.0} KiB",
