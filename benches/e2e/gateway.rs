@@ -273,6 +273,7 @@ fn prlimit_nofile(soft: u64, hard: u64) -> bool {
             &std::process::id().to_string(),
             &format!("--nofile={soft}:{hard}"),
         ])
+        .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
