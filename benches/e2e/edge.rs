@@ -23,14 +23,15 @@ use xsgw::tls::{load_roots, provider, Identity};
 
 use crate::partner::{seq_after, USERS};
 use crate::pki::{Pki, GATEWAY_FQDN, HOSTED, PARTNER};
-use crate::pump::{self, Conn, Handler, Pumped};
+use crate::pump::{self, Conn, Flow, Handler, Pumped};
 use crate::tracker::{End, Tracker};
 
 /// Commands for an Edge connection.
 pub enum EdgeCmd {
     /// SIP→XMPP MESSAGEs, numbered (client connection only).
     Messages(Range<u64>),
-    /// Cut the connection after what came before.
+    /// Close the connection at once after what came before, unread requests and all (a
+    /// crash of the Edge: xsgw must answer what it had sent there with errors).
     Cut,
 }
 
@@ -251,7 +252,7 @@ impl Handler for SipHandler {
         }
     }
 
-    fn on_command(&mut self, command: EdgeCmd, out: &mut Vec<u8>) -> bool {
+    fn on_command(&mut self, command: EdgeCmd, out: &mut Vec<u8>) -> Flow {
         match command {
             EdgeCmd::Messages(range) => {
                 let now = self.edge.s2x.now_ns();
@@ -275,9 +276,9 @@ impl Handler for SipHandler {
                     self.edge.s2x.mark_sent(seq, now);
                 }
                 out.extend_from_slice(text.as_bytes());
-                true
+                Flow::Continue
             }
-            EdgeCmd::Cut => false,
+            EdgeCmd::Cut => Flow::Close,
         }
     }
 

@@ -30,7 +30,7 @@ use xsgw::xmpp::session::{
 use xsgw::xmpp::stream::StreamLimits;
 
 use crate::pki::{Pki, HOSTED, PARTNER};
-use crate::pump::{self, Conn, Handler, Pumped};
+use crate::pump::{self, Conn, Flow, Handler, Pumped};
 use crate::tracker::{End, Tracker};
 
 /// Users on each side; message `seq` goes between user `seq % USERS` of both.
@@ -64,7 +64,8 @@ pub enum Out {
         to: String,
         read_ns: u64,
     },
-    /// Cut the stream after what came before (a crash of the partner's connection).
+    /// Drop the stream after what came before: TCP ends without `</stream:stream>` (xsgw
+    /// reads every stanza written before it).
     Cut,
 }
 
@@ -85,6 +86,8 @@ pub struct Partner {
     pub answer_ns: Mutex<Vec<u64>>,
     /// SIP→XMPP messages read from xsgw's stream (seq set in `s2x` via `mark_seen`).
     pub received: AtomicU64,
+    /// Pings (xsgw's delivery barriers) read.
+    pub pings: AtomicU64,
     /// Streams from xsgw accepted and authenticated.
     pub inbound_streams: AtomicU64,
     /// Streams to xsgw opened (the first and every reopening).
@@ -113,6 +116,7 @@ impl Partner {
             x2s,
             answer_ns: Mutex::new(Vec::new()),
             received: AtomicU64::new(0),
+            pings: AtomicU64::new(0),
             inbound_streams: AtomicU64::new(0),
             outbound_streams: AtomicU64::new(0),
             slot: Mutex::new(Slot {
@@ -406,6 +410,7 @@ impl FromGateway {
             }
             "iq" if element.attr("type") == Some("get") => {
                 let read_ns = p.s2x.now_ns();
+                p.pings.fetch_add(1, Ordering::Relaxed);
                 p.send(Out::Pong {
                     id: element.attr("id").unwrap_or_default().to_string(),
                     from: element.attr("to").unwrap_or_default().to_string(),
@@ -437,8 +442,8 @@ impl Handler for FromGateway {
         open
     }
 
-    fn on_command(&mut self, _: (), _: &mut Vec<u8>) -> bool {
-        true
+    fn on_command(&mut self, _: (), _: &mut Vec<u8>) -> Flow {
+        Flow::Continue
     }
 
     fn on_closed(&mut self, _: Vec<()>) {}
@@ -467,7 +472,7 @@ impl Handler for ToGateway {
         open
     }
 
-    fn on_command(&mut self, command: Out, out: &mut Vec<u8>) -> bool {
+    fn on_command(&mut self, command: Out, out: &mut Vec<u8>) -> Flow {
         let mut text = String::new();
         match command {
             Out::Messages(range) => {
@@ -499,10 +504,10 @@ impl Handler for ToGateway {
                 let answered = self.partner.s2x.now_ns().saturating_sub(read_ns);
                 self.partner.answer_ns.lock().unwrap().push(answered);
             }
-            Out::Cut => return false,
+            Out::Cut => return Flow::HalfClose,
         }
         out.extend_from_slice(text.as_bytes());
-        true
+        Flow::Continue
     }
 
     fn on_closed(&mut self, unsent: Vec<Out>) {

@@ -92,13 +92,27 @@ impl Conn {
 /// The protocol side of a pumped connection; runs on the owner thread.
 pub trait Handler: Send + 'static {
     type Command: Send + 'static;
-    /// Plaintext from the peer (`&[]` once at the start, for what the set-up left pending).
+    /// Plaintext from the peer (once at the start with what the set-up left pending, maybe
+    /// nothing).
     /// Appends what to write to `out`; `false` closes the connection.
     fn on_input(&mut self, plain: &[u8], out: &mut Vec<u8>) -> bool;
     /// A command from the generator; appends what to write to `out`.
-    fn on_command(&mut self, command: Self::Command, out: &mut Vec<u8>) -> bool;
+    fn on_command(&mut self, command: Self::Command, out: &mut Vec<u8>) -> Flow;
     /// The connection ended; `unsent` are the commands still queued (to be sent again).
     fn on_closed(&mut self, unsent: Vec<Self::Command>);
+}
+
+/// What a command leaves of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Write what is pending, then close at once (what the peer sent and was not read is
+    /// discarded, with a TCP reset: a crash).
+    Close,
+    /// Write what is pending, then end the TCP stream (FIN, no stream close, no TLS
+    /// close_notify) and read until the peer closes: a connection dropped mid-stream, with
+    /// nothing written lost on the way.
+    HalfClose,
 }
 
 /// A pumped connection: its command channel, and the socket to cut it ("dropped mid-run").
@@ -148,21 +162,38 @@ pub fn spawn<H: Handler>(name: &str, conn: Conn, mut handler: H) -> io::Result<P
         .spawn(move || {
             let mut out = Vec::with_capacity(64 * 1024);
             let mut plain = Vec::with_capacity(64 * 1024);
-            let mut open = handler.on_input(&[], &mut out);
+            // What the set-up phase left decrypted inside rustls (a stream restart that came
+            // with the SASL success, say): the peer may be waiting for our answer to it.
+            let mut chunk = [0u8; 16 * 1024];
+            while let Ok(n) = tls.reader().read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                plain.extend_from_slice(&chunk[..n]);
+            }
+            let mut open = handler.on_input(&plain, &mut out);
+            plain.clear();
+            if let Err(e) = write_plain(&mut tls, &mut writer, &out) {
+                eprintln!("{label}: write failed, connection closed: {e}");
+                open = false;
+            }
+            out.clear();
+            let mut flow = Flow::Continue;
             while open {
                 select! {
                     recv(cmd_rx) -> command => match command {
                         Ok(command) => {
-                            open = handler.on_command(command, &mut out);
+                            flow = handler.on_command(command, &mut out);
                             for _ in 0..BATCH {
-                                if !open {
+                                if flow != Flow::Continue {
                                     break;
                                 }
                                 match cmd_rx.try_recv() {
-                                    Ok(command) => open = handler.on_command(command, &mut out),
+                                    Ok(command) => flow = handler.on_command(command, &mut out),
                                     Err(_) => break,
                                 }
                             }
+                            open = flow == Flow::Continue;
                         }
                         Err(_) => open = false,
                     },
@@ -183,6 +214,11 @@ pub fn spawn<H: Handler>(name: &str, conn: Conn, mut handler: H) -> io::Result<P
                     open = false;
                 }
                 out.clear();
+            }
+            if flow == Flow::HalfClose {
+                // The reader thread drains what the peer still sends until it closes.
+                let _ = writer.shutdown(Shutdown::Write);
+                while raw_rx.recv_timeout(Duration::from_secs(5)).is_ok() {}
             }
             let _ = writer.shutdown(Shutdown::Both);
             handler.on_closed(cmd_rx.try_iter().collect());
