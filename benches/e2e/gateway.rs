@@ -196,6 +196,11 @@ impl Gateway {
 
     /// SIGTERM, then the exit within `within` (killed otherwise); the exit code.
     pub fn stop(mut self, within: Duration) -> Option<i32> {
+        self.terminate(within)
+    }
+
+    /// [`Gateway::stop`] keeping the value (to be replaced by a new start).
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .status();

@@ -19,6 +19,9 @@
 //! 5. idle scale: `E2E_IDLE_STREAMS` authenticated streams from as many partner domains,
 //!    RSS per stream, time to accept them, and messages crossing while they are open.
 //!
+//! Each group (saturation, fixed rates, the cut run, idle scale) starts on a fresh xsgw
+//! process, so that what one left broken does not spoil the next one's figures.
+//!
 //! Writes `target/bench/e2e.json` (merged with `target/bench/peers.json` when the peers'
 //! bench wrote one, with the ratios) and prints a table. Environment: see [`Settings`].
 
@@ -35,7 +38,7 @@ mod pump;
 mod tracker;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -120,6 +123,11 @@ impl Dir {
 /// Everything a phase drives.
 struct Rig {
     gateway: Gateway,
+    bin: PathBuf,
+    config: PathBuf,
+    work: PathBuf,
+    /// How many times xsgw was started (each start has its own log file).
+    starts: u32,
     edge: Arc<Edge>,
     partner: Arc<Partner>,
     s2x: Arc<Tracker>,
@@ -149,6 +157,77 @@ struct Outcome {
 }
 
 impl Rig {
+    /// The log file of the `n`th start of xsgw.
+    fn log(&self) -> PathBuf {
+        match self.starts {
+            0 | 1 => self.work.join("xsgw.log"),
+            n => self.work.join(format!("xsgw-{n}.log")),
+        }
+    }
+
+    /// Waits for xsgw's connection to the Edge and the partner's stream to xsgw (counters
+    /// past the given values), then sends a few messages each way, which also opens xsgw's
+    /// stream to the partner.
+    fn connected(&self, accepted: u64, streams: u64) -> Result<(), String> {
+        let waited = Instant::now();
+        while self.edge.accepted.load(Ordering::SeqCst) <= accepted
+            || self.partner.outbound_streams.load(Ordering::SeqCst) <= streams
+        {
+            if waited.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "xsgw and the generators did not connect within 10 s; see {}",
+                    self.log().display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let warm = Load {
+            rate: None,
+            duration: Duration::from_secs(15),
+            window: 1,
+            limit: 20,
+        };
+        for dir in [Dir::SipToXmpp, Dir::XmppToSip] {
+            let o = self.phase(&[dir], &warm, |_| {});
+            if o[0].summary.delivered == 0 {
+                return Err(format!(
+                    "warm-up: no {} message was delivered ({} errors, {} lost); see {}",
+                    dir.arrow(),
+                    o[0].summary.errors,
+                    o[0].summary.lost,
+                    self.log().display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A fresh xsgw for the next group of phases, so that what one group left broken (a
+    /// stuck barrier, a full queue) does not spoil the next one's figures; the generators
+    /// reconnect. Fails when xsgw is no longer running (a crash is a finding).
+    fn restart(&mut self) -> Result<(), String> {
+        if !self.gateway.alive() {
+            return Err(format!(
+                "xsgw exited during the run; see {}",
+                self.log().display()
+            ));
+        }
+        let accepted = self.edge.accepted.load(Ordering::SeqCst);
+        let streams = self.partner.outbound_streams.load(Ordering::SeqCst);
+        self.gateway.terminate(Duration::from_secs(10));
+        self.starts += 1;
+        let (gateway, _) = Gateway::start(&self.bin, &self.config, &self.log(), &self.addresses)?;
+        self.gateway = gateway;
+        self.edge
+            .connect(self.addresses.sip)
+            .map_err(|e| format!("the Edge's connection to xsgw: {e}"))?;
+        let drain = self.drain;
+        self.drain = Duration::from_secs(10);
+        let result = self.connected(accepted, streams);
+        self.drain = drain;
+        result
+    }
+
     fn tracker(&self, dir: Dir) -> &Tracker {
         match dir {
             Dir::SipToXmpp => &self.s2x,
@@ -337,18 +416,12 @@ fn run() -> Result<(), String> {
     partner
         .connect()
         .map_err(|e| format!("the partner's stream to xsgw: {e}"))?;
-    let waited = Instant::now();
-    while edge.accepted.load(Ordering::SeqCst) == 0 {
-        if waited.elapsed() > Duration::from_secs(10) {
-            return Err(format!(
-                "xsgw did not connect to the Edge within 10 s; see {}",
-                log.display()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
     let mut rig = Rig {
         gateway,
+        bin: bin.clone(),
+        config: config_path.clone(),
+        work: work.clone(),
+        starts: 1,
         edge,
         partner,
         s2x,
@@ -356,26 +429,7 @@ fn run() -> Result<(), String> {
         addresses,
         drain: Duration::from_secs(10),
     };
-
-    // Warm-up: one message each way opens xsgw's stream to the partner.
-    let warm = Load {
-        rate: None,
-        duration: Duration::from_secs(15),
-        window: 1,
-        limit: 20,
-    };
-    for dir in [Dir::SipToXmpp, Dir::XmppToSip] {
-        let o = rig.phase(&[dir], &warm, |_| {});
-        if o[0].summary.delivered == 0 {
-            return Err(format!(
-                "warm-up: no {} message was delivered ({} errors, {} lost); see {}",
-                dir.arrow(),
-                o[0].summary.errors,
-                o[0].summary.lost,
-                log.display()
-            ));
-        }
-    }
+    rig.connected(0, 0)?;
     rig.drain = Duration::from_secs_f64(settings.drain_seconds);
     let mut rows: Vec<Row> = Vec::new();
 
@@ -438,6 +492,9 @@ fn run() -> Result<(), String> {
     figures.int("threads", threads);
 
     // Fixed rates, one direction at a time.
+    if !settings.rates.is_empty() {
+        rig.restart()?;
+    }
     for &rate in &settings.rates {
         for dir in [Dir::SipToXmpp, Dir::XmppToSip] {
             let cpu0 = rig.gateway.cpu();
@@ -482,6 +539,9 @@ fn run() -> Result<(), String> {
 
     // Both ways with the partner's and the Edge's connections cut mid-run.
     if settings.drop_seconds > 0.0 {
+        rig.restart()?;
+        let reopened = rig.partner.outbound_streams.load(Ordering::SeqCst);
+        let reconnected = rig.edge.accepted.load(Ordering::SeqCst);
         let (mut cut_out, mut cut_in, mut cut_edge) = (false, false, false);
         let (partner, edge) = (Arc::clone(&rig.partner), Arc::clone(&rig.edge));
         let outcomes = rig.phase(
@@ -522,21 +582,18 @@ fn run() -> Result<(), String> {
         }
         figures.int(
             "drop_partner_streams_reopened",
-            rig.partner.outbound_streams.load(Ordering::SeqCst) - 1,
+            rig.partner.outbound_streams.load(Ordering::SeqCst) - reopened,
         );
         figures.int(
             "drop_edge_reconnections",
-            rig.edge.accepted.load(Ordering::SeqCst) - 1,
+            rig.edge.accepted.load(Ordering::SeqCst) - reconnected,
         );
-    }
-
-    if !rig.gateway.alive() {
-        return Err(format!("xsgw exited during the run; see {}", log.display()));
     }
 
     // Idle scale.
     let mut idle_line = String::from("idle scale: skipped (E2E_IDLE_STREAMS=0)");
     if idle_streams > 0 {
+        rig.restart()?;
         idle_line = idle_phase(
             &mut rig,
             &pki,
@@ -547,6 +604,12 @@ fn run() -> Result<(), String> {
         )?;
     }
 
+    if !rig.gateway.alive() {
+        return Err(format!(
+            "xsgw exited during the run; see {}",
+            rig.log().display()
+        ));
+    }
     rig.edge.stop();
     rig.partner.stop();
     let exit = rig.gateway.stop(Duration::from_secs(10));

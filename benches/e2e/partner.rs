@@ -263,12 +263,17 @@ impl Partner {
         let _ = std::thread::Builder::new()
             .name("partner-redial".into())
             .spawn(move || {
+                // xsgw may be restarting between phases: quiet for the first few seconds.
+                let mut attempts = 0u32;
                 while !me.stopping.load(Ordering::SeqCst) {
                     match me.connect() {
                         Ok(()) => return,
                         Err(e) => {
-                            eprintln!("partner: reopening the stream to xsgw: {e}");
-                            std::thread::sleep(Duration::from_millis(100));
+                            attempts += 1;
+                            if attempts % 100 == 0 {
+                                eprintln!("partner: reopening the stream to xsgw: {e}");
+                            }
+                            std::thread::sleep(Duration::from_millis(50));
                         }
                     }
                 }
