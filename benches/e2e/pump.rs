@@ -144,14 +144,16 @@ pub fn spawn<H: Handler>(name: &str, conn: Conn, mut handler: H) -> io::Result<P
     std::thread::Builder::new()
         .name(format!("{name}-read"))
         .stack_size(64 * 1024)
-        .spawn(move || loop {
+        .spawn(move || {
+            // One buffer for every read; only what was read is copied into the channel.
             let mut buf = vec![0u8; 64 * 1024];
-            match reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    buf.truncate(n);
-                    if raw_tx.send(buf).is_err() {
-                        break;
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if raw_tx.send(buf[..n].to_vec()).is_err() {
+                            break;
+                        }
                     }
                 }
             }
