@@ -6,6 +6,7 @@
 #   make install   PREFIX=/usr/local DESTDIR= : binary, sample configuration, init script, unit
 #   make deb       target/deb/xsgw_<version>_amd64.deb from the static binary (lintian-clean)
 #   make fuzz      FUZZ_SECONDS=60 : each fuzz target for that long (fuzz/README.md)
+#   make bench     protocol cores, then xsgw end to end between its own load generators
 
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -138,9 +139,12 @@ fuzz-smoke: fuzz-build fuzz-corpus
 	@$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
 
 # Throughput figures of the protocol cores (release build); compare ratios within one run.
-# The real peers' figures first (bench-peers), so that ratios come from the same run.
-bench: bench-peers
+# The real peers' figures first (bench-peers), so that ratios come from the same run; then
+# xsgw end to end between the bench's own partner server and Edge (benches/e2e/):
+# target/bench/e2e.json; E2E_* variables scale it (README, "Measuring it").
+bench: bench-peers build
 	$(CARGO) bench --bench parsers
+	$(CARGO) bench --bench e2e
 
 # The testbed's real peers (Prosody -> Prosody S2S, Kamailio's mutual-TLS path) and xsgw
 # between them, driven by SIPp and slixmpp (benches/peers.py; PEERS_* variables scale it,
